@@ -1,0 +1,16 @@
+-- Portable DDL: one row per purchased item; the order id is the purchase id.
+CREATE TABLE orders (
+    id BIGINT NOT NULL,
+    product_id BIGINT NOT NULL,
+    amount BIGINT NOT NULL,
+    customer_id BIGINT NOT NULL,
+    PRIMARY KEY (id, product_id)
+);
+-- One row per purchase: what this service did for it (applied, failed, compensated).
+-- Written in the same transaction as the effect, so a redelivered command is answered from it.
+CREATE TABLE step_ledger (
+    purchase_id BIGINT NOT NULL PRIMARY KEY,
+    status VARCHAR(16) NOT NULL,
+    detail VARCHAR(255) NOT NULL,
+    updated_at BIGINT NOT NULL
+);

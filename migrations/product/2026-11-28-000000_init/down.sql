@@ -1,0 +1,1 @@
+DROP TABLE step_ledger; DROP TABLE reservations; DROP TABLE products;

@@ -1,0 +1,168 @@
+//! The account service: sign-up, login, token refresh and customer info, over the account
+//! database and the cache.
+
+use super::messages::*;
+use super::{ServiceError, ServiceResult};
+use crate::auth::password;
+use crate::auth::tokens::{TokenError, TokenIssuer, TokenPair};
+use crate::cache::{Cache, keys};
+use crate::db::accounts::{Accounts, Customer, PersonChange, ShippingChange};
+use crate::domain::{email, ids::IdGenerator};
+use crate::service_actor;
+
+/// The account service's logic, independent of actix.
+#[derive(Clone)]
+pub struct AccountCore {
+    repo: Accounts,
+    cache: Cache,
+    ids: IdGenerator,
+    tokens: TokenIssuer,
+}
+
+/// Runs CPU-heavy password work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ServiceResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))
+}
+
+impl AccountCore {
+    /// Core over the account repository.
+    pub fn new(repo: Accounts, cache: Cache, ids: IdGenerator, tokens: TokenIssuer) -> Self {
+        Self {
+            repo,
+            cache,
+            ids,
+            tokens,
+        }
+    }
+
+    fn issue(&self, customer_id: u64) -> ServiceResult<TokenPair> {
+        self.tokens
+            .issue(customer_id, crate::clock::now_secs() as u64)
+            .map_err(|e| ServiceError::Internal(e.to_string()))
+    }
+
+    async fn sign_up(&self, msg: SignUp) -> ServiceResult<TokenPair> {
+        let id = self.ids.next();
+        let plain = msg.password;
+        let password_hash = blocking(move || password::hash(&plain))
+            .await?
+            .map_err(ServiceError::Internal)?;
+        let customer = Customer {
+            id: id as i64,
+            active: true,
+            first_name: msg.first_name,
+            last_name: msg.last_name,
+            email_key: email::unique_key(&msg.email),
+            email: msg.email,
+            address: msg.address,
+            phone_number: msg.phone_number,
+            password_hash,
+            created_at: crate::clock::now_ms(),
+        };
+        self.repo.insert(&customer).await?;
+        self.issue(id)
+    }
+
+    async fn log_in(&self, msg: LogIn) -> ServiceResult<TokenPair> {
+        let customer = self
+            .repo
+            .by_email_key(&email::unique_key(&msg.email))
+            .await?
+            .ok_or(ServiceError::CustomerNotFound)?;
+        if !customer.active {
+            return Err(ServiceError::CustomerInactive);
+        }
+        let hash = customer.password_hash.clone();
+        if !blocking(move || password::verify(&msg.password, &hash)).await? {
+            return Err(ServiceError::AuthenticationFailed);
+        }
+        self.issue(customer.id as u64)
+    }
+
+    async fn refresh(&self, msg: RefreshTokens) -> ServiceResult<TokenPair> {
+        let id = self
+            .tokens
+            .check_refresh(&msg.refresh_token)
+            .map_err(|e| match e {
+                TokenError::Expired => ServiceError::TokenExpired,
+                TokenError::Invalid => ServiceError::InvalidToken,
+            })?;
+        let customer = self
+            .repo
+            .by_id(id)
+            .await?
+            .ok_or(ServiceError::CustomerNotFound)?;
+        if !customer.active {
+            return Err(ServiceError::CustomerInactive);
+        }
+        self.issue(id)
+    }
+
+    async fn person(&self, msg: GetPerson) -> ServiceResult<PersonInfo> {
+        let repo = &self.repo;
+        self.cache
+            .get_or_load(&keys::person(msg.customer_id), || async {
+                Ok::<_, ServiceError>(repo.by_id(msg.customer_id).await?.map(|c| PersonInfo {
+                    firstname: c.first_name,
+                    lastname: c.last_name,
+                    email: c.email,
+                }))
+            })
+            .await?
+            .ok_or(ServiceError::CustomerNotFound)
+    }
+
+    async fn shipping(&self, msg: GetShipping) -> ServiceResult<ShippingInfo> {
+        let repo = &self.repo;
+        self.cache
+            .get_or_load(&keys::shipping(msg.customer_id), || async {
+                Ok::<_, ServiceError>(repo.by_id(msg.customer_id).await?.map(|c| ShippingInfo {
+                    address: c.address,
+                    phone_number: c.phone_number,
+                }))
+            })
+            .await?
+            .ok_or(ServiceError::CustomerNotFound)
+    }
+
+    async fn update_person(&self, msg: UpdatePerson) -> ServiceResult<()> {
+        let info = &msg.info;
+        let key = email::unique_key(&info.email);
+        let change = PersonChange {
+            first_name: &info.firstname,
+            last_name: &info.lastname,
+            email: &info.email,
+            email_key: &key,
+        };
+        self.repo.update_person(msg.customer_id, &change).await?;
+        self.cache.invalidate(&keys::person(msg.customer_id)).await;
+        Ok(())
+    }
+
+    async fn update_shipping(&self, msg: UpdateShipping) -> ServiceResult<()> {
+        let change = ShippingChange {
+            address: &msg.info.address,
+            phone_number: &msg.info.phone_number,
+        };
+        self.repo.update_shipping(msg.customer_id, &change).await?;
+        self.cache
+            .invalidate(&keys::shipping(msg.customer_id))
+            .await;
+        Ok(())
+    }
+}
+
+service_actor!(
+    /// The account service actor.
+    AccountService(AccountCore) {
+    SignUp => sign_up,
+    LogIn => log_in,
+    RefreshTokens => refresh,
+    GetPerson => person,
+    GetShipping => shipping,
+    UpdatePerson => update_person,
+    UpdateShipping => update_shipping,
+}
+);

@@ -1,0 +1,254 @@
+//! Commands, queries and events exchanged between actors: plain serde types, so the same
+//! message can cross an actix mailbox or, later, a NATS subject.
+
+use std::sync::Arc;
+
+use actix::Message;
+use serde::{Deserialize, Serialize};
+
+use super::ServiceResult;
+use crate::auth::tokens::TokenPair;
+use crate::domain::purchase::{Purchase, PurchaseItem, PurchaseResult, Step, StepOutcome};
+
+// ---- accounts -------------------------------------------------------------------------
+
+/// Create a customer and log them in.
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[rtype(result = "ServiceResult<TokenPair>")]
+pub struct SignUp {
+    pub password: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+    pub address: String,
+    pub phone_number: String,
+}
+
+/// Exchange email and password for a token pair.
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[rtype(result = "ServiceResult<TokenPair>")]
+pub struct LogIn {
+    pub email: String,
+    pub password: String,
+}
+
+/// Exchange a refresh token for a new pair (the old one stays valid: no rotation).
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[rtype(result = "ServiceResult<TokenPair>")]
+pub struct RefreshTokens {
+    pub refresh_token: String,
+}
+
+/// A customer's name and email.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonInfo {
+    pub firstname: String,
+    pub lastname: String,
+    pub email: String,
+}
+
+/// A customer's address and phone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShippingInfo {
+    pub address: String,
+    pub phone_number: String,
+}
+
+/// Read a customer's personal info.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Message)]
+#[rtype(result = "ServiceResult<PersonInfo>")]
+pub struct GetPerson {
+    pub customer_id: u64,
+}
+
+/// Replace a customer's personal info.
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[rtype(result = "ServiceResult<()>")]
+pub struct UpdatePerson {
+    pub customer_id: u64,
+    pub info: PersonInfo,
+}
+
+/// Read a customer's shipping info.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Message)]
+#[rtype(result = "ServiceResult<ShippingInfo>")]
+pub struct GetShipping {
+    pub customer_id: u64,
+}
+
+/// Replace a customer's shipping info.
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[rtype(result = "ServiceResult<()>")]
+pub struct UpdateShipping {
+    pub customer_id: u64,
+    pub info: ShippingInfo,
+}
+
+// ---- products -------------------------------------------------------------------------
+
+/// Add a product to the catalog; answers its id.
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[rtype(result = "ServiceResult<u64>")]
+pub struct CreateProduct {
+    pub name: String,
+    pub description: String,
+    pub brand_name: String,
+    pub price: i64,
+    pub inventory: i64,
+}
+
+/// A product's detail as `GET /api/product/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductDetail {
+    pub id: u64,
+    pub name: String,
+    pub description: String,
+    pub brand_name: String,
+    pub price: i64,
+    pub inventory: i64,
+}
+
+/// Read one product.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Message)]
+#[rtype(result = "ServiceResult<ProductDetail>")]
+pub struct GetProduct {
+    pub id: u64,
+}
+
+/// Read several products; answers those that exist, in the order asked.
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[rtype(result = "ServiceResult<Vec<ProductDetail>>")]
+pub struct GetProducts {
+    pub ids: Vec<u64>,
+}
+
+/// A catalog line of `GET /api/products`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogLine {
+    pub id: u64,
+    pub name: String,
+    pub inventory: i64,
+    pub price: i64,
+}
+
+/// Read one page of the catalog.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Message)]
+#[rtype(result = "ServiceResult<Vec<CatalogLine>>")]
+pub struct ListProducts {
+    pub offset: u64,
+    pub size: u64,
+}
+
+// ---- orders and payments ----------------------------------------------------------------
+
+/// An order line with the product's current details.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderItem {
+    pub product_id: u64,
+    pub name: String,
+    pub description: String,
+    pub brand_name: String,
+    pub price: i64,
+    pub amount: i64,
+}
+
+/// An order as `GET /api/order/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderView {
+    pub id: u64,
+    pub purchased_items: Vec<OrderItem>,
+}
+
+/// Read a customer's own order.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Message)]
+#[rtype(result = "ServiceResult<OrderView>")]
+pub struct GetOrder {
+    pub id: u64,
+    pub customer_id: u64,
+}
+
+/// A payment as `GET /api/payment/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentView {
+    pub id: u64,
+    pub currency_code: String,
+    pub amount: i64,
+}
+
+/// Read a customer's own payment.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Message)]
+#[rtype(result = "ServiceResult<PaymentView>")]
+pub struct GetPayment {
+    pub id: u64,
+    pub customer_id: u64,
+}
+
+// ---- saga commands -----------------------------------------------------------------------
+
+/// Forward step or its compensation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StepAction {
+    Execute,
+    Compensate,
+}
+
+/// A saga command to a participant. Idempotency key: (purchase id, step, action).
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[rtype(result = "Result<StepOutcome, StepError>")]
+pub struct StepCommand {
+    pub purchase: Arc<Purchase>,
+    pub step: Step,
+    pub action: StepAction,
+}
+
+/// A participant could not run a command now (infrastructure); the saga retries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{0}")]
+pub struct StepError(pub String);
+
+impl From<crate::db::DbError> for StepError {
+    fn from(e: crate::db::DbError) -> Self {
+        StepError(e.to_string())
+    }
+}
+
+// ---- purchases -------------------------------------------------------------------------
+
+/// Accept a purchase: store its saga and start it. Fails with `Busy` at the in-flight cap.
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[rtype(result = "ServiceResult<()>")]
+pub struct AcceptPurchase {
+    pub purchase: Purchase,
+}
+
+/// A purchase's saga as `GET /api/purchase/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseView {
+    pub purchase_id: u64,
+    pub status: String,
+    pub amount: i64,
+    pub currency_code: String,
+    pub purchase_items: Vec<PurchaseItem>,
+    pub steps: Vec<StepView>,
+}
+
+/// One step-log entry of a purchase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepView {
+    pub step: String,
+    pub status: String,
+    pub timestamp: i64,
+}
+
+/// Read a customer's own purchase.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Message)]
+#[rtype(result = "ServiceResult<PurchaseView>")]
+pub struct GetPurchase {
+    pub purchase_id: u64,
+    pub customer_id: u64,
+}
+
+/// A committed step result, broadcast to SSE streams through actix-broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct ResultPublished(pub PurchaseResult);

@@ -1,0 +1,87 @@
+//! The order service: the order step of the purchase saga and `GET /api/order/{id}`.
+
+use std::sync::Arc;
+
+use actix::Recipient;
+
+use super::faults::Faults;
+use super::messages::*;
+use super::{ServiceError, ServiceResult};
+use crate::db::orders::Orders;
+use crate::domain::purchase::StepOutcome;
+use crate::service_actor;
+
+/// The order service's logic, independent of actix.
+#[derive(Clone)]
+pub struct OrderCore {
+    repo: Orders,
+    products: Recipient<GetProducts>,
+    faults: Arc<Faults>,
+}
+
+impl OrderCore {
+    /// Core over the order repository; product details come from the product service.
+    pub fn new(repo: Orders, products: Recipient<GetProducts>, faults: Arc<Faults>) -> Self {
+        Self {
+            repo,
+            products,
+            faults,
+        }
+    }
+
+    async fn get(&self, msg: GetOrder) -> ServiceResult<OrderView> {
+        let lines = self.repo.lines(msg.id).await?;
+        // Another customer's order answers exactly as a missing one (no existence leak).
+        if lines.is_empty()
+            || lines
+                .iter()
+                .any(|l| l.customer_id as u64 != msg.customer_id)
+        {
+            return Err(ServiceError::OrderNotFound);
+        }
+        let ids = lines.iter().map(|l| l.product_id as u64).collect();
+        let products = self.products.send(GetProducts { ids }).await??;
+        let purchased_items = lines
+            .iter()
+            .map(|l| {
+                let p = products
+                    .iter()
+                    .find(|p| p.id == l.product_id as u64)
+                    .ok_or_else(|| ServiceError::Internal("ordered product is gone".into()))?;
+                Ok(OrderItem {
+                    product_id: p.id,
+                    name: p.name.clone(),
+                    description: p.description.clone(),
+                    brand_name: p.brand_name.clone(),
+                    price: p.price,
+                    amount: l.amount,
+                })
+            })
+            .collect::<ServiceResult<_>>()?;
+        Ok(OrderView {
+            id: msg.id,
+            purchased_items,
+        })
+    }
+
+    async fn step(&self, cmd: StepCommand) -> Result<StepOutcome, StepError> {
+        if let Some(injected) = self.faults.intercept(&cmd) {
+            return injected;
+        }
+        Ok(match cmd.action {
+            StepAction::Execute => self.repo.create(&cmd.purchase).await?,
+            StepAction::Compensate => {
+                self.repo.remove(cmd.purchase.purchase_id).await?;
+                StepOutcome::Applied
+            }
+        })
+    }
+}
+
+service_actor!(
+    /// The order service actor.
+    OrderService(OrderCore) {
+    GetOrder => get,
+    StepCommand => step,
+}
+);

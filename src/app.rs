@@ -1,0 +1,189 @@
+//! Assembly: open the databases, start the actors, resume unfinished sagas, serve HTTP.
+//! `sagashop serve` and the tests start the application through the same functions.
+
+use std::sync::Arc;
+
+use actix::Actor;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use tracing_actix_web::TracingLogger;
+
+use crate::actors::account::{AccountCore, AccountService};
+use crate::actors::faults::Faults;
+use crate::actors::order::{OrderCore, OrderService};
+use crate::actors::payment::{PaymentCore, PaymentService};
+use crate::actors::product::{ProductCore, ProductService};
+use crate::actors::results::ResultHub;
+use crate::actors::router::ServiceRouter;
+use crate::actors::saga::{SagaDeps, SagaPolicy};
+use crate::actors::store::SagaStore;
+use crate::actors::supervisor::{SagaSupervisor, SupervisorSettings, load_unfinished};
+use crate::auth::{secret, tokens::TokenIssuer};
+use crate::cache::Cache;
+use crate::config::{Config, ServiceDb};
+use crate::db::accounts::Accounts;
+use crate::db::open::open;
+use crate::db::orders::Orders;
+use crate::db::payments::Payments;
+use crate::db::products::Products;
+use crate::db::sagas::Sagas;
+use crate::domain::ids::IdGenerator;
+use crate::http::{AppState, SseSettings, cors::cors, routes};
+
+/// A started application: what HTTP needs, plus the test-only fault switches.
+pub struct Application {
+    pub state: AppState,
+    pub faults: Arc<Faults>,
+}
+
+/// Opens and migrates every service database, in order.
+pub async fn open_databases(
+    config: &Config,
+) -> anyhow::Result<Vec<(ServiceDb, crate::db::DbPool)>> {
+    let mut pools = Vec::new();
+    for db in ServiceDb::ALL {
+        pools.push((db, open(config, db).await?));
+    }
+    Ok(pools)
+}
+
+/// Starts every actor on the current actix System and resumes unfinished sagas.
+pub async fn start(config: &Config) -> anyhow::Result<Application> {
+    let secret = secret::load_or_create(config)?;
+    let pools = open_databases(config).await?;
+    let pool = |db: ServiceDb| {
+        pools
+            .iter()
+            .find(|(d, _)| *d == db)
+            .map(|(_, p)| p.clone())
+            .expect("every database opened")
+    };
+    let faults = Arc::new(Faults::default());
+    let ids = IdGenerator::new(config.machine_id);
+    let cache = Cache::local(std::time::Duration::from_secs(config.cache_ttl_seconds));
+    let tokens = TokenIssuer::new(
+        &secret,
+        config.jwt_access_token_expire_second,
+        config.jwt_refresh_token_expire_second,
+    );
+
+    let account = AccountService::new(AccountCore::new(
+        Accounts::new(pool(ServiceDb::Account)),
+        cache.clone(),
+        ids.clone(),
+        tokens.clone(),
+    ))
+    .start();
+    let product = ProductService::new(ProductCore::new(
+        Products::new(pool(ServiceDb::Product)),
+        cache.clone(),
+        ids.clone(),
+        faults.clone(),
+    ))
+    .start();
+    let order = OrderService::new(OrderCore::new(
+        Orders::new(pool(ServiceDb::Order)),
+        product.clone().recipient(),
+        faults.clone(),
+    ))
+    .start();
+    let payment = PaymentService::new(PaymentCore::new(
+        Payments::new(pool(ServiceDb::Payment)),
+        faults.clone(),
+    ))
+    .start();
+    let hub = ResultHub::default().start();
+
+    let store = SagaStore::start(Sagas::new(pool(ServiceDb::Saga))).await?;
+    let deps = SagaDeps {
+        router: ServiceRouter::new(
+            product.clone().recipient(),
+            order.clone().recipient(),
+            payment.clone().recipient(),
+            faults.clone(),
+        ),
+        store: store.clone(),
+        policy: SagaPolicy {
+            step_timeout: config.step_timeout(),
+            step_attempts: config.step_attempts,
+            rollback_attempts: config.rollback_attempts,
+            max_backoff: config.max_backoff(),
+        },
+        faults: faults.clone(),
+    };
+    let resumed = load_unfinished(&store).await?;
+    if !resumed.is_empty() {
+        tracing::info!(count = resumed.len(), "resuming unfinished sagas");
+    }
+    let supervisor = SagaSupervisor::new(
+        deps,
+        SupervisorSettings {
+            node_id: config.machine_id,
+            max_in_flight: config.max_sagas_in_flight,
+            lease: std::time::Duration::from_secs(config.lease_seconds),
+        },
+        resumed,
+    )
+    .start();
+
+    let state = AppState {
+        account,
+        product,
+        order,
+        payment,
+        supervisor,
+        hub,
+        store,
+        tokens,
+        ids,
+        sse: SseSettings {
+            buffer: config.sse_buffer,
+            keep_alive: std::time::Duration::from_secs(config.sse_keepalive_seconds),
+        },
+        databases: pools.iter().map(|(db, p)| (db.name(), p.clone())).collect(),
+    };
+    Ok(Application { state, faults })
+}
+
+/// The HTTP server over a started application, bound to `listener`. `workers` 0 means one
+/// per core; `signals` makes SIGINT/SIGTERM shut it down gracefully (off in tests).
+pub fn http_server(
+    state: AppState,
+    listener: std::net::TcpListener,
+    workers: usize,
+    signals: bool,
+) -> std::io::Result<actix_web::dev::Server> {
+    let data = web::Data::new(state);
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap(from_fn(cors))
+            .wrap(TracingLogger::default())
+            .configure(routes::configure)
+    })
+    .shutdown_timeout(5);
+    if workers > 0 {
+        server = server.workers(workers);
+    }
+    if !signals {
+        server = server.disable_signals();
+    }
+    Ok(server.listen(listener)?.run())
+}
+
+/// `sagashop serve`: run until SIGINT/SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = start(&config).await?;
+    let listener = std::net::TcpListener::bind(config.listen)?;
+    tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "sagashop serving");
+    http_server(app.state, listener, config.workers, true)?.await?;
+    Ok(())
+}
+
+/// `sagashop migrate`: create and migrate every database, then exit.
+pub async fn migrate(config: Config) -> anyhow::Result<()> {
+    for (db, _) in open_databases(&config).await? {
+        tracing::info!(database = db.name(), "migrated");
+    }
+    Ok(())
+}

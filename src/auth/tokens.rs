@@ -1,0 +1,175 @@
+//! HS256 access/refresh token pairs with the original's claims
+//! `{"CustomerID":u64,"Refresh":bool,"exp":secs}`; tokens are stateless (no rotation).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+
+/// `{"alg":"HS256","typ":"JWT"}` in the original's key order (jsonwebtoken writes typ first).
+const HEADER_B64: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
+
+/// The original's claims, in its key order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    #[serde(rename = "CustomerID")]
+    pub customer_id: u64,
+    #[serde(rename = "Refresh")]
+    pub refresh: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
+}
+
+/// A freshly issued pair, serialized as the original does.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenPair {
+    pub refresh_token: String,
+    pub access_token: String,
+}
+
+/// Why a token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("invalid token")]
+    Invalid,
+    #[error("token expired")]
+    Expired,
+}
+
+/// Issues and checks tokens with one secret and the configured lifetimes.
+#[derive(Clone)]
+pub struct TokenIssuer {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    access_ttl: u64,
+    refresh_ttl: u64,
+}
+
+impl TokenIssuer {
+    /// Issuer for `secret` with lifetimes in seconds.
+    pub fn new(secret: &str, access_ttl: u64, refresh_ttl: u64) -> Self {
+        Self {
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            access_ttl,
+            refresh_ttl,
+        }
+    }
+
+    /// A new access + refresh pair for a customer, both stamped with the same `now`.
+    pub fn issue(
+        &self,
+        customer_id: u64,
+        now: u64,
+    ) -> Result<TokenPair, jsonwebtoken::errors::Error> {
+        let sign = |refresh: bool, ttl: u64| {
+            let claims = Claims {
+                customer_id,
+                refresh,
+                exp: Some(now + ttl),
+            };
+            let payload = serde_json::to_vec(&claims).expect("claims serialize");
+            let message = format!("{HEADER_B64}.{}", URL_SAFE_NO_PAD.encode(payload));
+            let signature =
+                jsonwebtoken::crypto::sign(message.as_bytes(), &self.encoding, Algorithm::HS256)?;
+            Ok::<_, jsonwebtoken::errors::Error>(format!("{message}.{signature}"))
+        };
+        Ok(TokenPair {
+            refresh_token: sign(true, self.refresh_ttl)?,
+            access_token: sign(false, self.access_ttl)?,
+        })
+    }
+
+    /// The customer of a valid access token (a refresh token is not an access token).
+    pub fn check_access(&self, token: &str) -> Result<u64, TokenError> {
+        let claims = self.decode(token)?;
+        if claims.refresh {
+            return Err(TokenError::Invalid);
+        }
+        Ok(claims.customer_id)
+    }
+
+    /// The customer of a valid refresh token (an access token is not a refresh token).
+    pub fn check_refresh(&self, token: &str) -> Result<u64, TokenError> {
+        let claims = self.decode(token)?;
+        if !claims.refresh {
+            return Err(TokenError::Invalid);
+        }
+        Ok(claims.customer_id)
+    }
+
+    /// Verifies signature (any HMAC), then expiry; expired only when that is the sole problem.
+    fn decode(&self, token: &str) -> Result<Claims, TokenError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+        validation.leeway = 0;
+        validation.validate_exp = false;
+        validation.required_spec_claims.clear();
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            },
+        )?;
+        // `now >= exp` is expired, as the original (jsonwebtoken alone allows now == exp).
+        if let Some(exp) = data.claims.exp
+            && crate::clock::now_secs() as u64 >= exp
+        {
+            return Err(TokenError::Expired);
+        }
+        Ok(data.claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issuer() -> TokenIssuer {
+        TokenIssuer::new("s3cret", 100, 200)
+    }
+
+    #[test]
+    fn pair_round_trips_and_kinds_are_not_interchangeable() {
+        let now = crate::clock::now_secs() as u64;
+        let pair = issuer().issue(42, now).unwrap();
+        assert_eq!(issuer().check_access(&pair.access_token), Ok(42));
+        assert_eq!(issuer().check_refresh(&pair.refresh_token), Ok(42));
+        assert_eq!(
+            issuer().check_access(&pair.refresh_token),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(
+            issuer().check_refresh(&pair.access_token),
+            Err(TokenError::Invalid)
+        );
+    }
+
+    #[test]
+    fn claims_have_the_original_names_and_order() {
+        let pair = issuer().issue(7, 1000).unwrap();
+        let payload = pair.access_token.split('.').nth(1).unwrap();
+        let header = pair.access_token.split('.').next().unwrap();
+        assert_eq!(header, "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9");
+        let json = URL_SAFE_NO_PAD.decode(payload).unwrap();
+        assert_eq!(
+            String::from_utf8(json).unwrap(),
+            r#"{"CustomerID":7,"Refresh":false,"exp":1100}"#
+        );
+    }
+
+    #[test]
+    fn expiry_is_reported_only_for_a_good_signature() {
+        let pair = issuer().issue(7, 1000).unwrap();
+        assert_eq!(
+            issuer().check_access(&pair.access_token),
+            Err(TokenError::Expired)
+        );
+        let other = TokenIssuer::new("other", 100, 200);
+        assert_eq!(
+            other.check_access(&pair.access_token),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(issuer().check_access("garbage"), Err(TokenError::Invalid));
+    }
+}

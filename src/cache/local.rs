@@ -1,0 +1,35 @@
+//! The embedded cache: a bounded, concurrent in-process map with a time-to-live (moka).
+
+use std::time::Duration;
+
+use moka::future::Cache as Moka;
+
+/// In-process cache of JSON values.
+#[derive(Clone)]
+pub struct LocalCache {
+    inner: Moka<String, String>,
+}
+
+impl LocalCache {
+    /// Cache whose entries expire `ttl` after they were written; at most 100k entries.
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            inner: Moka::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+
+    pub(super) async fn get(&self, key: &str) -> Option<String> {
+        self.inner.get(key).await
+    }
+
+    pub(super) async fn set(&self, key: &str, value: String) {
+        self.inner.insert(key.to_owned(), value).await;
+    }
+
+    pub(super) async fn delete(&self, key: &str) {
+        self.inner.invalidate(key).await;
+    }
+}

@@ -1,0 +1,115 @@
+//! Cache-aside in front of the databases. One interface, chosen backend behind it: the
+//! in-process cache now; Redis (and local-cache invalidation over pub/sub) plugs in as
+//! another variant without touching callers.
+
+mod local;
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use local::LocalCache;
+
+/// The cache a service actor reads through. Values are stored as JSON so every backend
+/// (in-process or Redis) holds the same bytes.
+#[derive(Clone)]
+pub enum Cache {
+    Local(LocalCache),
+}
+
+impl Cache {
+    /// An in-process cache whose entries live `ttl`.
+    pub fn local(ttl: Duration) -> Self {
+        Cache::Local(LocalCache::new(ttl))
+    }
+
+    async fn get_raw(&self, key: &str) -> Option<String> {
+        match self {
+            Cache::Local(c) => c.get(key).await,
+        }
+    }
+
+    async fn set_raw(&self, key: &str, value: String) {
+        match self {
+            Cache::Local(c) => c.set(key, value).await,
+        }
+    }
+
+    /// Drops a key so the next read goes to the database (call after every write).
+    pub async fn invalidate(&self, key: &str) {
+        match self {
+            Cache::Local(c) => c.delete(key).await,
+        }
+    }
+
+    /// Cache-aside read: the cached value, else `load` from the database and remember it.
+    /// Absent rows are not cached, so a newly created row is visible at once.
+    pub async fn get_or_load<T, E, F, Fut>(&self, key: &str, load: F) -> Result<Option<T>, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        if let Some(hit) = self.get_raw(key).await
+            && let Ok(value) = serde_json::from_str(&hit)
+        {
+            return Ok(Some(value));
+        }
+        let loaded = load().await?;
+        if let Some(value) = &loaded
+            && let Ok(json) = serde_json::to_string(value)
+        {
+            self.set_raw(key, json).await;
+        }
+        Ok(loaded)
+    }
+}
+
+/// Cache keys, named as the original's Redis keys where it had one.
+pub mod keys {
+    /// A customer's personal info.
+    pub fn person(id: u64) -> String {
+        format!("cuspersonalinfo:{id}")
+    }
+    /// A customer's shipping info.
+    pub fn shipping(id: u64) -> String {
+        format!("cusshippinginfo:{id}")
+    }
+    /// A product's detail, inventory included.
+    pub fn product(id: u64) -> String {
+        format!("product:{id}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn loads_once_then_serves_from_cache_until_invalidated() {
+        let cache = Cache::local(Duration::from_secs(60));
+        let loads = AtomicUsize::new(0);
+        let load = || async {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, ()>(Some(41u64))
+        };
+        assert_eq!(cache.get_or_load("k", load).await, Ok(Some(41)));
+        assert_eq!(cache.get_or_load("k", load).await, Ok(Some(41)));
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        cache.invalidate("k").await;
+        assert_eq!(cache.get_or_load("k", load).await, Ok(Some(41)));
+        assert_eq!(loads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn absent_rows_are_not_cached() {
+        let cache = Cache::local(Duration::from_secs(60));
+        let none = || async { Ok::<Option<u64>, ()>(None) };
+        assert_eq!(cache.get_or_load("k", none).await, Ok(None));
+        let some = || async { Ok::<_, ()>(Some(1u64)) };
+        assert_eq!(cache.get_or_load("k", some).await, Ok(Some(1)));
+    }
+}

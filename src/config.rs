@@ -1,0 +1,176 @@
+//! Every setting sagashop reads, from flags and environment, with defaults, in one struct.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+/// The service databases sagashop keeps apart (database per service).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServiceDb {
+    Account,
+    Product,
+    Order,
+    Payment,
+    Saga,
+}
+
+impl ServiceDb {
+    /// All databases, in the order they are opened and migrated.
+    pub const ALL: [ServiceDb; 5] = [
+        ServiceDb::Account,
+        ServiceDb::Product,
+        ServiceDb::Order,
+        ServiceDb::Payment,
+        ServiceDb::Saga,
+    ];
+
+    /// Short name used for SQLite file names, MySQL database names and migration folders.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceDb::Account => "account",
+            ServiceDb::Product => "product",
+            ServiceDb::Order => "order",
+            ServiceDb::Payment => "payment",
+            ServiceDb::Saga => "saga",
+        }
+    }
+}
+
+/// Settings of `sagashop serve` (and `migrate`): one place, documented by `--help`.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "SAGASHOP_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+
+    /// Directory for the embedded SQLite files and the generated JWT secret.
+    #[arg(long, env = "SAGASHOP_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Account database URL (unset: SQLite file in the data dir; `mysql://...`: MySQL/MariaDB).
+    #[arg(long, env = "ACCOUNT_DATABASE_URL")]
+    pub account_database_url: Option<String>,
+
+    /// Product database URL (unset: SQLite file in the data dir; `mysql://...`: MySQL/MariaDB).
+    #[arg(long, env = "PRODUCT_DATABASE_URL")]
+    pub product_database_url: Option<String>,
+
+    /// Order database URL (unset: SQLite file in the data dir; `mysql://...`: MySQL/MariaDB).
+    #[arg(long, env = "ORDER_DATABASE_URL")]
+    pub order_database_url: Option<String>,
+
+    /// Payment database URL (unset: SQLite file in the data dir; `mysql://...`: MySQL/MariaDB).
+    #[arg(long, env = "PAYMENT_DATABASE_URL")]
+    pub payment_database_url: Option<String>,
+
+    /// Saga store database URL (unset: SQLite file in the data dir; `mysql://...`: MySQL/MariaDB).
+    #[arg(long, env = "SAGA_DATABASE_URL")]
+    pub saga_database_url: Option<String>,
+
+    /// Connections per database pool (SQLite writers still take turns).
+    #[arg(long, env = "SAGASHOP_DB_POOL_SIZE", default_value_t = 8)]
+    pub db_pool_size: usize,
+
+    /// HS256 secret for access and refresh tokens. Embedded mode generates one when unset;
+    /// a MySQL deployment refuses to start without it.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Access token lifetime in seconds.
+    #[arg(long, env = "JWT_ACCESS_TOKEN_EXPIRE_SECOND", default_value_t = 10800)]
+    pub jwt_access_token_expire_second: u64,
+
+    /// Refresh token lifetime in seconds.
+    #[arg(long, env = "JWT_REFRESH_TOKEN_EXPIRE_SECOND", default_value_t = 86400)]
+    pub jwt_refresh_token_expire_second: u64,
+
+    /// Machine id (0-65535) stamped into every generated id; unique per node.
+    #[arg(long, env = "SAGASHOP_MACHINE_ID", default_value_t = 1)]
+    pub machine_id: u16,
+
+    /// Seconds an entry stays in the in-process cache.
+    #[arg(long, env = "SAGASHOP_CACHE_TTL_SECONDS", default_value_t = 600)]
+    pub cache_ttl_seconds: u64,
+
+    /// Most sagas in flight on this node; beyond it `POST /api/purchase` answers 503.
+    #[arg(long, env = "SAGASHOP_MAX_SAGAS_IN_FLIGHT", default_value_t = 100_000)]
+    pub max_sagas_in_flight: usize,
+
+    /// Milliseconds a saga waits for a step's reply before retrying the command.
+    #[arg(long, env = "SAGASHOP_STEP_TIMEOUT_MS", default_value_t = 5000)]
+    pub step_timeout_ms: u64,
+
+    /// Attempts of a step on infrastructure errors before the saga compensates.
+    #[arg(long, env = "SAGASHOP_STEP_ATTEMPTS", default_value_t = 5)]
+    pub step_attempts: u32,
+
+    /// Attempts of a compensation before the saga reports STATUS_ROLLBACK_FAIL (it keeps retrying).
+    #[arg(long, env = "SAGASHOP_ROLLBACK_ATTEMPTS", default_value_t = 5)]
+    pub rollback_attempts: u32,
+
+    /// Longest pause, in milliseconds, between retries of a command (exponential backoff cap).
+    #[arg(long, env = "SAGASHOP_MAX_BACKOFF_MS", default_value_t = 10_000)]
+    pub max_backoff_ms: u64,
+
+    /// Seconds between `: keep-alive` comments on idle SSE streams.
+    #[arg(long, env = "SAGASHOP_SSE_KEEPALIVE_SECONDS", default_value_t = 15)]
+    pub sse_keepalive_seconds: u64,
+
+    /// Frames buffered per SSE connection; a client that falls this far behind is disconnected.
+    #[arg(long, env = "SAGASHOP_SSE_BUFFER", default_value_t = 1024)]
+    pub sse_buffer: usize,
+
+    /// Seconds a node's ownership lease on its sagas lasts without renewal.
+    #[arg(long, env = "SAGASHOP_LEASE_SECONDS", default_value_t = 30)]
+    pub lease_seconds: u64,
+
+    /// HTTP worker threads (0 = one per core).
+    #[arg(long, env = "SAGASHOP_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+}
+
+impl Config {
+    /// Configuration with every default and the given data directory (tests and tools).
+    pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        let mut config = Wrapper::parse_from(["sagashop"]).config;
+        config.data_dir = data_dir.into();
+        config
+    }
+
+    /// The URL configured for one service database, if any.
+    pub fn database_url(&self, db: ServiceDb) -> Option<&str> {
+        match db {
+            ServiceDb::Account => self.account_database_url.as_deref(),
+            ServiceDb::Product => self.product_database_url.as_deref(),
+            ServiceDb::Order => self.order_database_url.as_deref(),
+            ServiceDb::Payment => self.payment_database_url.as_deref(),
+            ServiceDb::Saga => self.saga_database_url.as_deref(),
+        }
+    }
+
+    /// True when any service database is an external MySQL server (cluster-style deployment).
+    pub fn uses_external_database(&self) -> bool {
+        ServiceDb::ALL.iter().any(|db| {
+            self.database_url(*db)
+                .is_some_and(|u| u.starts_with("mysql://"))
+        })
+    }
+
+    /// Step reply timeout.
+    pub fn step_timeout(&self) -> Duration {
+        Duration::from_millis(self.step_timeout_ms)
+    }
+
+    /// Cap of the exponential backoff between retries.
+    pub fn max_backoff(&self) -> Duration {
+        Duration::from_millis(self.max_backoff_ms)
+    }
+}

@@ -1,0 +1,124 @@
+//! The account database: customers and their credentials.
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use super::schema::customers;
+use super::{DbError, DbPool};
+use crate::{backend_queries, on_conn};
+
+/// A customer row as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = customers)]
+pub struct Customer {
+    pub id: i64,
+    pub active: bool,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+    pub email_key: String,
+    pub address: String,
+    pub phone_number: String,
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+/// Personal fields changed by `PUT /api/account/info/person`.
+#[derive(Debug, Clone, AsChangeset)]
+#[diesel(table_name = customers)]
+pub struct PersonChange<'a> {
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub email: &'a str,
+    pub email_key: &'a str,
+}
+
+/// Shipping fields changed by `PUT /api/account/info/shipping`.
+#[derive(Debug, Clone, AsChangeset)]
+#[diesel(table_name = customers)]
+pub struct ShippingChange<'a> {
+    pub address: &'a str,
+    pub phone_number: &'a str,
+}
+
+backend_queries! {
+    pub async fn insert(conn: &mut Conn, c: &Customer) -> Result<(), DbError> {
+        diesel::insert_into(customers::table).values(c).execute(conn).await?;
+        Ok(())
+    }
+
+    pub async fn by_id(conn: &mut Conn, id: i64) -> Result<Option<Customer>, DbError> {
+        Ok(customers::table
+            .find(id)
+            .select(Customer::as_select())
+            .first(conn)
+            .await
+            .optional()?)
+    }
+
+    pub async fn by_email_key(conn: &mut Conn, key: &str) -> Result<Option<Customer>, DbError> {
+        Ok(customers::table
+            .filter(customers::email_key.eq(key))
+            .select(Customer::as_select())
+            .first(conn)
+            .await
+            .optional()?)
+    }
+
+    pub async fn update_person(conn: &mut Conn, id: i64, change: &PersonChange<'_>) -> Result<(), DbError> {
+        diesel::update(customers::table.find(id)).set(change).execute(conn).await?;
+        Ok(())
+    }
+
+    pub async fn update_shipping(conn: &mut Conn, id: i64, change: &ShippingChange<'_>) -> Result<(), DbError> {
+        diesel::update(customers::table.find(id)).set(change).execute(conn).await?;
+        Ok(())
+    }
+}
+
+/// Repository of the account database.
+#[derive(Clone)]
+pub struct Accounts {
+    pool: DbPool,
+}
+
+impl Accounts {
+    /// Repository over an opened account database.
+    pub fn new(pool: DbPool) -> Self {
+        Self { pool }
+    }
+
+    /// Stores a new customer; `Duplicate` when the email or phone is taken.
+    pub async fn insert(&self, customer: &Customer) -> Result<(), DbError> {
+        on_conn!(self.pool, insert(customer))
+    }
+
+    /// The customer with this id.
+    pub async fn by_id(&self, id: u64) -> Result<Option<Customer>, DbError> {
+        on_conn!(self.pool, by_id(id as i64))
+    }
+
+    /// The customer whose email has this unique key (see `domain::email::unique_key`).
+    pub async fn by_email_key(&self, key: &str) -> Result<Option<Customer>, DbError> {
+        on_conn!(self.pool, by_email_key(key))
+    }
+
+    /// Changes name and email; `Duplicate` when the email belongs to someone else.
+    pub async fn update_person(&self, id: u64, change: &PersonChange<'_>) -> Result<(), DbError> {
+        on_conn!(self.pool, update_person(id as i64, change))
+    }
+
+    /// Changes address and phone; `Duplicate` when the phone belongs to someone else.
+    pub async fn update_shipping(
+        &self,
+        id: u64,
+        change: &ShippingChange<'_>,
+    ) -> Result<(), DbError> {
+        on_conn!(self.pool, update_shipping(id as i64, change))
+    }
+
+    /// The pool, for readiness checks.
+    pub fn pool(&self) -> &DbPool {
+        &self.pool
+    }
+}

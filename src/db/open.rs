@@ -1,0 +1,165 @@
+//! Opening a service database: pick the backend from the configured URL, create the database
+//! if needed, apply its embedded migrations (on a blocking thread, see CRATES.md A1), pool it.
+
+use std::path::Path;
+
+use diesel::Connection;
+use diesel::SqliteConnection;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use super::{DbError, DbPool};
+use crate::config::{Config, ServiceDb};
+
+const ACCOUNT: EmbeddedMigrations = embed_migrations!("migrations/account");
+const PRODUCT: EmbeddedMigrations = embed_migrations!("migrations/product");
+const ORDER: EmbeddedMigrations = embed_migrations!("migrations/order");
+const PAYMENT: EmbeddedMigrations = embed_migrations!("migrations/payment");
+const SAGA: EmbeddedMigrations = embed_migrations!("migrations/saga");
+
+fn migrations(db: ServiceDb) -> EmbeddedMigrations {
+    match db {
+        ServiceDb::Account => ACCOUNT,
+        ServiceDb::Product => PRODUCT,
+        ServiceDb::Order => ORDER,
+        ServiceDb::Payment => PAYMENT,
+        ServiceDb::Saga => SAGA,
+    }
+}
+
+/// Where a service database lives, resolved from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbLocation {
+    Mysql(String),
+    Sqlite(String),
+}
+
+impl DbLocation {
+    /// The configured URL, or the SQLite file `<data dir>/<service>.db` when none is set.
+    pub fn resolve(config: &Config, db: ServiceDb) -> Self {
+        match config.database_url(db) {
+            Some(url) if url.starts_with("mysql://") => DbLocation::Mysql(url.to_owned()),
+            Some(url) => DbLocation::Sqlite(url.trim_start_matches("sqlite://").to_owned()),
+            None => DbLocation::Sqlite(
+                config
+                    .data_dir
+                    .join(format!("{}.db", db.name()))
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
+        }
+    }
+}
+
+/// Creates (if needed), migrates and pools one service database.
+pub async fn open(config: &Config, db: ServiceDb) -> Result<DbPool, DbError> {
+    let location = DbLocation::resolve(config, db);
+    migrate(&location, db).await?;
+    match location {
+        DbLocation::Mysql(url) => DbPool::mysql(&url, config.db_pool_size),
+        DbLocation::Sqlite(path) => DbPool::sqlite(&path, config.db_pool_size),
+    }
+}
+
+/// Applies the pending migrations of one service database.
+pub async fn migrate(location: &DbLocation, db: ServiceDb) -> Result<(), DbError> {
+    let setup = |e: &dyn std::fmt::Display| DbError::Setup(format!("{} database: {e}", db.name()));
+    match location {
+        DbLocation::Mysql(url) => {
+            create_mysql_database(url).await?;
+            let url = url.clone();
+            tokio::task::spawn_blocking(move || -> Result<(), String> {
+                let mut conn =
+                    <AsyncConnectionWrapper<AsyncMysqlConnection> as Connection>::establish(&url)
+                        .map_err(|e| e.to_string())?;
+                conn.run_pending_migrations(migrations(db))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| setup(&e))?
+            .map_err(|e| setup(&e))
+        }
+        DbLocation::Sqlite(path) => {
+            if let Some(dir) = Path::new(path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir).map_err(|e| setup(&e))?;
+            }
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || -> Result<(), String> {
+                let mut conn = SqliteConnection::establish(&path).map_err(|e| e.to_string())?;
+                diesel::RunQueryDsl::execute(
+                    diesel::sql_query("PRAGMA journal_mode = WAL"),
+                    &mut conn,
+                )
+                .map_err(|e| e.to_string())?;
+                conn.run_pending_migrations(migrations(db))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| setup(&e))?
+            .map_err(|e| setup(&e))
+        }
+    }
+}
+
+/// Creates the database named in a MySQL URL when the server does not have it yet, with a
+/// character set that holds any name a customer types.
+async fn create_mysql_database(url: &str) -> Result<(), DbError> {
+    let (server, name) = split_mysql_url(url)
+        .ok_or_else(|| DbError::Setup(format!("MySQL URL without a database name: {url}")))?;
+    let mut conn = AsyncMysqlConnection::establish(&server)
+        .await
+        .map_err(|e| DbError::Setup(format!("cannot connect to MySQL at {server}: {e}")))?;
+    diesel::sql_query(format!(
+        "CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+    ))
+    .execute(&mut conn)
+    .await?;
+    Ok(())
+}
+
+/// `mysql://u:p@h:3306/db?x=y` -> (`mysql://u:p@h:3306?x=y`, `db`).
+fn split_mysql_url(url: &str) -> Option<(String, String)> {
+    let rest = url.strip_prefix("mysql://")?;
+    let (path_part, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    let (authority, name) = path_part.split_once('/')?;
+    if name.is_empty() || name.contains('`') || name.contains('/') {
+        return None;
+    }
+    let server = match query {
+        Some(q) => format!("mysql://{authority}/?{q}"),
+        None => format!("mysql://{authority}"),
+    };
+    Some((server, name.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mysql_url_splits_into_server_and_database() {
+        assert_eq!(
+            split_mysql_url("mysql://root@127.0.0.1:3306/shop_order"),
+            Some(("mysql://root@127.0.0.1:3306".into(), "shop_order".into()))
+        );
+        assert_eq!(split_mysql_url("mysql://root@127.0.0.1:3306"), None);
+    }
+
+    #[test]
+    fn unset_urls_become_sqlite_files_in_the_data_dir() {
+        let config = Config::embedded("/tmp/x");
+        assert_eq!(
+            DbLocation::resolve(&config, ServiceDb::Order),
+            DbLocation::Sqlite("/tmp/x/order.db".into())
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! The order database: one row per purchased item, keyed by purchase id.
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use super::schema::orders;
+use super::{DbError, DbPool};
+use crate::domain::purchase::{Purchase, StepOutcome};
+use crate::{backend_queries, ledgered_compensation, ledgered_step, on_conn};
+
+/// An order line as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = orders)]
+pub struct OrderLine {
+    pub id: i64,
+    pub product_id: i64,
+    pub amount: i64,
+    pub customer_id: i64,
+}
+
+backend_queries! {
+    pub async fn create(conn: &mut Conn, lines: &[OrderLine]) -> Result<StepOutcome, DbError> {
+        let purchase_id = lines.first().map_or(0, |l| l.id);
+        ledgered_step!(conn, purchase_id, |c| {
+            // One statement per row: SQLite's sync wrapper has no multi-row INSERT.
+            for line in lines {
+                diesel::insert_into(orders::table).values(line).execute(c).await?;
+            }
+        })
+    }
+
+    pub async fn remove(conn: &mut Conn, purchase_id: i64) -> Result<(), DbError> {
+        ledgered_compensation!(conn, purchase_id, |c| {
+            diesel::delete(orders::table.filter(orders::id.eq(purchase_id))).execute(c).await?;
+        })
+    }
+
+    pub async fn lines(conn: &mut Conn, id: i64) -> Result<Vec<OrderLine>, DbError> {
+        Ok(orders::table
+            .filter(orders::id.eq(id))
+            .order(orders::product_id)
+            .select(OrderLine::as_select())
+            .load(conn)
+            .await?)
+    }
+}
+
+/// Repository of the order database.
+#[derive(Clone)]
+pub struct Orders {
+    pool: DbPool,
+}
+
+impl Orders {
+    /// Repository over an opened order database.
+    pub fn new(pool: DbPool) -> Self {
+        Self { pool }
+    }
+
+    /// Creates the purchase's order, once.
+    pub async fn create(&self, purchase: &Purchase) -> Result<StepOutcome, DbError> {
+        let lines: Vec<OrderLine> = purchase
+            .items
+            .iter()
+            .map(|i| OrderLine {
+                id: purchase.purchase_id as i64,
+                product_id: i.product_id as i64,
+                amount: i.amount,
+                customer_id: purchase.customer_id as i64,
+            })
+            .collect();
+        on_conn!(self.pool, create(&lines))
+    }
+
+    /// Deletes the purchase's order, once; a no-op when there is none.
+    pub async fn remove(&self, purchase_id: u64) -> Result<(), DbError> {
+        on_conn!(self.pool, remove(purchase_id as i64))
+    }
+
+    /// The order's lines sorted by product id (empty when there is no such order).
+    pub async fn lines(&self, id: u64) -> Result<Vec<OrderLine>, DbError> {
+        on_conn!(self.pool, lines(id as i64))
+    }
+
+    /// The pool, for readiness checks.
+    pub fn pool(&self) -> &DbPool {
+        &self.pool
+    }
+}

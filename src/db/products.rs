@@ -1,0 +1,180 @@
+//! The product database: the catalog, inventory reservations and their compensation.
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use super::schema::{products, reservations};
+use super::{DbError, DbPool};
+use crate::domain::purchase::{PurchaseItem, StepOutcome};
+use crate::{backend_queries, ledgered_compensation, ledgered_step, on_conn};
+
+/// A product row as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = products)]
+pub struct Product {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub brand_name: String,
+    pub price: i64,
+    pub inventory: i64,
+    pub created_at: i64,
+}
+
+/// A catalog line of `GET /api/products`.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = products)]
+pub struct CatalogEntry {
+    pub id: i64,
+    pub name: String,
+    pub inventory: i64,
+    pub price: i64,
+}
+
+#[derive(Debug, Clone, Insertable, Queryable, Selectable)]
+#[diesel(table_name = reservations)]
+struct Reservation {
+    purchase_id: i64,
+    product_id: i64,
+    amount: i64,
+}
+
+/// Why a reservation is refused (recorded in the ledger, shown in logs).
+pub const DUPLICATE_ITEMS: &str = "duplicate product in purchase";
+/// Why a reservation is refused (recorded in the ledger, shown in logs).
+pub const INSUFFICIENT_INVENTORY: &str = "insufficient inventory";
+
+backend_queries! {
+    pub async fn insert(conn: &mut Conn, p: &Product) -> Result<(), DbError> {
+        diesel::insert_into(products::table).values(p).execute(conn).await?;
+        Ok(())
+    }
+
+    pub async fn by_id(conn: &mut Conn, id: i64) -> Result<Option<Product>, DbError> {
+        Ok(products::table
+            .find(id)
+            .select(Product::as_select())
+            .first(conn)
+            .await
+            .optional()?)
+    }
+
+    pub async fn by_ids(conn: &mut Conn, ids: &[i64]) -> Result<Vec<Product>, DbError> {
+        Ok(products::table
+            .filter(products::id.eq_any(ids))
+            .select(Product::as_select())
+            .load(conn)
+            .await?)
+    }
+
+    pub async fn page(conn: &mut Conn, offset: i64, size: i64) -> Result<Vec<CatalogEntry>, DbError> {
+        Ok(products::table
+            .order(products::id)
+            .limit(size)
+            .offset(offset)
+            .select(CatalogEntry::as_select())
+            .load(conn)
+            .await?)
+    }
+
+    pub async fn reserve(conn: &mut Conn, purchase_id: i64, items: &[PurchaseItem]) -> Result<StepOutcome, DbError> {
+        let mut sorted: Vec<PurchaseItem> = items.to_vec();
+        sorted.sort_by_key(|i| i.product_id);
+        ledgered_step!(conn, purchase_id, |c| {
+            if sorted.windows(2).any(|w| w[0].product_id == w[1].product_id) {
+                return Err(DbError::Rejected(DUPLICATE_ITEMS.to_owned()));
+            }
+            // Conditional updates in product_id order: stock never goes negative and two
+            // purchases lock rows in the same order.
+            for item in &sorted {
+                let id = item.product_id as i64;
+                let taken = diesel::update(
+                    products::table.find(id).filter(products::inventory.ge(item.amount)),
+                )
+                .set(products::inventory.eq(products::inventory - item.amount))
+                .execute(c)
+                .await?;
+                if taken != 1 {
+                    return Err(DbError::Rejected(INSUFFICIENT_INVENTORY.to_owned()));
+                }
+            }
+            for i in &sorted {
+                let row = Reservation { purchase_id, product_id: i.product_id as i64, amount: i.amount };
+                diesel::insert_into(reservations::table).values(&row).execute(c).await?;
+            }
+        })
+    }
+
+    pub async fn release(conn: &mut Conn, purchase_id: i64) -> Result<(), DbError> {
+        ledgered_compensation!(conn, purchase_id, |c| {
+            let taken: Vec<Reservation> = reservations::table
+                .filter(reservations::purchase_id.eq(purchase_id))
+                .order(reservations::product_id)
+                .select(Reservation::as_select())
+                .load(c)
+                .await?;
+            for r in &taken {
+                diesel::update(products::table.find(r.product_id))
+                    .set(products::inventory.eq(products::inventory + r.amount))
+                    .execute(c)
+                    .await?;
+            }
+        })
+    }
+}
+
+/// Repository of the product database.
+#[derive(Clone)]
+pub struct Products {
+    pool: DbPool,
+}
+
+impl Products {
+    /// Repository over an opened product database.
+    pub fn new(pool: DbPool) -> Self {
+        Self { pool }
+    }
+
+    /// Stores a new product.
+    pub async fn insert(&self, product: &Product) -> Result<(), DbError> {
+        on_conn!(self.pool, insert(product))
+    }
+
+    /// The product with this id.
+    pub async fn by_id(&self, id: u64) -> Result<Option<Product>, DbError> {
+        on_conn!(self.pool, by_id(id as i64))
+    }
+
+    /// The products among these ids that exist, in no particular order.
+    pub async fn by_ids(&self, ids: &[u64]) -> Result<Vec<Product>, DbError> {
+        let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+        on_conn!(self.pool, by_ids(&ids))
+    }
+
+    /// One page of the catalog, ordered by id (creation order).
+    pub async fn page(&self, offset: u64, size: u64) -> Result<Vec<CatalogEntry>, DbError> {
+        on_conn!(
+            self.pool,
+            page(offset.min(i64::MAX as u64) as i64, size as i64)
+        )
+    }
+
+    /// Takes a purchase's items from stock, all or nothing, once per purchase.
+    pub async fn reserve(
+        &self,
+        purchase_id: u64,
+        items: &[PurchaseItem],
+    ) -> Result<StepOutcome, DbError> {
+        on_conn!(self.pool, reserve(purchase_id as i64, items))
+    }
+
+    /// Gives back exactly what a purchase took, once; a no-op when it took nothing.
+    pub async fn release(&self, purchase_id: u64) -> Result<(), DbError> {
+        on_conn!(self.pool, release(purchase_id as i64))
+    }
+
+    /// The pool, for readiness checks.
+    pub fn pool(&self) -> &DbPool {
+        &self.pool
+    }
+}

@@ -1,0 +1,6 @@
+//! Plain types and rules with no I/O: ids, validation, purchases and the saga state machine.
+
+pub mod email;
+pub mod ids;
+pub mod purchase;
+pub mod saga;

@@ -1,0 +1,177 @@
+//! What a purchase is made of, and the step/status vocabulary the SSE contract fixes.
+
+use serde::{Deserialize, Serialize};
+
+/// One cart line: a product and how many units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseItem {
+    pub product_id: u64,
+    pub amount: i64,
+}
+
+/// Currencies the original accepts, spelt exactly as clients send them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Currency {
+    #[serde(rename = "NT")]
+    Nt,
+    #[serde(rename = "US")]
+    Us,
+}
+
+impl Currency {
+    /// The wire code (`NT` or `US`).
+    pub fn code(self) -> &'static str {
+        match self {
+            Currency::Nt => "NT",
+            Currency::Us => "US",
+        }
+    }
+
+    /// Parses a wire code; case-sensitive, as the original.
+    pub fn parse(code: &str) -> Option<Self> {
+        match code {
+            "NT" => Some(Currency::Nt),
+            "US" => Some(Currency::Us),
+            _ => None,
+        }
+    }
+}
+
+/// Everything a saga needs to run a purchase: who, what, and what it costs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purchase {
+    pub purchase_id: u64,
+    pub customer_id: u64,
+    pub items: Vec<PurchaseItem>,
+    pub currency: Currency,
+    pub amount: i64,
+}
+
+/// The three forward steps of a purchase, in execution order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Step {
+    UpdateProductInventory,
+    CreateOrder,
+    CreatePayment,
+}
+
+impl Step {
+    /// Steps in the order they run.
+    pub const ALL: [Step; 3] = [
+        Step::UpdateProductInventory,
+        Step::CreateOrder,
+        Step::CreatePayment,
+    ];
+
+    /// Name on the SSE wire and in the step log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::UpdateProductInventory => "UPDATE_PRODUCT_INVENTORY",
+            Step::CreateOrder => "CREATE_ORDER",
+            Step::CreatePayment => "CREATE_PAYMENT",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Step::ALL.into_iter().find(|step| step.as_str() == s)
+    }
+
+    /// The step that runs after this one.
+    pub fn next(self) -> Option<Step> {
+        match self {
+            Step::UpdateProductInventory => Some(Step::CreateOrder),
+            Step::CreateOrder => Some(Step::CreatePayment),
+            Step::CreatePayment => None,
+        }
+    }
+
+    /// The step that ran before this one (compensation walks backwards).
+    pub fn previous(self) -> Option<Step> {
+        match self {
+            Step::UpdateProductInventory => None,
+            Step::CreateOrder => Some(Step::UpdateProductInventory),
+            Step::CreatePayment => Some(Step::CreateOrder),
+        }
+    }
+}
+
+/// Step outcomes as the SSE contract spells them (`STATUS_EXUCUTE` is the original's typo).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StepStatus {
+    Execute,
+    Success,
+    Failed,
+    Rollbacked,
+    RollbackFail,
+}
+
+impl StepStatus {
+    const ALL: [StepStatus; 5] = [
+        StepStatus::Execute,
+        StepStatus::Success,
+        StepStatus::Failed,
+        StepStatus::Rollbacked,
+        StepStatus::RollbackFail,
+    ];
+
+    /// Name on the SSE wire and in the step log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Execute => "STATUS_EXUCUTE",
+            StepStatus::Success => "STATUS_SUCCESS",
+            StepStatus::Failed => "STATUS_FAILED",
+            StepStatus::Rollbacked => "STATUS_ROLLBACKED",
+            StepStatus::RollbackFail => "STATUS_ROLLBACK_FAIL",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        StepStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// One entry of a saga's step log, as streamed to its customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepEvent {
+    pub step: Step,
+    pub status: StepStatus,
+}
+
+/// A step log entry that has been committed: it has an id (the SSE `id:`) and a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurchaseResult {
+    pub event_id: u64,
+    pub purchase_id: u64,
+    pub customer_id: u64,
+    pub event: StepEvent,
+    /// Unix seconds when the entry was committed.
+    pub timestamp: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_round_trip() {
+        for step in Step::ALL {
+            assert_eq!(Step::parse(step.as_str()), Some(step));
+        }
+        for status in StepStatus::ALL {
+            assert_eq!(StepStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(StepStatus::Execute.as_str(), "STATUS_EXUCUTE");
+        assert_eq!(Currency::parse("nt"), None);
+    }
+}
+
+/// A service's answer to a step command, as recorded the first time it ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StepOutcome {
+    /// The effect is in place (now or from an earlier delivery).
+    Applied,
+    /// The step cannot be done (e.g. not enough stock); final, never retried.
+    Rejected(String),
+}

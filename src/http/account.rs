@@ -1,0 +1,158 @@
+//! `/api/account/...`: sign-up, login, refresh, person and shipping info.
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{CustomerId, JsonBody};
+use super::validate::{self, limits};
+use crate::actors::messages::*;
+
+/// `POST /api/account/auth/signup` body.
+#[derive(Debug, Deserialize)]
+pub struct SignUpBody {
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    firstname: String,
+    #[serde(default)]
+    lastname: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    address: String,
+    #[serde(default)]
+    phone_number: String,
+}
+
+/// `POST /api/account/auth/login` body.
+#[derive(Debug, Deserialize)]
+pub struct LogInBody {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// `POST /api/account/auth/refresh` body.
+#[derive(Debug, Deserialize)]
+pub struct RefreshBody {
+    #[serde(default)]
+    refresh_token: String,
+}
+
+fn check_person(p: &PersonInfo) -> Result<(), ApiError> {
+    validate::text(&p.firstname, limits::NAME)?;
+    validate::text(&p.lastname, limits::NAME)?;
+    validate::email_address(&p.email)
+}
+
+fn check_shipping(s: &ShippingInfo) -> Result<(), ApiError> {
+    validate::text(&s.address, limits::ADDRESS)?;
+    validate::text(&s.phone_number, limits::PHONE)
+}
+
+/// Creates a customer: 201 with a token pair.
+pub async fn sign_up(
+    state: web::Data<AppState>,
+    JsonBody(b): JsonBody<SignUpBody>,
+) -> Result<HttpResponse, ApiError> {
+    validate::password(&b.password)?;
+    let person = PersonInfo {
+        firstname: b.firstname,
+        lastname: b.lastname,
+        email: b.email,
+    };
+    let shipping = ShippingInfo {
+        address: b.address,
+        phone_number: b.phone_number,
+    };
+    check_person(&person)?;
+    check_shipping(&shipping)?;
+    let msg = SignUp {
+        password: b.password,
+        first_name: person.firstname,
+        last_name: person.lastname,
+        email: person.email,
+        address: shipping.address,
+        phone_number: shipping.phone_number,
+    };
+    let pair = state.account.send(msg).await??;
+    Ok(HttpResponse::Created().json(pair))
+}
+
+/// Logs in: 200 with a token pair.
+pub async fn log_in(
+    state: web::Data<AppState>,
+    JsonBody(b): JsonBody<LogInBody>,
+) -> Result<HttpResponse, ApiError> {
+    validate::email_address(&b.email)?;
+    validate::text(&b.password, usize::MAX)?;
+    let msg = LogIn {
+        email: b.email,
+        password: b.password,
+    };
+    let pair = state.account.send(msg).await??;
+    Ok(HttpResponse::Ok().json(pair))
+}
+
+/// Exchanges a refresh token for a new pair.
+pub async fn refresh(
+    state: web::Data<AppState>,
+    JsonBody(b): JsonBody<RefreshBody>,
+) -> Result<HttpResponse, ApiError> {
+    validate::text(&b.refresh_token, usize::MAX)?;
+    let msg = RefreshTokens {
+        refresh_token: b.refresh_token,
+    };
+    let pair = state.account.send(msg).await??;
+    Ok(HttpResponse::Ok().json(pair))
+}
+
+/// The caller's name and email.
+pub async fn get_person(
+    state: web::Data<AppState>,
+    CustomerId(customer_id): CustomerId,
+) -> Result<HttpResponse, ApiError> {
+    let info = state.account.send(GetPerson { customer_id }).await??;
+    Ok(HttpResponse::Ok().json(info))
+}
+
+/// Replaces the caller's name and email.
+pub async fn put_person(
+    state: web::Data<AppState>,
+    CustomerId(customer_id): CustomerId,
+    JsonBody(info): JsonBody<PersonInfo>,
+) -> Result<HttpResponse, ApiError> {
+    check_person(&info)?;
+    state
+        .account
+        .send(UpdatePerson { customer_id, info })
+        .await??;
+    Ok(HttpResponse::Ok().json(json!({"msg": "ok"})))
+}
+
+/// The caller's address and phone.
+pub async fn get_shipping(
+    state: web::Data<AppState>,
+    CustomerId(customer_id): CustomerId,
+) -> Result<HttpResponse, ApiError> {
+    let info = state.account.send(GetShipping { customer_id }).await??;
+    Ok(HttpResponse::Ok().json(info))
+}
+
+/// Replaces the caller's address and phone.
+pub async fn put_shipping(
+    state: web::Data<AppState>,
+    CustomerId(customer_id): CustomerId,
+    JsonBody(info): JsonBody<ShippingInfo>,
+) -> Result<HttpResponse, ApiError> {
+    check_shipping(&info)?;
+    state
+        .account
+        .send(UpdateShipping { customer_id, info })
+        .await??;
+    Ok(HttpResponse::Ok().json(json!({"msg": "ok"})))
+}

@@ -1,0 +1,101 @@
+//! The HTTP layer's one error type and the only place errors become responses.
+//!
+//! Handlers return `Result<_, ApiError>`; service errors convert with `?`. Every error body is
+//! the contract's `{"msg":"..."}`, except a missing or invalid token: 401 with an empty body,
+//! as the original. Server-side failures are logged here, once, with their cause.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::actors::ServiceError;
+
+/// Why a request failed, as the client will see it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// No usable bearer token: 401 with an empty body.
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("not found")]
+    RouteNotFound,
+}
+
+impl ApiError {
+    /// Shorthand for the most common client error.
+    pub fn invalid() -> Self {
+        ApiError::Service(ServiceError::InvalidParameter)
+    }
+}
+
+impl From<actix::MailboxError> for ApiError {
+    fn from(e: actix::MailboxError) -> Self {
+        ApiError::Service(e.into())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        use ServiceError as S;
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::Service(e) => match e {
+                S::InvalidParameter | S::Duplicate => StatusCode::BAD_REQUEST,
+                S::CustomerInactive
+                | S::AuthenticationFailed
+                | S::InvalidToken
+                | S::TokenExpired => StatusCode::UNAUTHORIZED,
+                S::CustomerNotFound
+                | S::ProductNotFound
+                | S::OrderNotFound
+                | S::PaymentNotFound
+                | S::PurchaseNotFound => StatusCode::NOT_FOUND,
+                S::Busy | S::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                S::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let msg = match self {
+            ApiError::Unauthorized => return HttpResponse::build(status).finish(),
+            ApiError::Service(ServiceError::Unavailable(cause)) => {
+                tracing::error!(%cause, "dependency unavailable");
+                "service unavailable".to_owned()
+            }
+            ApiError::Service(ServiceError::Internal(cause)) => {
+                tracing::error!(%cause, "server error");
+                "server error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        HttpResponse::build(status).json(json!({ "msg": msg }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_contract() {
+        let cases = [
+            (ServiceError::InvalidParameter, 400),
+            (ServiceError::Duplicate, 400),
+            (ServiceError::TokenExpired, 401),
+            (ServiceError::ProductNotFound, 404),
+            (ServiceError::Busy, 503),
+            (ServiceError::Internal("x".into()), 500),
+        ];
+        for (e, code) in cases {
+            assert_eq!(ApiError::from(e).status_code().as_u16(), code);
+        }
+        assert_eq!(ApiError::Unauthorized.status_code().as_u16(), 401);
+    }
+}

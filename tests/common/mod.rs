@@ -1,0 +1,412 @@
+//! Test harness: a real sagashop (embedded SQLite, actix-broker, in-process cache) started
+//! in-process on a random port, an HTTP client, and helpers to drive the public API.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use awc::Client;
+use futures_util::StreamExt;
+use sagashop::actors::faults::Faults;
+use sagashop::config::Config;
+use serde_json::{Value, json};
+
+/// A running sagashop and a client for it.
+pub struct TestApp {
+    pub url: String,
+    pub faults: Arc<Faults>,
+    pub dir: tempfile::TempDir,
+    pub client: Client,
+}
+
+/// A response reduced to what tests look at.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: awc::http::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The body as JSON (panics when it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The header's value as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+}
+
+/// A token pair and the customer id it names.
+#[derive(Debug, Clone)]
+pub struct Customer {
+    pub id: u64,
+    pub access: String,
+    pub refresh: String,
+    pub email: String,
+}
+
+static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A value unique within the test process (emails, phones).
+pub fn unique() -> u64 {
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    (std::process::id() as u64) * 100_000 + n
+}
+
+/// The customer id inside a JWT's payload.
+pub fn customer_of(token: &str) -> u64 {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    let json: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    json["CustomerID"].as_u64().unwrap()
+}
+
+impl TestApp {
+    /// Starts sagashop with default settings in a fresh data directory.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Starts sagashop after `adjust` has changed its configuration.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::embedded(dir.path());
+        config.step_timeout_ms = 2_000;
+        config.max_backoff_ms = 200;
+        config.sse_keepalive_seconds = 1;
+        adjust(&mut config);
+        let app = sagashop::app::start(&config).await.expect("app starts");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = sagashop::app::http_server(app.state, listener, 1, false).unwrap();
+        actix_rt::spawn(server);
+        let client = Client::builder().timeout(Duration::from_secs(30)).finish();
+        TestApp {
+            url: format!("http://127.0.0.1:{port}"),
+            faults: app.faults,
+            dir,
+            client,
+        }
+    }
+
+    async fn finish(&self, req: awc::ClientRequest, body: Option<&[u8]>) -> Reply {
+        let mut res = match body {
+            Some(b) => req.send_body(b.to_vec()).await,
+            None => req.send().await,
+        }
+        .expect("request sent");
+        let body = res
+            .body()
+            .limit(10 << 20)
+            .await
+            .expect("body read")
+            .to_vec();
+        Reply {
+            status: res.status().as_u16(),
+            headers: res.headers().clone(),
+            body,
+        }
+    }
+
+    /// Sends a request; `token` goes in `Authorization: Bearer`, `body` is sent raw.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> Reply {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.client.request(method, format!("{}{}", self.url, path));
+        if let Some(t) = token {
+            req = req.insert_header(("Authorization", format!("Bearer {t}")));
+        }
+        self.finish(req, body.map(str::as_bytes)).await
+    }
+
+    /// Sends a request with exactly these headers.
+    pub async fn call_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Reply {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.client.request(method, format!("{}{}", self.url, path));
+        for (k, v) in headers {
+            req = req.insert_header((*k, *v));
+        }
+        self.finish(req, body.map(str::as_bytes)).await
+    }
+
+    /// GET with an optional token.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.call("GET", path, token, None).await
+    }
+
+    /// POST a JSON value with an optional token (no Content-Type, as the README's curl).
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Reply {
+        self.call("POST", path, token, Some(&body.to_string()))
+            .await
+    }
+
+    /// Signs up a fresh customer and returns its tokens.
+    pub async fn sign_up(&self) -> Customer {
+        let n = unique();
+        let email = format!("user{n}@ex.com");
+        let r = self
+            .post(
+                "/api/account/auth/signup",
+                None,
+                &json!({"password":"abcd5432","firstname":"ming","lastname":"hsu","email":email,"address":"taipei","phone_number":format!("{n}")}),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            201,
+            "signup: {:?}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let j = r.json();
+        let access = j["access_token"].as_str().unwrap().to_owned();
+        Customer {
+            id: customer_of(&access),
+            refresh: j["refresh_token"].as_str().unwrap().to_owned(),
+            access,
+            email,
+        }
+    }
+
+    /// Creates a product and returns its id.
+    pub async fn create_product(&self, name: &str, price: i64, inventory: i64) -> u64 {
+        let r = self
+            .post(
+                "/api/product",
+                None,
+                &json!({"name":name,"description":format!("{name} description"),"brand_name":"mingbrand","price":price,"inventory":inventory}),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            201,
+            "create product: {:?}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()["id"].as_u64().unwrap()
+    }
+
+    /// The product's inventory as `GET /api/product/{id}` shows it.
+    pub async fn inventory(&self, product_id: u64) -> i64 {
+        let r = self.get(&format!("/api/product/{product_id}"), None).await;
+        assert_eq!(r.status, 200);
+        r.json()["inventory"].as_i64().unwrap()
+    }
+
+    /// Posts a purchase of `items` (product id, amount) in NT; returns the reply.
+    pub async fn purchase(&self, token: &str, items: &[(u64, i64)]) -> Reply {
+        let items: Vec<Value> = items
+            .iter()
+            .map(|(p, a)| json!({"product_id": p, "amount": a}))
+            .collect();
+        self.post(
+            "/api/purchase",
+            Some(token),
+            &json!({"purchase_items": items, "payment": {"currency_code": "NT"}}),
+        )
+        .await
+    }
+
+    /// Posts a purchase that must be accepted; returns its id.
+    pub async fn purchase_ok(&self, token: &str, items: &[(u64, i64)]) -> u64 {
+        let r = self.purchase(token, items).await;
+        assert_eq!(
+            r.status,
+            201,
+            "purchase: {:?}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()["purchase_id"].as_u64().unwrap()
+    }
+
+    /// Polls `GET /api/purchase/{id}` until the saga is no longer pending; returns its view.
+    pub async fn wait_finished(&self, token: &str, purchase_id: u64) -> Value {
+        for _ in 0..600 {
+            let r = self
+                .get(&format!("/api/purchase/{purchase_id}"), Some(token))
+                .await;
+            assert_eq!(r.status, 200);
+            let v = r.json();
+            if v["status"] != "PENDING" {
+                return v;
+            }
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("purchase {purchase_id} did not finish");
+    }
+
+    /// Opens the SSE stream and waits for its first frame (`data: null`: subscribed).
+    pub async fn subscribe(&self, token: &str, last_event_id: Option<u64>) -> SseStream {
+        let mut req = self
+            .client
+            .get(format!("{}/api/purchase/result", self.url))
+            .timeout(Duration::from_secs(3600))
+            .insert_header(("Accept", "text/event-stream"))
+            .insert_header(("Authorization", format!("Bearer {token}")));
+        if let Some(id) = last_event_id {
+            req = req.insert_header(("Last-Event-ID", id.to_string()));
+        }
+        let res = req.send().await.expect("stream opened");
+        assert_eq!(res.status().as_u16(), 200);
+        let headers = res.headers().clone();
+        let mut stream = SseStream {
+            body: Box::pin(res.map(|c| c.map(|b| b.to_vec()).map_err(|e| e.to_string()))),
+            buf: Vec::new(),
+            headers,
+        };
+        let first = stream
+            .next_frame(Duration::from_secs(10))
+            .await
+            .expect("first frame");
+        assert_eq!(first.event.as_deref(), Some("data"));
+        assert_eq!(first.data, "null");
+        stream
+    }
+}
+
+/// One parsed SSE frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseFrame {
+    pub id: Option<u64>,
+    pub event: Option<String>,
+    pub data: String,
+    /// The frame exactly as received.
+    pub raw: String,
+}
+
+impl SseFrame {
+    /// `(purchase_id, step, status)` of a result frame.
+    pub fn result(&self) -> (u64, String, String) {
+        let v: Value = serde_json::from_str(&self.data).unwrap();
+        (
+            v["purchase_id"].as_u64().unwrap(),
+            v["step"].as_str().unwrap().to_owned(),
+            v["status"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+type Body = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Vec<u8>, String>>>>;
+
+/// A live SSE response body.
+pub struct SseStream {
+    body: Body,
+    buf: Vec<u8>,
+    pub headers: awc::http::header::HeaderMap,
+}
+
+impl SseStream {
+    /// The next frame that is not a comment, or `None` when none arrives within `wait`.
+    pub async fn next_frame(&mut self, wait: Duration) -> Option<SseFrame> {
+        let deadline = actix_rt::time::Instant::now() + wait;
+        loop {
+            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let raw: Vec<u8> = self.buf.drain(..pos + 2).collect();
+                let raw = String::from_utf8(raw).unwrap();
+                let mut frame = SseFrame {
+                    id: None,
+                    event: None,
+                    data: String::new(),
+                    raw: raw.clone(),
+                };
+                let mut comment_only = true;
+                for line in raw.lines() {
+                    if let Some(v) = line.strip_prefix("id: ") {
+                        frame.id = Some(v.parse().unwrap());
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        frame.event = Some(v.to_owned());
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        frame.data = v.to_owned();
+                    } else {
+                        continue;
+                    }
+                    comment_only = false;
+                }
+                if comment_only {
+                    continue;
+                }
+                return Some(frame);
+            }
+            let left = deadline.checked_duration_since(actix_rt::time::Instant::now())?;
+            match actix_rt::time::timeout(left, self.body.next()).await {
+                Ok(Some(Ok(chunk))) => self.buf.extend_from_slice(&chunk),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Collects result frames until `n` have arrived (panics after `wait`).
+    pub async fn take(&mut self, n: usize, wait: Duration) -> Vec<SseFrame> {
+        let mut frames = Vec::new();
+        while frames.len() < n {
+            match self.next_frame(wait).await {
+                Some(f) => frames.push(f),
+                None => panic!("got {} of {n} frames: {frames:?}", frames.len()),
+            }
+        }
+        frames
+    }
+
+    /// Asserts that no result frame arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Some(f) = self.next_frame(wait).await {
+            panic!("unexpected frame: {f:?}");
+        }
+    }
+}
+
+/// The six events of a successful purchase, in order.
+pub const HAPPY_PATH: [(&str, &str); 6] = [
+    ("UPDATE_PRODUCT_INVENTORY", "STATUS_EXUCUTE"),
+    ("UPDATE_PRODUCT_INVENTORY", "STATUS_SUCCESS"),
+    ("CREATE_ORDER", "STATUS_EXUCUTE"),
+    ("CREATE_ORDER", "STATUS_SUCCESS"),
+    ("CREATE_PAYMENT", "STATUS_EXUCUTE"),
+    ("CREATE_PAYMENT", "STATUS_SUCCESS"),
+];
+
+/// The three events of a purchase refused by the inventory step.
+pub const INVENTORY_FAILURE: [(&str, &str); 3] = [
+    ("UPDATE_PRODUCT_INVENTORY", "STATUS_EXUCUTE"),
+    ("UPDATE_PRODUCT_INVENTORY", "STATUS_FAILED"),
+    ("UPDATE_PRODUCT_INVENTORY", "STATUS_ROLLBACKED"),
+];
+
+/// `(step, status)` pairs of the frames that belong to `purchase_id`, in arrival order.
+pub fn steps_of(frames: &[SseFrame], purchase_id: u64) -> Vec<(String, String)> {
+    frames
+        .iter()
+        .map(SseFrame::result)
+        .filter(|(p, _, _)| *p == purchase_id)
+        .map(|(_, s, st)| (s, st))
+        .collect()
+}
+
+/// Owned form of an expected sequence, for comparisons.
+pub fn expected(seq: &[(&str, &str)]) -> Vec<(String, String)> {
+    seq.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
