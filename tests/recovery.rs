@@ -15,32 +15,72 @@ struct Node {
     url: String,
 }
 
+impl Node {
+    /// SIGKILL, as a crash would.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn start(dir: &std::path::Path, port: u16) -> Node {
-    let child = Command::new(env!("CARGO_BIN_EXE_sagashop"))
-        .args(["--data-dir", dir.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(dir.join("node.log")).unwrap()))
-        .spawn()
-        .expect("sagashop starts");
-    let url = format!("http://127.0.0.1:{port}");
+    let node = Node {
+        child: Command::new(env!("CARGO_BIN_EXE_sagashop"))
+            .args([
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("node.log"))
+                    .unwrap(),
+            ))
+            .spawn()
+            .expect("sagashop starts"),
+        url: format!("http://127.0.0.1:{port}"),
+    };
     let client = Client::default();
     for _ in 0..200 {
-        if let Ok(r) = client.get(format!("{url}/healthz")).send().await
+        if let Ok(r) = client.get(format!("{}/healthz", node.url)).send().await
             && r.status().is_success()
         {
-            return Node { child, url };
+            return node;
         }
         actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("sagashop did not become healthy");
 }
 
-async fn call(client: &Client, method: &str, url: String, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let mut req = client.request(awc::http::Method::from_bytes(method.as_bytes()).unwrap(), url);
+async fn call(
+    client: &Client,
+    method: &str,
+    url: String,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = client.request(
+        awc::http::Method::from_bytes(method.as_bytes()).unwrap(),
+        url,
+    );
     if let Some(t) = token {
         req = req.insert_header(("Authorization", format!("Bearer {t}")));
     }
@@ -51,7 +91,10 @@ async fn call(client: &Client, method: &str, url: String, token: Option<&str>, b
     match res {
         Ok(mut res) => {
             let body = res.body().await.unwrap_or_default();
-            (res.status().as_u16(), serde_json::from_slice(&body).unwrap_or(Value::Null))
+            (
+                res.status().as_u16(),
+                serde_json::from_slice(&body).unwrap_or(Value::Null),
+            )
         }
         Err(_) => (0, Value::Null),
     }
@@ -70,13 +113,19 @@ async fn purchases_in_log(client: &Client, url: &str, token: &str) -> BTreeSet<u
         .unwrap();
     let mut body = res;
     let mut text = String::new();
-    while let Ok(Some(Ok(chunk))) = actix_rt::time::timeout(Duration::from_millis(1500), body.next()).await {
+    while let Ok(Some(Ok(chunk))) =
+        actix_rt::time::timeout(Duration::from_millis(1500), body.next()).await
+    {
         text.push_str(std::str::from_utf8(&chunk).unwrap());
     }
     text.lines()
         .filter_map(|l| l.strip_prefix("data: "))
         .filter(|d| *d != "null")
-        .map(|d| serde_json::from_str::<Value>(d).unwrap()["purchase_id"].as_u64().unwrap())
+        .map(|d| {
+            serde_json::from_str::<Value>(d).unwrap()["purchase_id"]
+                .as_u64()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -148,13 +197,15 @@ async fn sigkill_mid_flight_loses_and_doubles_nothing() {
         }));
     }
     actix_rt::time::sleep(Duration::from_millis(400)).await;
-    node.child.kill().unwrap(); // SIGKILL
-    node.child.wait().unwrap();
+    node.kill();
     let mut accepted = BTreeSet::new();
     for task in tasks {
         accepted.extend(task.await.unwrap());
     }
-    assert!(!accepted.is_empty(), "no purchase was accepted before the kill");
+    assert!(
+        !accepted.is_empty(),
+        "no purchase was accepted before the kill"
+    );
 
     let mut node = start(dir.path(), port).await;
     // Every purchase any customer's log knows of, plus every one we were told was accepted.
@@ -165,42 +216,82 @@ async fn sigkill_mid_flight_loses_and_doubles_nothing() {
         }
     }
     for id in &accepted {
-        assert!(owner.contains_key(id) || {
-            // Accepted but not started before the kill: it must still be found and finish.
-            let mut found = false;
-            for token in &tokens {
-                let (s, _) = call(&client, "GET", format!("{}/api/purchase/{id}", node.url), Some(token), None).await;
-                if s == 200 {
-                    owner.insert(*id, token.clone());
-                    found = true;
+        assert!(
+            owner.contains_key(id) || {
+                // Accepted but not started before the kill: it must still be found and finish.
+                let mut found = false;
+                for token in &tokens {
+                    let (s, _) = call(
+                        &client,
+                        "GET",
+                        format!("{}/api/purchase/{id}", node.url),
+                        Some(token),
+                        None,
+                    )
+                    .await;
+                    if s == 200 {
+                        owner.insert(*id, token.clone());
+                        found = true;
+                    }
                 }
-            }
-            found
-        }, "accepted purchase {id} was lost");
+                found
+            },
+            "accepted purchase {id} was lost"
+        );
     }
 
     let mut sold: BTreeMap<u64, i64> = BTreeMap::new();
     let (mut succeeded, mut rolled_back) = (0, 0);
     for (id, token) in &owner {
         let view = loop {
-            let (s, v) = call(&client, "GET", format!("{}/api/purchase/{id}", node.url), Some(token), None).await;
+            let (s, v) = call(
+                &client,
+                "GET",
+                format!("{}/api/purchase/{id}", node.url),
+                Some(token),
+                None,
+            )
+            .await;
             assert_eq!(s, 200);
             if v["status"] != "PENDING" {
                 break v;
             }
             actix_rt::time::sleep(Duration::from_millis(100)).await;
         };
-        let (order_status, order) = call(&client, "GET", format!("{}/api/order/{id}", node.url), Some(token), None).await;
-        let (payment_status, payment) = call(&client, "GET", format!("{}/api/payment/{id}", node.url), Some(token), None).await;
+        let (order_status, order) = call(
+            &client,
+            "GET",
+            format!("{}/api/order/{id}", node.url),
+            Some(token),
+            None,
+        )
+        .await;
+        let (payment_status, payment) = call(
+            &client,
+            "GET",
+            format!("{}/api/payment/{id}", node.url),
+            Some(token),
+            None,
+        )
+        .await;
         // The step log has each (step, status) at most once: nothing ran twice.
         let steps: Vec<(String, String)> = view["steps"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|s| (s["step"].as_str().unwrap().into(), s["status"].as_str().unwrap().into()))
+            .map(|s| {
+                (
+                    s["step"].as_str().unwrap().into(),
+                    s["status"].as_str().unwrap().into(),
+                )
+            })
             .collect();
         let distinct: BTreeSet<_> = steps.iter().collect();
-        assert_eq!(distinct.len(), steps.len(), "purchase {id} logged a step twice: {steps:?}");
+        assert_eq!(
+            distinct.len(),
+            steps.len(),
+            "purchase {id} logged a step twice: {steps:?}"
+        );
         match view["status"].as_str().unwrap() {
             "SUCCEEDED" => {
                 succeeded += 1;
@@ -211,29 +302,60 @@ async fn sigkill_mid_flight_loses_and_doubles_nothing() {
                     let pid = item["product_id"].as_u64().unwrap();
                     let amount = item["amount"].as_i64().unwrap();
                     *sold.entry(pid).or_default() += amount;
-                    let line = order["purchased_items"].as_array().unwrap().iter().find(|l| l["product_id"] == pid).unwrap();
-                    assert_eq!(line["amount"].as_i64().unwrap(), amount, "order line doubled or wrong");
+                    let line = order["purchased_items"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|l| l["product_id"] == pid)
+                        .unwrap();
+                    assert_eq!(
+                        line["amount"].as_i64().unwrap(),
+                        amount,
+                        "order line doubled or wrong"
+                    );
                 }
             }
             "ROLLED_BACK" => {
                 rolled_back += 1;
-                assert_eq!(order_status, 404, "rolled back purchase {id} kept its order");
-                assert_eq!(payment_status, 404, "rolled back purchase {id} kept its payment");
+                assert_eq!(
+                    order_status, 404,
+                    "rolled back purchase {id} kept its order"
+                );
+                assert_eq!(
+                    payment_status, 404,
+                    "rolled back purchase {id} kept its payment"
+                );
             }
             other => panic!("purchase {id} ended as {other}"),
         }
     }
     assert!(succeeded > 0);
     for pid in &products {
-        let (_, p) = call(&client, "GET", format!("{}/api/product/{pid}", node.url), None, None).await;
+        let (_, p) = call(
+            &client,
+            "GET",
+            format!("{}/api/product/{pid}", node.url),
+            None,
+            None,
+        )
+        .await;
         let left = p["inventory"].as_i64().unwrap();
         assert!(left >= 0);
-        assert_eq!(left, initial - sold.get(pid).copied().unwrap_or(0), "stock not conserved for {pid}");
+        assert_eq!(
+            left,
+            initial - sold.get(pid).copied().unwrap_or(0),
+            "stock not conserved for {pid}"
+        );
     }
     let log = std::fs::read_to_string(dir.path().join("node.log")).unwrap();
-    let resumed = log.lines().find(|l| l.contains("resuming unfinished sagas")).unwrap_or("none resumed");
+    let resumed = log
+        .lines()
+        .find(|l| l.contains("resuming unfinished sagas"))
+        .unwrap_or("none resumed");
     eprintln!("recovery: {resumed}");
-    eprintln!("recovery: {} purchases ({succeeded} succeeded, {rolled_back} rolled back)", owner.len());
-    node.child.kill().unwrap();
-    node.child.wait().unwrap();
+    eprintln!(
+        "recovery: {} purchases ({succeeded} succeeded, {rolled_back} rolled back)",
+        owner.len()
+    );
+    node.kill();
 }
