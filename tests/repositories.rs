@@ -12,7 +12,8 @@ use sagashop::db::sagas::{EventRow, SagaRow, SagaWrite, Sagas};
 use sagashop::domain::purchase::{Currency, Purchase, PurchaseItem, StepOutcome};
 
 fn mysql_server() -> String {
-    std::env::var("SAGASHOP_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+    std::env::var("SAGASHOP_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
 }
 
 struct Repos {
@@ -24,10 +25,11 @@ struct Repos {
 }
 
 async fn open(config: &Config) -> Repos {
-    let pools = sagashop::app::open_databases(config).await.expect("databases open");
-    let pool = |db: ServiceDb| -> DbPool {
-        pools.iter().find(|(d, _)| *d == db).unwrap().1.clone()
-    };
+    let pools = sagashop::app::open_databases(config)
+        .await
+        .expect("databases open");
+    let pool =
+        |db: ServiceDb| -> DbPool { pools.iter().find(|(d, _)| *d == db).unwrap().1.clone() };
     Repos {
         accounts: Accounts::new(pool(ServiceDb::Account)),
         products: Products::new(pool(ServiceDb::Product)),
@@ -83,52 +85,121 @@ async fn stock(r: &Repos, id: u64) -> i64 {
 
 async fn exercise(r: Repos) {
     // Accounts: unicode round trip, case-insensitive email and phone uniqueness.
-    r.accounts.insert(&customer(1, "A@Ex.com", "111")).await.unwrap();
+    r.accounts
+        .insert(&customer(1, "A@Ex.com", "111"))
+        .await
+        .unwrap();
     let found = r.accounts.by_email_key("a@ex.com").await.unwrap().unwrap();
     assert_eq!(found.email, "A@Ex.com");
     let dup_email = r.accounts.insert(&customer(2, "a@EX.com", "222")).await;
-    assert!(matches!(dup_email, Err(sagashop::db::DbError::Duplicate)), "{dup_email:?}");
+    assert!(
+        matches!(dup_email, Err(sagashop::db::DbError::Duplicate)),
+        "{dup_email:?}"
+    );
     let dup_phone = r.accounts.insert(&customer(3, "b@ex.com", "111")).await;
     assert!(matches!(dup_phone, Err(sagashop::db::DbError::Duplicate)));
-    r.accounts.insert(&customer(4, "c@ex.com", "444")).await.unwrap();
+    r.accounts
+        .insert(&customer(4, "c@ex.com", "444"))
+        .await
+        .unwrap();
     let taken = r
         .accounts
         .update_person(
             4,
-            &PersonChange { first_name: "n", last_name: "n", email: "A@EX.COM", email_key: "a@ex.com" },
+            &PersonChange {
+                first_name: "n",
+                last_name: "n",
+                email: "A@EX.COM",
+                email_key: "a@ex.com",
+            },
         )
         .await;
     assert!(matches!(taken, Err(sagashop::db::DbError::Duplicate)));
-    assert_eq!(r.accounts.by_id(4).await.unwrap().unwrap().email, "c@ex.com");
+    assert_eq!(
+        r.accounts.by_id(4).await.unwrap().unwrap().email,
+        "c@ex.com"
+    );
 
     // Products: unicode, paging in id order.
     for id in [30, 10, 20] {
         r.products.insert(&product(id, 5)).await.unwrap();
     }
-    let page: Vec<i64> = r.products.page(0, 10).await.unwrap().iter().map(|e| e.id).collect();
+    let page: Vec<i64> = r
+        .products
+        .page(0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
     assert_eq!(page, vec![10, 20, 30]);
     assert_eq!(r.products.page(1, 1).await.unwrap()[0].id, 20);
-    assert_eq!(r.products.by_id(10).await.unwrap().unwrap().description, "déjà vu ✓");
+    assert_eq!(
+        r.products.by_id(10).await.unwrap().unwrap().description,
+        "déjà vu ✓"
+    );
 
     // Reservation: all or nothing, once per purchase, released exactly once.
-    assert_eq!(r.products.reserve(100, &purchase(100, &[(10, 2), (20, 5)]).items).await.unwrap(), StepOutcome::Applied);
+    assert_eq!(
+        r.products
+            .reserve(100, &purchase(100, &[(10, 2), (20, 5)]).items)
+            .await
+            .unwrap(),
+        StepOutcome::Applied
+    );
     assert_eq!((stock(&r, 10).await, stock(&r, 20).await), (3, 0));
-    assert_eq!(r.products.reserve(100, &purchase(100, &[(10, 2), (20, 5)]).items).await.unwrap(), StepOutcome::Applied);
-    assert_eq!((stock(&r, 10).await, stock(&r, 20).await), (3, 0), "redelivery applied twice");
-    let short = r.products.reserve(101, &purchase(101, &[(10, 1), (20, 1)]).items).await.unwrap();
+    assert_eq!(
+        r.products
+            .reserve(100, &purchase(100, &[(10, 2), (20, 5)]).items)
+            .await
+            .unwrap(),
+        StepOutcome::Applied
+    );
+    assert_eq!(
+        (stock(&r, 10).await, stock(&r, 20).await),
+        (3, 0),
+        "redelivery applied twice"
+    );
+    let short = r
+        .products
+        .reserve(101, &purchase(101, &[(10, 1), (20, 1)]).items)
+        .await
+        .unwrap();
     assert_eq!(short, StepOutcome::Rejected(INSUFFICIENT_INVENTORY.into()));
-    assert_eq!(stock(&r, 10).await, 3, "a refused reservation must change nothing");
-    let dup = r.products.reserve(102, &purchase(102, &[(30, 1), (30, 1)]).items).await.unwrap();
+    assert_eq!(
+        stock(&r, 10).await,
+        3,
+        "a refused reservation must change nothing"
+    );
+    let dup = r
+        .products
+        .reserve(102, &purchase(102, &[(30, 1), (30, 1)]).items)
+        .await
+        .unwrap();
     assert!(matches!(dup, StepOutcome::Rejected(_)));
     assert_eq!(stock(&r, 30).await, 5);
     r.products.release(100).await.unwrap();
     r.products.release(100).await.unwrap();
-    assert_eq!((stock(&r, 10).await, stock(&r, 20).await), (5, 5), "release must restore once");
+    assert_eq!(
+        (stock(&r, 10).await, stock(&r, 20).await),
+        (5, 5),
+        "release must restore once"
+    );
     r.products.release(101).await.unwrap();
-    assert_eq!(stock(&r, 10).await, 5, "releasing a refused reservation gives nothing back");
+    assert_eq!(
+        stock(&r, 10).await,
+        5,
+        "releasing a refused reservation gives nothing back"
+    );
     // A reservation that arrives after its compensation is refused (fenced).
     r.products.release(103).await.unwrap();
-    assert!(matches!(r.products.reserve(103, &purchase(103, &[(10, 1)]).items).await.unwrap(), StepOutcome::Rejected(_)));
+    assert!(matches!(
+        r.products
+            .reserve(103, &purchase(103, &[(10, 1)]).items)
+            .await
+            .unwrap(),
+        StepOutcome::Rejected(_)
+    ));
     assert_eq!(stock(&r, 10).await, 5);
 
     // Orders: one per purchase, removal idempotent and fencing.
@@ -136,11 +207,20 @@ async fn exercise(r: Repos) {
     assert_eq!(r.orders.create(&p).await.unwrap(), StepOutcome::Applied);
     assert_eq!(r.orders.create(&p).await.unwrap(), StepOutcome::Applied);
     let lines = r.orders.lines(200).await.unwrap();
-    assert_eq!(lines.iter().map(|l| (l.product_id, l.amount)).collect::<Vec<_>>(), vec![(10, 2), (20, 1)]);
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| (l.product_id, l.amount))
+            .collect::<Vec<_>>(),
+        vec![(10, 2), (20, 1)]
+    );
     r.orders.remove(200).await.unwrap();
     r.orders.remove(200).await.unwrap();
     assert!(r.orders.lines(200).await.unwrap().is_empty());
-    assert!(matches!(r.orders.create(&p).await.unwrap(), StepOutcome::Rejected(_)));
+    assert!(matches!(
+        r.orders.create(&p).await.unwrap(),
+        StepOutcome::Rejected(_)
+    ));
     assert!(r.orders.lines(200).await.unwrap().is_empty());
 
     // Payments: same contract.
@@ -181,21 +261,53 @@ async fn exercise(r: Repos) {
     };
     r.sagas
         .commit(&[
-            SagaWrite { purchase_id: 1000, state: "SUCCEEDED".into(), finished: true, attempts: 0, events: vec![event(1, 1000), event(2, 1000)] },
-            SagaWrite { purchase_id: 1001, state: "EXECUTING:CREATE_ORDER".into(), finished: false, attempts: 0, events: vec![event(3, 1001)] },
+            SagaWrite {
+                purchase_id: 1000,
+                state: "SUCCEEDED".into(),
+                finished: true,
+                attempts: 0,
+                events: vec![event(1, 1000), event(2, 1000)],
+            },
+            SagaWrite {
+                purchase_id: 1001,
+                state: "EXECUTING:CREATE_ORDER".into(),
+                finished: false,
+                attempts: 0,
+                events: vec![event(3, 1001)],
+            },
         ])
         .await
         .unwrap();
     assert_eq!(r.sagas.max_event_id().await.unwrap(), 3);
-    let unfinished: Vec<i64> = r.sagas.unfinished(0, 10).await.unwrap().iter().map(|s| s.purchase_id).collect();
+    let unfinished: Vec<i64> = r
+        .sagas
+        .unfinished(0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.purchase_id)
+        .collect();
     assert_eq!(unfinished, vec![1001]);
     assert_eq!(r.sagas.log_of(1000).await.unwrap().len(), 2);
-    let after: Vec<i64> = r.sagas.customer_events_after(7, 1, 10).await.unwrap().iter().map(|e| e.event_id).collect();
+    let after: Vec<i64> = r
+        .sagas
+        .customer_events_after(7, 1, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event_id)
+        .collect();
     assert_eq!(after, vec![2, 3]);
     // A batch with a bad row commits nothing (all or none).
     let bad = r
         .sagas
-        .commit(&[SagaWrite { purchase_id: 1001, state: "SUCCEEDED".into(), finished: true, attempts: 0, events: vec![event(4, 1001), event(3, 1001)] }])
+        .commit(&[SagaWrite {
+            purchase_id: 1001,
+            state: "SUCCEEDED".into(),
+            finished: true,
+            attempts: 0,
+            events: vec![event(4, 1001), event(3, 1001)],
+        }])
         .await;
     assert!(bad.is_err());
     assert_eq!(r.sagas.max_event_id().await.unwrap(), 3);
@@ -220,7 +332,11 @@ async fn repositories_on_mariadb() {
         eprintln!("MariaDB tests DID NOT RUN: cannot reach {server}: {e}");
         return;
     }
-    let run = format!("sagashop_test_{}_{}", std::process::id(), sagashop::clock::now_ms());
+    let run = format!(
+        "sagashop_test_{}_{}",
+        std::process::id(),
+        sagashop::clock::now_ms()
+    );
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::embedded(dir.path());
     let url = |db: ServiceDb| Some(format!("{server}/{run}_{}", db.name()));
@@ -231,7 +347,9 @@ async fn repositories_on_mariadb() {
     config.saga_database_url = url(ServiceDb::Saga);
     let repos = open(&config).await;
     exercise(repos).await;
-    let mut conn = diesel_async::AsyncMysqlConnection::establish(&server).await.unwrap();
+    let mut conn = diesel_async::AsyncMysqlConnection::establish(&server)
+        .await
+        .unwrap();
     for db in ServiceDb::ALL {
         use diesel_async::RunQueryDsl;
         diesel::sql_query(format!("DROP DATABASE `{run}_{}`", db.name()))
