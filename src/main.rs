@@ -21,6 +21,8 @@ enum Command {
     Serve,
     /// Create and migrate every database, then exit.
     Migrate,
+    /// Drive a running sagashop with purchases and report throughput and latency.
+    Loadgen(sagashop::loadgen::LoadgenArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,6 +36,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => sagashop::app::serve(cli.config).await,
             Command::Migrate => sagashop::app::migrate(cli.config).await,
+            Command::Loadgen(args) => sagashop::loadgen::run(args).await,
         }
     })
 }

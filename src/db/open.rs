@@ -109,7 +109,7 @@ pub async fn migrate(location: &DbLocation, db: ServiceDb) -> Result<(), DbError
 
 /// Creates the database named in a MySQL URL when the server does not have it yet, with a
 /// character set that holds any name a customer types.
-async fn create_mysql_database(url: &str) -> Result<(), DbError> {
+pub(crate) async fn create_mysql_database(url: &str) -> Result<(), DbError> {
     let (server, name) = split_mysql_url(url)
         .ok_or_else(|| DbError::Setup(format!("MySQL URL without a database name: {url}")))?;
     let mut conn = AsyncMysqlConnection::establish(&server)
