@@ -66,6 +66,30 @@ impl Faults {
         }
     }
 
+    /// Runs a participant's step command: the injected answer if a switch applies, else
+    /// `execute` or `compensate` (a finished compensation answers `Applied`).
+    pub async fn run_step<E, C>(
+        &self,
+        cmd: &StepCommand,
+        execute: impl FnOnce() -> E,
+        compensate: impl FnOnce() -> C,
+    ) -> Result<StepOutcome, StepError>
+    where
+        E: Future<Output = Result<StepOutcome, crate::db::DbError>>,
+        C: Future<Output = Result<(), crate::db::DbError>>,
+    {
+        if let Some(injected) = self.intercept(cmd) {
+            return injected;
+        }
+        Ok(match cmd.action {
+            StepAction::Execute => execute().await?,
+            StepAction::Compensate => {
+                compensate().await?;
+                StepOutcome::Applied
+            }
+        })
+    }
+
     /// Makes the router deliver every command twice.
     pub fn duplicate_deliveries(&self, on: bool) {
         self.duplicate_delivery.store(on, Ordering::SeqCst);

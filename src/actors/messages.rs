@@ -115,9 +115,19 @@ pub struct GetProduct {
     pub id: u64,
 }
 
-/// Read several products; answers those that exist, in the order asked.
+/// What never changes about a product (no API changes it): safe to cache for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductInfo {
+    pub id: u64,
+    pub name: String,
+    pub description: String,
+    pub brand_name: String,
+    pub price: i64,
+}
+
+/// Read several products' info; answers those that exist, in the order asked.
 #[derive(Debug, Clone, Serialize, Deserialize, Message)]
-#[rtype(result = "ServiceResult<Vec<ProductDetail>>")]
+#[rtype(result = "ServiceResult<Vec<ProductInfo>>")]
 pub struct GetProducts {
     pub ids: Vec<u64>,
 }

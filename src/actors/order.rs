@@ -65,16 +65,13 @@ impl OrderCore {
     }
 
     async fn step(&self, cmd: StepCommand) -> Result<StepOutcome, StepError> {
-        if let Some(injected) = self.faults.intercept(&cmd) {
-            return injected;
-        }
-        Ok(match cmd.action {
-            StepAction::Execute => self.repo.create(&cmd.purchase).await?,
-            StepAction::Compensate => {
-                self.repo.remove(cmd.purchase.purchase_id).await?;
-                StepOutcome::Applied
-            }
-        })
+        self.faults
+            .run_step(
+                &cmd,
+                || self.repo.create(&cmd.purchase),
+                || self.repo.remove(cmd.purchase.purchase_id),
+            )
+            .await
     }
 }
 

@@ -20,14 +20,13 @@ pub struct ProductCore {
     faults: Arc<Faults>,
 }
 
-fn detail(p: Product) -> ProductDetail {
-    ProductDetail {
+fn info(p: Product) -> ProductInfo {
+    ProductInfo {
         id: p.id as u64,
         name: p.name,
         description: p.description,
         brand_name: p.brand_name,
         price: p.price,
-        inventory: p.inventory,
     }
 }
 
@@ -57,29 +56,45 @@ impl ProductCore {
         Ok(id)
     }
 
-    async fn get(&self, msg: GetProduct) -> ServiceResult<ProductDetail> {
+    /// Cache-aside read of the parts of a product that never change.
+    async fn info(&self, id: u64) -> ServiceResult<Option<ProductInfo>> {
         let repo = &self.repo;
         self.cache
-            .get_or_load(&keys::product(msg.id), || async {
-                Ok::<_, ServiceError>(repo.by_id(msg.id).await?.map(detail))
+            .get_or_load(&keys::product(id), || async {
+                Ok::<_, ServiceError>(repo.by_id(id).await?.map(info))
             })
-            .await?
-            .ok_or(ServiceError::ProductNotFound)
+            .await
     }
 
-    async fn get_many(&self, msg: GetProducts) -> ServiceResult<Vec<ProductDetail>> {
-        let found = self.repo.by_ids(&msg.ids).await?;
-        Ok(msg
-            .ids
-            .iter()
-            .filter_map(|id| {
-                found
-                    .iter()
-                    .find(|p| p.id as u64 == *id)
-                    .cloned()
-                    .map(detail)
-            })
-            .collect())
+    /// Cached info plus the current stock: stock changed by sagas is never served stale.
+    async fn get(&self, msg: GetProduct) -> ServiceResult<ProductDetail> {
+        let info = self
+            .info(msg.id)
+            .await?
+            .ok_or(ServiceError::ProductNotFound)?;
+        let inventory = self
+            .repo
+            .inventory(msg.id)
+            .await?
+            .ok_or(ServiceError::ProductNotFound)?;
+        Ok(ProductDetail {
+            id: info.id,
+            name: info.name,
+            description: info.description,
+            brand_name: info.brand_name,
+            price: info.price,
+            inventory,
+        })
+    }
+
+    async fn get_many(&self, msg: GetProducts) -> ServiceResult<Vec<ProductInfo>> {
+        let mut found = Vec::with_capacity(msg.ids.len());
+        for id in msg.ids {
+            if let Some(info) = self.info(id).await? {
+                found.push(info);
+            }
+        }
+        Ok(found)
     }
 
     async fn list(&self, msg: ListProducts) -> ServiceResult<Vec<CatalogLine>> {
@@ -98,27 +113,16 @@ impl ProductCore {
     }
 
     async fn step(&self, cmd: StepCommand) -> Result<StepOutcome, StepError> {
-        let purchase = &cmd.purchase;
-        if let Some(injected) = self.faults.intercept(&cmd) {
-            return injected;
-        }
-        let outcome = match cmd.action {
-            StepAction::Execute => {
-                self.repo
-                    .reserve(purchase.purchase_id, &purchase.items)
-                    .await
-            }
-            StepAction::Compensate => self
-                .repo
-                .release(purchase.purchase_id)
-                .await
-                .map(|()| StepOutcome::Applied),
-        }?;
-        // Stock changed: product pages must show it at once.
-        for item in &purchase.items {
-            self.cache.invalidate(&keys::product(item.product_id)).await;
-        }
-        Ok(outcome)
+        self.faults
+            .run_step(
+                &cmd,
+                || {
+                    self.repo
+                        .reserve(cmd.purchase.purchase_id, &cmd.purchase.items)
+                },
+                || self.repo.release(cmd.purchase.purchase_id),
+            )
+            .await
     }
 }
 

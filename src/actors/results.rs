@@ -98,6 +98,57 @@ mod tests {
     use super::*;
     use crate::domain::purchase::{Step, StepEvent, StepStatus};
 
+    fn result(event_id: u64, customer_id: u64) -> PurchaseResult {
+        PurchaseResult {
+            event_id,
+            purchase_id: 5,
+            customer_id,
+            event: StepEvent {
+                step: Step::CreateOrder,
+                status: StepStatus::Success,
+            },
+            timestamp: 1,
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_full_stream_is_dropped_without_holding_up_the_others() {
+        let hub = ResultHub::default().start();
+        let (slow_tx, mut slow) = mpsc::channel(1);
+        let (fast_tx, mut fast) = mpsc::channel(16);
+        let (other_tx, mut other) = mpsc::channel(16);
+        hub.send(Subscribe {
+            customer_id: 1,
+            sink: slow_tx,
+        })
+        .await
+        .unwrap();
+        hub.send(Subscribe {
+            customer_id: 1,
+            sink: fast_tx,
+        })
+        .await
+        .unwrap();
+        hub.send(Subscribe {
+            customer_id: 2,
+            sink: other_tx,
+        })
+        .await
+        .unwrap();
+        for id in 1..=3 {
+            hub.send(ResultPublished(result(id, 1))).await.unwrap();
+        }
+        // The slow stream got what fitted, then was cut off (its channel ends).
+        assert_eq!(slow.recv().await.unwrap().event_id, 1);
+        assert!(slow.recv().await.is_none());
+        // The other stream of the same customer got everything, in order.
+        for id in 1..=3 {
+            assert_eq!(fast.recv().await.unwrap().event_id, id);
+        }
+        // Another customer got nothing.
+        assert!(other.try_recv().is_err());
+    }
+
     #[test]
     fn frame_has_the_contract_shape() {
         let r = PurchaseResult {

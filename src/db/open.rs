@@ -66,21 +66,7 @@ pub async fn open(config: &Config, db: ServiceDb) -> Result<DbPool, DbError> {
 pub async fn migrate(location: &DbLocation, db: ServiceDb) -> Result<(), DbError> {
     let setup = |e: &dyn std::fmt::Display| DbError::Setup(format!("{} database: {e}", db.name()));
     match location {
-        DbLocation::Mysql(url) => {
-            create_mysql_database(url).await?;
-            let url = url.clone();
-            tokio::task::spawn_blocking(move || -> Result<(), String> {
-                let mut conn =
-                    <AsyncConnectionWrapper<AsyncMysqlConnection> as Connection>::establish(&url)
-                        .map_err(|e| e.to_string())?;
-                conn.run_pending_migrations(migrations(db))
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            })
-            .await
-            .map_err(|e| setup(&e))?
-            .map_err(|e| setup(&e))
-        }
+        DbLocation::Mysql(url) => create_mysql_database(url).await?,
         DbLocation::Sqlite(path) => {
             if let Some(dir) = Path::new(path)
                 .parent()
@@ -88,23 +74,33 @@ pub async fn migrate(location: &DbLocation, db: ServiceDb) -> Result<(), DbError
             {
                 std::fs::create_dir_all(dir).map_err(|e| setup(&e))?;
             }
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || -> Result<(), String> {
-                let mut conn = SqliteConnection::establish(&path).map_err(|e| e.to_string())?;
+        }
+    }
+    let location = location.clone();
+    tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let text = |e: &dyn std::fmt::Display| e.to_string();
+        let applied = match &location {
+            DbLocation::Mysql(url) => {
+                <AsyncConnectionWrapper<AsyncMysqlConnection> as Connection>::establish(url)
+                    .map_err(|e| text(&e))?
+                    .run_pending_migrations(migrations(db))
+                    .map(|_| ())
+            }
+            DbLocation::Sqlite(path) => {
+                let mut conn = SqliteConnection::establish(path).map_err(|e| text(&e))?;
                 diesel::RunQueryDsl::execute(
                     diesel::sql_query("PRAGMA journal_mode = WAL"),
                     &mut conn,
                 )
-                .map_err(|e| e.to_string())?;
-                conn.run_pending_migrations(migrations(db))
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            })
-            .await
-            .map_err(|e| setup(&e))?
-            .map_err(|e| setup(&e))
-        }
-    }
+                .map_err(|e| text(&e))?;
+                conn.run_pending_migrations(migrations(db)).map(|_| ())
+            }
+        };
+        applied.map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| setup(&e))?
+    .map_err(|e| setup(&e))
 }
 
 /// Creates the database named in a MySQL URL when the server does not have it yet, with a

@@ -59,12 +59,13 @@ backend_queries! {
             .optional()?)
     }
 
-    pub async fn by_ids(conn: &mut Conn, ids: &[i64]) -> Result<Vec<Product>, DbError> {
+    pub async fn inventory(conn: &mut Conn, id: i64) -> Result<Option<i64>, DbError> {
         Ok(products::table
-            .filter(products::id.eq_any(ids))
-            .select(Product::as_select())
-            .load(conn)
-            .await?)
+            .find(id)
+            .select(products::inventory)
+            .first(conn)
+            .await
+            .optional()?)
     }
 
     pub async fn page(conn: &mut Conn, offset: i64, size: i64) -> Result<Vec<CatalogEntry>, DbError> {
@@ -145,10 +146,9 @@ impl Products {
         on_conn!(self.pool, by_id(id as i64))
     }
 
-    /// The products among these ids that exist, in no particular order.
-    pub async fn by_ids(&self, ids: &[u64]) -> Result<Vec<Product>, DbError> {
-        let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-        on_conn!(self.pool, by_ids(&ids))
+    /// The product's current stock (never cached: sagas change it).
+    pub async fn inventory(&self, id: u64) -> Result<Option<i64>, DbError> {
+        on_conn!(self.pool, inventory(id as i64))
     }
 
     /// One page of the catalog, ordered by id (creation order).

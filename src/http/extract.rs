@@ -7,7 +7,9 @@ use std::pin::Pin;
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, web};
 use futures_util::StreamExt;
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
 
 use super::AppState;
 use super::error::ApiError;
@@ -72,10 +74,66 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                 }
                 body.extend_from_slice(&chunk);
             }
-            serde_json::from_slice(&body)
+            // Go-style key matching first (keys folded to lower case, the last repeat wins),
+            // then the typed decode.
+            let Folded(value) = serde_json::from_slice(&body).map_err(|_| ApiError::invalid())?;
+            T::deserialize(value)
                 .map(JsonBody)
                 .map_err(|_| ApiError::invalid())
         })
+    }
+}
+
+/// A JSON value whose object keys are lower-cased as they are read, so that request fields
+/// (all lower-case) match keys case-insensitively as Go's encoding/json does (`"Email"`,
+/// `"EMAIL"`); when a key repeats, in any case, the last value wins, as in Go.
+struct Folded(serde_json::Value);
+
+impl<'de> Deserialize<'de> for Folded {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FoldedVisitor)
+    }
+}
+
+struct FoldedVisitor;
+
+impl<'de> Visitor<'de> for FoldedVisitor {
+    type Value = Folded;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Folded, E> {
+        Ok(Folded(Value::Bool(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Folded, E> {
+        Ok(Folded(Value::from(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Folded, E> {
+        Ok(Folded(Value::from(v)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Folded, E> {
+        Ok(Folded(Value::from(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Folded, E> {
+        Ok(Folded(Value::from(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Folded, E> {
+        Ok(Folded(Value::Null))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Folded, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Folded(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Folded(Value::Array(items)))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Folded, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some((key, Folded(v))) = map.next_entry::<String, Folded>()? {
+            object.insert(key.to_lowercase(), v);
+        }
+        Ok(Folded(Value::Object(object)))
     }
 }
 
@@ -96,6 +154,19 @@ mod tests {
         assert_eq!(bearer_token("Bearer"), None);
         assert_eq!(bearer_token("Bearer  abc"), None);
         assert_eq!(bearer_token("Bearer abc def"), None);
+    }
+
+    #[test]
+    fn body_keys_match_case_insensitively_and_the_last_repeat_wins() {
+        let Folded(v) =
+            serde_json::from_str(r#"{"Email":"a","EMAIL":"b","Items":[{"Product_ID":1}]}"#)
+                .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"email":"b","items":[{"product_id":1}]})
+        );
+        let Folded(v) = serde_json::from_str(r#"{"email":"a","email":"c"}"#).unwrap();
+        assert_eq!(v, serde_json::json!({"email":"c"}));
     }
 
     #[test]

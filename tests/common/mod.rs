@@ -410,3 +410,136 @@ pub fn expected(seq: &[(&str, &str)]) -> Vec<(String, String)> {
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect()
 }
+
+impl TestApp {
+    /// The product's inventory as `GET /api/products` lists it (walks every page).
+    pub async fn listed_inventory(&self, product_id: u64) -> i64 {
+        let mut offset = 0;
+        loop {
+            let r = self
+                .get(&format!("/api/products?offset={offset}&size=100"), None)
+                .await;
+            assert_eq!(r.status, 200);
+            let page = r.json();
+            let Some(lines) = page["catalogs"].as_array() else {
+                panic!("product {product_id} not listed");
+            };
+            if let Some(line) = lines.iter().find(|l| l["id"].as_u64() == Some(product_id)) {
+                return line["inventory"].as_i64().unwrap();
+            }
+            offset += 100;
+        }
+    }
+
+    /// `GET /api/purchase/{id}` as JSON (asserts 200).
+    pub async fn purchase_view(&self, token: &str, purchase_id: u64) -> Value {
+        let r = self
+            .get(&format!("/api/purchase/{purchase_id}"), Some(token))
+            .await;
+        assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+        r.json()
+    }
+
+    /// Polls `GET /api/purchase/{id}` until its status is `status` (panics after `wait`).
+    pub async fn wait_status(
+        &self,
+        token: &str,
+        purchase_id: u64,
+        status: &str,
+        wait: Duration,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let v = self.purchase_view(token, purchase_id).await;
+            if v["status"] == status {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "purchase {purchase_id} never reached {status}: {v}"
+            );
+            actix_rt::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// `(step, status)` pairs of a purchase view's `steps`, in order.
+pub fn view_steps(view: &Value) -> Vec<(String, String)> {
+    view["steps"]
+        .as_array()
+        .expect("steps array")
+        .iter()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap().to_owned(),
+                s["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The compensation sequence when `failed` (CREATE_ORDER or CREATE_PAYMENT) is refused.
+pub fn compensation_path(failed: &str) -> Vec<(String, String)> {
+    let mut seq = expected(&HAPPY_PATH);
+    let upto = seq
+        .iter()
+        .position(|(s, st)| s == failed && st == "STATUS_EXUCUTE")
+        .unwrap();
+    seq.truncate(upto + 1);
+    let mut rollback: Vec<(&str, &str)> =
+        vec![(failed, "STATUS_FAILED"), (failed, "STATUS_ROLLBACKED")];
+    if failed == "CREATE_PAYMENT" {
+        rollback.push(("CREATE_ORDER", "STATUS_ROLLBACKED"));
+    }
+    rollback.push(("UPDATE_PRODUCT_INVENTORY", "STATUS_ROLLBACKED"));
+    seq.extend(expected(&rollback));
+    seq
+}
+
+impl TestApp {
+    /// Starts sagashop on an existing data directory (e.g. a second start on the same files);
+    /// `dir` is then an unused placeholder and `data_dir` is left in place.
+    pub async fn spawn_in(data_dir: &std::path::Path, adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::embedded(data_dir);
+        config.step_timeout_ms = 2_000;
+        config.max_backoff_ms = 200;
+        config.sse_keepalive_seconds = 1;
+        adjust(&mut config);
+        let app = sagashop::app::start(&config).await.expect("app starts");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = sagashop::app::http_server(app.state, listener, 1, false).unwrap();
+        actix_rt::spawn(server);
+        let client = Client::builder().timeout(Duration::from_secs(30)).finish();
+        TestApp {
+            url: format!("http://127.0.0.1:{port}"),
+            faults: app.faults,
+            dir: tempfile::tempdir().unwrap(),
+            client,
+        }
+    }
+}
+
+impl SseStream {
+    /// Reads raw bytes until `needle` appears in what is buffered; false after `wait`.
+    /// Buffered frames stay available to `next_frame`.
+    pub async fn saw_raw(&mut self, needle: &str, wait: Duration) -> bool {
+        let deadline = actix_rt::time::Instant::now() + wait;
+        loop {
+            if self
+                .buf
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+            {
+                return true;
+            }
+            let Some(left) = deadline.checked_duration_since(actix_rt::time::Instant::now()) else {
+                return false;
+            };
+            match actix_rt::time::timeout(left, self.body.next()).await {
+                Ok(Some(Ok(chunk))) => self.buf.extend_from_slice(&chunk),
+                _ => return false,
+            }
+        }
+    }
+}
