@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use actix::Actor;
+use actix_rt::Arbiter;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
@@ -34,6 +35,20 @@ use crate::http::{AppState, SseSettings, cors::cors, routes};
 pub struct Application {
     pub state: AppState,
     pub faults: Arc<Faults>,
+    /// The threads owning each database (stopped with the application).
+    pub arbiters: Vec<Arbiter>,
+}
+
+/// Starts `actor` on a thread of its own: it owns a database whose calls block while they
+/// run (embedded SQLite runs inline), so nothing else waits behind them.
+fn on_own_thread<A>(arbiters: &mut Vec<Arbiter>, actor: A) -> actix::Addr<A>
+where
+    A: Actor<Context = actix::Context<A>> + Send,
+{
+    let arbiter = Arbiter::new();
+    let addr = A::start_in_arbiter(&arbiter.handle(), |_| actor);
+    arbiters.push(arbiter);
+    addr
 }
 
 /// Opens and migrates every service database, in order.
@@ -67,34 +82,45 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
         config.jwt_refresh_token_expire_second,
     );
 
-    let account = AccountService::new(AccountCore::new(
-        Accounts::new(pool(ServiceDb::Account)),
-        cache.clone(),
-        ids.clone(),
-        tokens.clone(),
-    ))
-    .start();
-    let product = ProductService::new(ProductCore::new(
-        Products::new(pool(ServiceDb::Product)),
-        cache.clone(),
-        ids.clone(),
-        faults.clone(),
-    ))
-    .start();
-    let order = OrderService::new(OrderCore::new(
-        Orders::new(pool(ServiceDb::Order)),
-        product.clone().recipient(),
-        faults.clone(),
-    ))
-    .start();
-    let payment = PaymentService::new(PaymentCore::new(
-        Payments::new(pool(ServiceDb::Payment)),
-        faults.clone(),
-    ))
-    .start();
+    let mut arbiters = Vec::new();
+    let account = on_own_thread(
+        &mut arbiters,
+        AccountService::new(AccountCore::new(
+            Accounts::new(pool(ServiceDb::Account)),
+            cache.clone(),
+            ids.clone(),
+            tokens.clone(),
+        )),
+    );
+    let product = on_own_thread(
+        &mut arbiters,
+        ProductService::new(ProductCore::new(
+            Products::new(pool(ServiceDb::Product)),
+            cache.clone(),
+            ids.clone(),
+            faults.clone(),
+        )),
+    );
+    let order = on_own_thread(
+        &mut arbiters,
+        OrderService::new(OrderCore::new(
+            Orders::new(pool(ServiceDb::Order)),
+            product.clone().recipient(),
+            faults.clone(),
+        )),
+    );
+    let payment = on_own_thread(
+        &mut arbiters,
+        PaymentService::new(PaymentCore::new(
+            Payments::new(pool(ServiceDb::Payment)),
+            faults.clone(),
+        )),
+    );
     let hub = ResultHub::default().start();
 
-    let store = SagaStore::start(Sagas::new(pool(ServiceDb::Saga))).await?;
+    let store_thread = Arbiter::new();
+    let store = SagaStore::start(Sagas::new(pool(ServiceDb::Saga)), &store_thread.handle()).await?;
+    arbiters.push(store_thread);
     let deps = SagaDeps {
         router: ServiceRouter::new(
             product.clone().recipient(),
@@ -142,7 +168,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
         },
         databases: pools.iter().map(|(db, p)| (db.name(), p.clone())).collect(),
     };
-    Ok(Application { state, faults })
+    Ok(Application {
+        state,
+        faults,
+        arbiters,
+    })
 }
 
 /// The HTTP server over a started application, bound to `listener`. `workers` 0 means one

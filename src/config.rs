@@ -69,9 +69,14 @@ pub struct Config {
     #[arg(long, env = "SAGA_DATABASE_URL")]
     pub saga_database_url: Option<String>,
 
-    /// Connections per database pool (SQLite writers still take turns).
+    /// Connections per MySQL database pool.
     #[arg(long, env = "SAGASHOP_DB_POOL_SIZE", default_value_t = 8)]
     pub db_pool_size: usize,
+
+    /// Connections per SQLite database. SQLite has one writer at a time: 1 makes calls take
+    /// turns in-process; more lets reads overlap a write but makes writers wait in SQLite.
+    #[arg(long, env = "SAGASHOP_SQLITE_CONNECTIONS", default_value_t = 1)]
+    pub sqlite_connections: usize,
 
     /// HS256 secret for access and refresh tokens. Embedded mode generates one when unset;
     /// a MySQL deployment refuses to start without it.

@@ -35,11 +35,12 @@ pub struct SagaStore {
 }
 
 impl SagaStore {
-    /// Starts the writer on the current arbiter; event ids continue after the stored ones.
-    pub async fn start(repo: Sagas) -> Result<Self, DbError> {
+    /// Starts the writer on `arbiter` (its own thread: commits block it while they fsync);
+    /// event ids continue after the stored ones.
+    pub async fn start(repo: Sagas, arbiter: &actix_rt::ArbiterHandle) -> Result<Self, DbError> {
         let next_event_id = repo.max_event_id().await? + 1;
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
-        actix_rt::spawn(write_loop(rx, repo.clone(), next_event_id));
+        arbiter.spawn(write_loop(rx, repo.clone(), next_event_id));
         Ok(Self { tx, repo })
     }
 

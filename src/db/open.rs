@@ -58,7 +58,7 @@ pub async fn open(config: &Config, db: ServiceDb) -> Result<DbPool, DbError> {
     migrate(&location, db).await?;
     match location {
         DbLocation::Mysql(url) => DbPool::mysql(&url, config.db_pool_size),
-        DbLocation::Sqlite(path) => DbPool::sqlite(&path, config.db_pool_size),
+        DbLocation::Sqlite(path) => DbPool::sqlite(&path, config.sqlite_connections.max(1)),
     }
 }
 
