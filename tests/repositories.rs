@@ -233,23 +233,29 @@ async fn exercise(r: Repos) {
 
     // Saga store: group commit of several sagas, log order, paging, resume queries.
     for id in [1000, 1001] {
-        r.sagas
-            .insert(&SagaRow {
-                purchase_id: id,
-                customer_id: 7,
-                items: "[]".into(),
-                currency_code: "NT".into(),
-                amount: 1,
-                state: "PENDING".into(),
-                finished: false,
-                attempts: 0,
-                owner_node: 1,
-                lease_expires_at: 0,
-                created_at: 0,
-                updated_at: 0,
-            })
-            .await
-            .unwrap();
+        let row = SagaRow {
+            purchase_id: id,
+            customer_id: 7,
+            items: "[]".into(),
+            currency_code: "NT".into(),
+            amount: 1,
+            state: "PENDING".into(),
+            finished: false,
+            attempts: 0,
+            owner_node: 1,
+            lease_expires_at: 0,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let write = SagaWrite {
+            purchase_id: id,
+            state: "PENDING".into(),
+            finished: false,
+            attempts: 0,
+            events: vec![],
+            insert: Some(row),
+        };
+        r.sagas.commit(&[write]).await.unwrap();
     }
     let event = |event_id, purchase_id| EventRow {
         event_id,
@@ -266,6 +272,7 @@ async fn exercise(r: Repos) {
                 state: "SUCCEEDED".into(),
                 finished: true,
                 attempts: 0,
+                insert: None,
                 events: vec![event(1, 1000), event(2, 1000)],
             },
             SagaWrite {
@@ -273,6 +280,7 @@ async fn exercise(r: Repos) {
                 state: "EXECUTING:CREATE_ORDER".into(),
                 finished: false,
                 attempts: 0,
+                insert: None,
                 events: vec![event(3, 1001)],
             },
         ])
@@ -307,6 +315,7 @@ async fn exercise(r: Repos) {
             finished: true,
             attempts: 0,
             events: vec![event(4, 1001), event(3, 1001)],
+            insert: None,
         }])
         .await;
     assert!(bad.is_err());

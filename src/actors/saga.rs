@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_broker::BrokerIssue;
 
 use super::faults::Faults;
-use super::messages::{ResultPublished, StepAction, StepCommand, StepError};
+use super::messages::{StepAction, StepCommand, StepError};
 use super::router::ServiceRouter;
 use super::store::{PendingWrite, SagaStore};
 use crate::domain::purchase::{Purchase, StepOutcome};
@@ -96,18 +95,14 @@ impl SagaActor {
                     _ => None,
                 })
                 .collect(),
+            new_saga: None,
         };
         let store = self.deps.store.clone();
         ctx.wait(
             async move { store.commit(write).await }
                 .into_actor(self)
                 .map(move |committed, act, ctx| match committed {
-                    Ok(results) => {
-                        for result in results {
-                            act.issue_system_async(ResultPublished(result));
-                        }
-                        act.perform(transition, ctx);
-                    }
+                    Ok(()) => act.perform(transition, ctx),
                     Err(e) => {
                         act.attempts += 1;
                         let delay = act.deps.policy.backoff(act.attempts);

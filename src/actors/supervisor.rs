@@ -10,12 +10,11 @@ use actix::prelude::*;
 
 use super::messages::{AcceptPurchase, GetPurchase, PurchaseView, StepView};
 use super::saga::{SagaActor, SagaDeps, SagaFinished};
-use super::store::SagaStore;
+use super::store::{PendingWrite, SagaStore};
 use super::{ServiceError, ServiceResult};
-use crate::db::DbError;
 use crate::db::sagas::{EventRow, SagaRow};
 use crate::domain::purchase::{Currency, Purchase, StepEvent, StepStatus};
-use crate::domain::saga::{SagaState, replay};
+use crate::domain::saga::{Effect, SagaEvent, SagaState, next, replay};
 
 /// How often dead saga actors are looked for.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
@@ -108,18 +107,9 @@ impl SagaSupervisor {
         );
     }
 
-    fn renew_lease(&mut self, ctx: &mut Context<Self>) {
-        let repo = self.deps.store.repo().clone();
-        let node = self.settings.node_id;
+    fn renew_lease(&mut self) {
         let until = crate::clock::now_ms() + self.settings.lease.as_millis() as i64;
-        ctx.spawn(
-            async move {
-                if let Err(e) = repo.renew_leases(node, until).await {
-                    tracing::warn!(error = %e, "cannot renew saga leases");
-                }
-            }
-            .into_actor(self),
-        );
+        self.deps.store.renew_leases(self.settings.node_id, until);
     }
 }
 
@@ -132,33 +122,51 @@ impl Actor for SagaSupervisor {
             self.launch(purchase, state, ctx);
         }
         ctx.run_interval(SWEEP_EVERY, |act, ctx| act.sweep(ctx));
-        ctx.run_interval(self.settings.lease / 3, |act, ctx| act.renew_lease(ctx));
+        ctx.run_interval(self.settings.lease / 3, |act, _| act.renew_lease());
     }
 }
 
 impl Handler<AcceptPurchase> for SagaSupervisor {
     type Result = ResponseActFuture<Self, ServiceResult<()>>;
 
+    /// Stores the saga together with its first transition (one group-committed write, whose
+    /// results the store publishes), then starts the saga actor on the first command.
     fn handle(&mut self, msg: AcceptPurchase, _: &mut Context<Self>) -> Self::Result {
         if self.running.len() + self.accepting >= self.settings.max_in_flight {
             return Box::pin(fut::ready(Err(ServiceError::Busy)));
         }
+        let start = next(SagaState::Pending, SagaEvent::Start).expect("a new saga can start");
+        let write = PendingWrite {
+            purchase_id: msg.purchase.purchase_id,
+            customer_id: msg.purchase.customer_id,
+            state: start.state,
+            attempts: 0,
+            events: start
+                .effects
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Emit(ev) => Some(*ev),
+                    _ => None,
+                })
+                .collect(),
+            new_saga: Some(SagaStore::new_row(
+                &msg.purchase,
+                start.state,
+                self.settings.node_id,
+                self.settings.lease.as_millis() as i64,
+            )),
+        };
         self.accepting += 1;
         let store = self.deps.store.clone();
-        let lease_ms = self.settings.lease.as_millis() as i64;
-        let node = self.settings.node_id;
         Box::pin(
-            async move {
-                store.accept(&msg.purchase, node, lease_ms).await?;
-                Ok::<_, DbError>(msg.purchase)
-            }
-            .into_actor(self)
-            .map(|stored, act, ctx| {
-                act.accepting -= 1;
-                let purchase = stored?;
-                act.launch(purchase, SagaState::Pending, ctx);
-                Ok(())
-            }),
+            async move { store.commit(write).await }
+                .into_actor(self)
+                .map(move |committed, act, ctx| {
+                    act.accepting -= 1;
+                    committed?;
+                    act.launch(msg.purchase, start.state, ctx);
+                    Ok(())
+                }),
         )
     }
 }

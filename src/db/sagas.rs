@@ -47,20 +47,20 @@ pub struct SagaWrite {
     pub finished: bool,
     pub attempts: i32,
     pub events: Vec<EventRow>,
+    /// A new saga's row, inserted (with `state` already in it) instead of updated.
+    pub insert: Option<SagaRow>,
 }
 
 backend_queries! {
-    pub async fn insert(conn: &mut Conn, row: &SagaRow) -> Result<(), DbError> {
-        diesel::insert_into(sagas::table).values(row).execute(conn).await?;
-        Ok(())
-    }
-
     pub async fn commit(conn: &mut Conn, writes: &[SagaWrite], now: i64) -> Result<(), DbError> {
         conn.transaction::<(), DbError, _>(async |c| {
             for event in writes.iter().flat_map(|w| &w.events) {
                 diesel::insert_into(saga_events::table).values(event).execute(c).await?;
             }
-            for w in writes {
+            for row in writes.iter().filter_map(|w| w.insert.as_ref()) {
+                diesel::insert_into(sagas::table).values(row).execute(c).await?;
+            }
+            for w in writes.iter().filter(|w| w.insert.is_none()) {
                 diesel::update(sagas::table.find(w.purchase_id))
                     .set((
                         sagas::state.eq(&w.state),
@@ -146,11 +146,6 @@ impl Sagas {
     /// Repository over an opened saga database.
     pub fn new(pool: DbPool) -> Self {
         Self { pool }
-    }
-
-    /// Stores a newly accepted saga.
-    pub async fn insert(&self, row: &SagaRow) -> Result<(), DbError> {
-        on_conn!(self.pool, insert(row))
     }
 
     /// Commits the transitions of many sagas in one transaction: all or none.
