@@ -11,7 +11,9 @@ use tracing_actix_web::TracingLogger;
 
 use crate::actors::account::{AccountCore, AccountService};
 use crate::actors::faults::Faults;
+use crate::actors::messages::StepCommand;
 use crate::actors::order::{OrderCore, OrderService};
+use crate::actors::participant::{Participant, StepRunner};
 use crate::actors::payment::{PaymentCore, PaymentService};
 use crate::actors::product::{ProductCore, ProductService};
 use crate::actors::results::ResultHub;
@@ -49,6 +51,24 @@ where
     let addr = A::start_in_arbiter(&arbiter.handle(), |_| actor);
     arbiters.push(arbiter);
     addr
+}
+
+/// Starts a saga participant's service actor and its step [`Participant`] on one thread of
+/// their own: both use the service's database, whose embedded calls run inline there.
+fn participant_thread<A, R>(
+    arbiters: &mut Vec<Arbiter>,
+    service: A,
+    runner: R,
+) -> (actix::Addr<A>, actix::Recipient<StepCommand>)
+where
+    A: Actor<Context = actix::Context<A>> + Send,
+    R: StepRunner + Send,
+{
+    let arbiter = Arbiter::new();
+    let addr = A::start_in_arbiter(&arbiter.handle(), |_| service);
+    let steps = Participant::start_in_arbiter(&arbiter.handle(), |_| Participant::new(runner));
+    arbiters.push(arbiter);
+    (addr, steps.recipient())
 }
 
 /// Opens and migrates every service database, in order.
@@ -92,42 +112,31 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
             tokens.clone(),
         )),
     );
-    let product = on_own_thread(
-        &mut arbiters,
-        ProductService::new(ProductCore::new(
-            Products::new(pool(ServiceDb::Product)),
-            cache.clone(),
-            ids.clone(),
-            faults.clone(),
-        )),
+    let core = ProductCore::new(
+        Products::new(pool(ServiceDb::Product)),
+        cache.clone(),
+        ids.clone(),
+        faults.clone(),
     );
-    let order = on_own_thread(
-        &mut arbiters,
-        OrderService::new(OrderCore::new(
-            Orders::new(pool(ServiceDb::Order)),
-            product.clone().recipient(),
-            faults.clone(),
-        )),
+    let (product, product_steps) =
+        participant_thread(&mut arbiters, ProductService::new(core.clone()), core);
+    let core = OrderCore::new(
+        Orders::new(pool(ServiceDb::Order)),
+        product.clone().recipient(),
+        faults.clone(),
     );
-    let payment = on_own_thread(
-        &mut arbiters,
-        PaymentService::new(PaymentCore::new(
-            Payments::new(pool(ServiceDb::Payment)),
-            faults.clone(),
-        )),
-    );
+    let (order, order_steps) =
+        participant_thread(&mut arbiters, OrderService::new(core.clone()), core);
+    let core = PaymentCore::new(Payments::new(pool(ServiceDb::Payment)), faults.clone());
+    let (payment, payment_steps) =
+        participant_thread(&mut arbiters, PaymentService::new(core.clone()), core);
     let hub = ResultHub::default().start();
 
     let store_thread = Arbiter::new();
     let store = SagaStore::start(Sagas::new(pool(ServiceDb::Saga)), &store_thread.handle()).await?;
     arbiters.push(store_thread);
     let deps = SagaDeps {
-        router: ServiceRouter::new(
-            product.clone().recipient(),
-            order.clone().recipient(),
-            payment.clone().recipient(),
-            faults.clone(),
-        ),
+        router: ServiceRouter::new(product_steps, order_steps, payment_steps, faults.clone()),
         store: store.clone(),
         policy: SagaPolicy {
             step_timeout: config.step_timeout(),

@@ -2,9 +2,12 @@
 //! the local MariaDB (a fresh set of databases per run). In CI (`CI` set) an unreachable
 //! MariaDB fails the test; elsewhere the MariaDB run says clearly that it did not run.
 
+use std::sync::Arc;
+
 use sagashop::config::{Config, ServiceDb};
 use sagashop::db::DbPool;
 use sagashop::db::accounts::{Accounts, Customer, PersonChange};
+use sagashop::db::ledger::StepOp;
 use sagashop::db::orders::Orders;
 use sagashop::db::payments::Payments;
 use sagashop::db::products::{INSUFFICIENT_INVENTORY, Product, Products};
@@ -142,7 +145,7 @@ async fn exercise(r: Repos) {
     // Reservation: all or nothing, once per purchase, released exactly once.
     assert_eq!(
         r.products
-            .reserve(100, &purchase(100, &[(10, 2), (20, 5)]).items)
+            .reserve(&purchase(100, &[(10, 2), (20, 5)]))
             .await
             .unwrap(),
         StepOutcome::Applied
@@ -150,7 +153,7 @@ async fn exercise(r: Repos) {
     assert_eq!((stock(&r, 10).await, stock(&r, 20).await), (3, 0));
     assert_eq!(
         r.products
-            .reserve(100, &purchase(100, &[(10, 2), (20, 5)]).items)
+            .reserve(&purchase(100, &[(10, 2), (20, 5)]))
             .await
             .unwrap(),
         StepOutcome::Applied
@@ -162,7 +165,7 @@ async fn exercise(r: Repos) {
     );
     let short = r
         .products
-        .reserve(101, &purchase(101, &[(10, 1), (20, 1)]).items)
+        .reserve(&purchase(101, &[(10, 1), (20, 1)]))
         .await
         .unwrap();
     assert_eq!(short, StepOutcome::Rejected(INSUFFICIENT_INVENTORY.into()));
@@ -173,7 +176,7 @@ async fn exercise(r: Repos) {
     );
     let dup = r
         .products
-        .reserve(102, &purchase(102, &[(30, 1), (30, 1)]).items)
+        .reserve(&purchase(102, &[(30, 1), (30, 1)]))
         .await
         .unwrap();
     assert!(matches!(dup, StepOutcome::Rejected(_)));
@@ -195,11 +198,45 @@ async fn exercise(r: Repos) {
     r.products.release(103).await.unwrap();
     assert!(matches!(
         r.products
-            .reserve(103, &purchase(103, &[(10, 1)]).items)
+            .reserve(&purchase(103, &[(10, 1)]))
             .await
             .unwrap(),
         StepOutcome::Rejected(_)
     ));
+    assert_eq!(stock(&r, 10).await, 5);
+
+    // A batch: each op in its own savepoint, one commit; a refused op spares the others.
+    let ok = Arc::new(purchase(110, &[(10, 1)]));
+    let refused = Arc::new(purchase(111, &[(20, 6)]));
+    let results = r
+        .products
+        .run_steps(&[
+            StepOp::Execute(ok.clone()),
+            StepOp::Execute(refused.clone()),
+            StepOp::Execute(ok.clone()),
+            StepOp::Compensate(111),
+        ])
+        .await
+        .unwrap();
+    let results: Vec<StepOutcome> = results.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        results,
+        vec![
+            StepOutcome::Applied,
+            StepOutcome::Rejected(INSUFFICIENT_INVENTORY.into()),
+            StepOutcome::Applied,
+            StepOutcome::Applied,
+        ]
+    );
+    assert_eq!(
+        (stock(&r, 10).await, stock(&r, 20).await),
+        (4, 5),
+        "batch applied once, refused op changed nothing"
+    );
+    r.products
+        .run_steps(&[StepOp::Compensate(110), StepOp::Compensate(110)])
+        .await
+        .unwrap();
     assert_eq!(stock(&r, 10).await, 5);
 
     // Orders: one per purchase, removal idempotent and fencing.

@@ -7,6 +7,7 @@ mod error;
 pub mod faults;
 pub mod messages;
 pub mod order;
+pub mod participant;
 pub mod payment;
 pub mod product;
 pub mod results;

@@ -8,8 +8,7 @@ use super::faults::Faults;
 use super::messages::*;
 use super::{ServiceError, ServiceResult};
 use crate::db::orders::Orders;
-use crate::domain::purchase::StepOutcome;
-use crate::service_actor;
+use crate::{service_actor, step_runner};
 
 /// The order service's logic, independent of actix.
 #[derive(Clone)]
@@ -63,22 +62,13 @@ impl OrderCore {
             purchased_items,
         })
     }
-
-    async fn step(&self, cmd: StepCommand) -> Result<StepOutcome, StepError> {
-        self.faults
-            .run_step(
-                &cmd,
-                || self.repo.create(&cmd.purchase),
-                || self.repo.remove(cmd.purchase.purchase_id),
-            )
-            .await
-    }
 }
 
 service_actor!(
     /// The order service actor.
     OrderService(OrderCore) {
     GetOrder => get,
-    StepCommand => step,
 }
 );
+
+step_runner!(OrderCore);

@@ -6,8 +6,7 @@ use super::faults::Faults;
 use super::messages::*;
 use super::{ServiceError, ServiceResult};
 use crate::db::payments::Payments;
-use crate::domain::purchase::StepOutcome;
-use crate::service_actor;
+use crate::{service_actor, step_runner};
 
 /// The payment service's logic, independent of actix.
 #[derive(Clone)]
@@ -33,22 +32,13 @@ impl PaymentCore {
             _ => Err(ServiceError::PaymentNotFound),
         }
     }
-
-    async fn step(&self, cmd: StepCommand) -> Result<StepOutcome, StepError> {
-        self.faults
-            .run_step(
-                &cmd,
-                || self.repo.create(&cmd.purchase),
-                || self.repo.remove(cmd.purchase.purchase_id),
-            )
-            .await
-    }
 }
 
 service_actor!(
     /// The payment service actor.
     PaymentService(PaymentCore) {
     GetPayment => get,
-    StepCommand => step,
 }
 );
+
+step_runner!(PaymentCore);

@@ -8,8 +8,7 @@ use super::{ServiceError, ServiceResult};
 use crate::cache::{Cache, keys};
 use crate::db::products::{Product, Products};
 use crate::domain::ids::IdGenerator;
-use crate::domain::purchase::StepOutcome;
-use crate::service_actor;
+use crate::{service_actor, step_runner};
 
 /// The product service's logic, independent of actix.
 #[derive(Clone)]
@@ -111,19 +110,6 @@ impl ProductCore {
             })
             .collect())
     }
-
-    async fn step(&self, cmd: StepCommand) -> Result<StepOutcome, StepError> {
-        self.faults
-            .run_step(
-                &cmd,
-                || {
-                    self.repo
-                        .reserve(cmd.purchase.purchase_id, &cmd.purchase.items)
-                },
-                || self.repo.release(cmd.purchase.purchase_id),
-            )
-            .await
-    }
 }
 
 service_actor!(
@@ -133,6 +119,7 @@ service_actor!(
     GetProduct => get,
     GetProducts => get_many,
     ListProducts => list,
-    StepCommand => step,
 }
 );
+
+step_runner!(ProductCore);

@@ -3,10 +3,11 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
+use super::ledger::StepOp;
 use super::schema::orders;
 use super::{DbError, DbPool};
 use crate::domain::purchase::{Purchase, StepOutcome};
-use crate::{backend_queries, ledgered_compensation, ledgered_step, on_conn};
+use crate::{backend_queries, ledgered_compensation, ledgered_step, on_conn, step_batch_fn};
 
 /// An order line as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -18,12 +19,26 @@ pub struct OrderLine {
     pub customer_id: i64,
 }
 
+/// The order lines of a purchase: one per item, keyed by the purchase id.
+fn lines_of(purchase: &Purchase) -> Vec<OrderLine> {
+    purchase
+        .items
+        .iter()
+        .map(|i| OrderLine {
+            id: purchase.purchase_id as i64,
+            product_id: i.product_id as i64,
+            amount: i.amount,
+            customer_id: purchase.customer_id as i64,
+        })
+        .collect()
+}
+
 backend_queries! {
-    pub async fn create(conn: &mut Conn, lines: &[OrderLine]) -> Result<StepOutcome, DbError> {
-        let purchase_id = lines.first().map_or(0, |l| l.id);
-        ledgered_step!(conn, purchase_id, |c| {
+    pub async fn create(conn: &mut Conn, purchase: &Purchase) -> Result<StepOutcome, DbError> {
+        let lines = lines_of(purchase);
+        ledgered_step!(conn, purchase.purchase_id as i64, |c| {
             // One statement per row: SQLite's sync wrapper has no multi-row INSERT.
-            for line in lines {
+            for line in &lines {
                 diesel::insert_into(orders::table).values(line).execute(c).await?;
             }
         })
@@ -34,6 +49,8 @@ backend_queries! {
             diesel::delete(orders::table.filter(orders::id.eq(purchase_id))).execute(c).await?;
         })
     }
+
+    step_batch_fn!(create, remove);
 
     pub async fn lines(conn: &mut Conn, id: i64) -> Result<Vec<OrderLine>, DbError> {
         Ok(orders::table
@@ -59,17 +76,15 @@ impl Orders {
 
     /// Creates the purchase's order, once.
     pub async fn create(&self, purchase: &Purchase) -> Result<StepOutcome, DbError> {
-        let lines: Vec<OrderLine> = purchase
-            .items
-            .iter()
-            .map(|i| OrderLine {
-                id: purchase.purchase_id as i64,
-                product_id: i.product_id as i64,
-                amount: i.amount,
-                customer_id: purchase.customer_id as i64,
-            })
-            .collect();
-        on_conn!(self.pool, create(&lines))
+        on_conn!(self.pool, create(purchase))
+    }
+
+    /// Runs a batch of order steps and compensations in one transaction.
+    pub async fn run_steps(
+        &self,
+        ops: &[StepOp],
+    ) -> Result<Vec<Result<StepOutcome, DbError>>, DbError> {
+        on_conn!(self.pool, run_steps(ops))
     }
 
     /// Deletes the purchase's order, once; a no-op when there is none.

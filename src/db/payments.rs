@@ -3,10 +3,11 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
+use super::ledger::StepOp;
 use super::schema::payments;
 use super::{DbError, DbPool};
 use crate::domain::purchase::{Purchase, StepOutcome};
-use crate::{backend_queries, ledgered_compensation, ledgered_step, on_conn};
+use crate::{backend_queries, ledgered_compensation, ledgered_step, on_conn, step_batch_fn};
 
 /// A payment as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -19,9 +20,15 @@ pub struct Payment {
 }
 
 backend_queries! {
-    pub async fn create(conn: &mut Conn, payment: &Payment) -> Result<StepOutcome, DbError> {
+    pub async fn create(conn: &mut Conn, purchase: &Purchase) -> Result<StepOutcome, DbError> {
+        let payment = Payment {
+            id: purchase.purchase_id as i64,
+            customer_id: purchase.customer_id as i64,
+            currency_code: purchase.currency.code().to_owned(),
+            amount: purchase.amount,
+        };
         ledgered_step!(conn, payment.id, |c| {
-            diesel::insert_into(payments::table).values(payment).execute(c).await?;
+            diesel::insert_into(payments::table).values(&payment).execute(c).await?;
         })
     }
 
@@ -30,6 +37,8 @@ backend_queries! {
             diesel::delete(payments::table.find(purchase_id)).execute(c).await?;
         })
     }
+
+    step_batch_fn!(create, remove);
 
     pub async fn by_id(conn: &mut Conn, id: i64) -> Result<Option<Payment>, DbError> {
         Ok(payments::table
@@ -55,13 +64,15 @@ impl Payments {
 
     /// Records the purchase's payment, once.
     pub async fn create(&self, purchase: &Purchase) -> Result<StepOutcome, DbError> {
-        let payment = Payment {
-            id: purchase.purchase_id as i64,
-            customer_id: purchase.customer_id as i64,
-            currency_code: purchase.currency.code().to_owned(),
-            amount: purchase.amount,
-        };
-        on_conn!(self.pool, create(&payment))
+        on_conn!(self.pool, create(purchase))
+    }
+
+    /// Runs a batch of payment steps and compensations in one transaction.
+    pub async fn run_steps(
+        &self,
+        ops: &[StepOp],
+    ) -> Result<Vec<Result<StepOutcome, DbError>>, DbError> {
+        on_conn!(self.pool, run_steps(ops))
     }
 
     /// Deletes the purchase's payment, once; a no-op when there is none.

@@ -3,10 +3,11 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
+use super::ledger::StepOp;
 use super::schema::{products, reservations};
 use super::{DbError, DbPool};
-use crate::domain::purchase::{PurchaseItem, StepOutcome};
-use crate::{backend_queries, ledgered_compensation, ledgered_step, on_conn};
+use crate::domain::purchase::{Purchase, PurchaseItem, StepOutcome};
+use crate::{backend_queries, ledgered_compensation, ledgered_step, on_conn, step_batch_fn};
 
 /// A product row as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -78,8 +79,9 @@ backend_queries! {
             .await?)
     }
 
-    pub async fn reserve(conn: &mut Conn, purchase_id: i64, items: &[PurchaseItem]) -> Result<StepOutcome, DbError> {
-        let mut sorted: Vec<PurchaseItem> = items.to_vec();
+    pub async fn reserve(conn: &mut Conn, purchase: &Purchase) -> Result<StepOutcome, DbError> {
+        let purchase_id = purchase.purchase_id as i64;
+        let mut sorted: Vec<PurchaseItem> = purchase.items.clone();
         sorted.sort_by_key(|i| i.product_id);
         ledgered_step!(conn, purchase_id, |c| {
             if sorted.windows(2).any(|w| w[0].product_id == w[1].product_id) {
@@ -122,6 +124,8 @@ backend_queries! {
             }
         })
     }
+
+    step_batch_fn!(reserve, release);
 }
 
 /// Repository of the product database.
@@ -160,12 +164,16 @@ impl Products {
     }
 
     /// Takes a purchase's items from stock, all or nothing, once per purchase.
-    pub async fn reserve(
+    pub async fn reserve(&self, purchase: &Purchase) -> Result<StepOutcome, DbError> {
+        on_conn!(self.pool, reserve(purchase))
+    }
+
+    /// Runs a batch of inventory steps and compensations in one transaction.
+    pub async fn run_steps(
         &self,
-        purchase_id: u64,
-        items: &[PurchaseItem],
-    ) -> Result<StepOutcome, DbError> {
-        on_conn!(self.pool, reserve(purchase_id as i64, items))
+        ops: &[StepOp],
+    ) -> Result<Vec<Result<StepOutcome, DbError>>, DbError> {
+        on_conn!(self.pool, run_steps(ops))
     }
 
     /// Gives back exactly what a purchase took, once; a no-op when it took nothing.

@@ -1,0 +1,144 @@
+//! A saga participant: receives step commands for one service and runs them in batches.
+//! Commands that arrive while a batch is being committed wait and go into the next one, so
+//! under load many sagas' steps share one transaction (one fsync) while a lone command still
+//! runs at once. Replies go out only after their batch has committed.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::faults::Faults;
+use super::messages::{StepAction, StepCommand, StepError};
+use crate::db::DbError;
+use crate::db::ledger::StepOp;
+use crate::domain::purchase::StepOutcome;
+
+/// A batch's answers, one per command, in order.
+pub type StepResults = Vec<Result<StepOutcome, StepError>>;
+
+/// What a participant does with a batch of commands (its service's core implements it).
+pub trait StepRunner: Clone + Unpin + 'static {
+    /// Runs the commands; one answer per command, in order.
+    fn run(&self, commands: Vec<StepCommand>) -> Pin<Box<dyn Future<Output = StepResults>>>;
+}
+
+type Waiting = (StepCommand, oneshot::Sender<Result<StepOutcome, StepError>>);
+
+/// The participant actor of one service.
+pub struct Participant<R: StepRunner> {
+    runner: R,
+    queue: Vec<Waiting>,
+    busy: bool,
+}
+
+impl<R: StepRunner> Participant<R> {
+    /// Participant running commands with `runner`.
+    pub fn new(runner: R) -> Self {
+        Self {
+            runner,
+            queue: Vec::new(),
+            busy: false,
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        let (commands, replies): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.queue).into_iter().unzip();
+        self.busy = true;
+        let run = self.runner.run(commands);
+        ctx.spawn(run.into_actor(self).map(|results, act, ctx| {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+            act.busy = false;
+            if !act.queue.is_empty() {
+                act.flush(ctx);
+            }
+        }));
+    }
+}
+
+impl<R: StepRunner> Actor for Participant<R> {
+    type Context = Context<Self>;
+}
+
+impl<R: StepRunner> Handler<StepCommand> for Participant<R> {
+    type Result = ResponseFuture<Result<StepOutcome, StepError>>;
+
+    fn handle(&mut self, cmd: StepCommand, ctx: &mut Context<Self>) -> Self::Result {
+        let (reply, answer) = oneshot::channel();
+        self.queue.push((cmd, reply));
+        if !self.busy {
+            self.flush(ctx);
+        }
+        Box::pin(async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err(StepError("participant stopped".into())))
+        })
+    }
+}
+
+/// Runs a batch through a repository's `run_steps`, after the fault switches had their say.
+pub async fn run_batch<F, Fut>(
+    faults: &Faults,
+    commands: Vec<StepCommand>,
+    run_steps: F,
+) -> StepResults
+where
+    F: FnOnce(Vec<StepOp>) -> Fut,
+    Fut: Future<Output = Result<Vec<Result<StepOutcome, DbError>>, DbError>>,
+{
+    let mut results: Vec<Option<Result<StepOutcome, StepError>>> =
+        commands.iter().map(|c| faults.intercept(c)).collect();
+    let ops: Vec<StepOp> = commands
+        .into_iter()
+        .zip(&results)
+        .filter(|(_, injected)| injected.is_none())
+        .map(|(c, _)| match c.action {
+            StepAction::Execute => StepOp::Execute(c.purchase),
+            StepAction::Compensate => StepOp::Compensate(c.purchase.purchase_id),
+        })
+        .collect();
+    let mut outcomes: Box<dyn Iterator<Item = Result<StepOutcome, StepError>>> =
+        match run_steps(ops).await {
+            Ok(all) => Box::new(all.into_iter().map(|r| r.map_err(StepError::from))),
+            Err(e) => {
+                let e = StepError::from(e);
+                Box::new(std::iter::repeat_with(move || Err(e.clone())))
+            }
+        };
+    for slot in results.iter_mut().filter(|r| r.is_none()) {
+        *slot = outcomes.next();
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(StepError("no result".into()))))
+        .collect()
+}
+
+/// Implements [`StepRunner`] for a core with `faults` and a repository `repo` that has
+/// `run_steps`.
+#[macro_export]
+macro_rules! step_runner {
+    ($core:ty) => {
+        impl $crate::actors::participant::StepRunner for $core {
+            fn run(
+                &self,
+                commands: Vec<$crate::actors::messages::StepCommand>,
+            ) -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = $crate::actors::participant::StepResults>>,
+            > {
+                let core = self.clone();
+                Box::pin(async move {
+                    $crate::actors::participant::run_batch(&core.faults, commands, async |ops| {
+                        core.repo.run_steps(&ops).await
+                    })
+                    .await
+                })
+            }
+        }
+    };
+}
