@@ -19,11 +19,8 @@ pub struct AccountCore {
     tokens: TokenIssuer,
 }
 
-/// Runs CPU-heavy password work off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ServiceResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))
+    password::run(f).await.map_err(ServiceError::Internal)
 }
 
 impl AccountCore {
