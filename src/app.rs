@@ -31,6 +31,7 @@ use crate::db::payments::Payments;
 use crate::db::products::Products;
 use crate::db::sagas::Sagas;
 use crate::domain::ids::IdGenerator;
+use crate::domain::purchase::Step;
 use crate::http::{AppState, SseSettings, cors::cors, routes};
 
 /// A started application: what HTTP needs, plus the test-only fault switches.
@@ -58,7 +59,7 @@ where
 fn participant_thread<A, R>(
     arbiters: &mut Vec<Arbiter>,
     service: A,
-    runner: R,
+    steps: Participant<R>,
 ) -> (actix::Addr<A>, actix::Recipient<StepCommand>)
 where
     A: Actor<Context = actix::Context<A>> + Send,
@@ -66,9 +67,24 @@ where
 {
     let arbiter = Arbiter::new();
     let addr = A::start_in_arbiter(&arbiter.handle(), |_| service);
-    let steps = Participant::start_in_arbiter(&arbiter.handle(), |_| Participant::new(runner));
+    let steps = Participant::start_in_arbiter(&arbiter.handle(), |_| steps);
     arbiters.push(arbiter);
     (addr, steps.recipient())
+}
+
+/// Benchmark switch (`--hold-payments`): payment commands wait until the process gets
+/// SIGUSR1, so sagas pile up in flight.
+fn hold_payments_until_sigusr1(faults: Arc<Faults>) {
+    faults.hold_step(Step::CreatePayment, true);
+    tracing::warn!("payment step held until SIGUSR1 (--hold-payments)");
+    actix_rt::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut usr1) = signal(SignalKind::user_defined1()) {
+            usr1.recv().await;
+        }
+        tracing::warn!("payment step released");
+        faults.hold_step(Step::CreatePayment, false);
+    });
 }
 
 /// Opens and migrates every service database, in order.
@@ -118,18 +134,23 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
         ids.clone(),
         faults.clone(),
     );
+    let steps = Participant::new(core.clone(), Step::UpdateProductInventory, faults.clone());
     let (product, product_steps) =
-        participant_thread(&mut arbiters, ProductService::new(core.clone()), core);
+        participant_thread(&mut arbiters, ProductService::new(core), steps);
     let core = OrderCore::new(
         Orders::new(pool(ServiceDb::Order)),
         product.clone().recipient(),
         faults.clone(),
     );
-    let (order, order_steps) =
-        participant_thread(&mut arbiters, OrderService::new(core.clone()), core);
+    let steps = Participant::new(core.clone(), Step::CreateOrder, faults.clone());
+    let (order, order_steps) = participant_thread(&mut arbiters, OrderService::new(core), steps);
     let core = PaymentCore::new(Payments::new(pool(ServiceDb::Payment)), faults.clone());
+    let steps = Participant::new(core.clone(), Step::CreatePayment, faults.clone());
     let (payment, payment_steps) =
-        participant_thread(&mut arbiters, PaymentService::new(core.clone()), core);
+        participant_thread(&mut arbiters, PaymentService::new(core), steps);
+    if config.hold_payments {
+        hold_payments_until_sigusr1(faults.clone());
+    }
     let hub = ResultHub::default().start();
 
     let store_thread = Arbiter::new();

@@ -131,6 +131,11 @@ pub struct Config {
     #[arg(long, env = "SAGASHOP_LEASE_SECONDS", default_value_t = 30)]
     pub lease_seconds: u64,
 
+    /// Benchmark only: hold every payment command until the process receives SIGUSR1, so
+    /// sagas pile up in flight (measures memory with many sagas in flight).
+    #[arg(long, hide = true)]
+    pub hold_payments: bool,
+
     /// HTTP worker threads (0 = one per core).
     #[arg(long, env = "SAGASHOP_WORKERS", default_value_t = 0)]
     pub workers: usize,

@@ -16,6 +16,7 @@ pub struct Faults {
     compensation_errors: [AtomicU32; 3],
     duplicate_delivery: AtomicBool,
     saga_panics: AtomicU32,
+    held_steps: Mutex<HashSet<Step>>,
 }
 
 fn index(step: Step) -> usize {
@@ -88,6 +89,22 @@ impl Faults {
                 StepOutcome::Applied
             }
         })
+    }
+
+    /// Holds (true) or releases (false) every command of `step` at its participant: held
+    /// commands wait, unanswered, until the release (benchmarks of sagas in flight).
+    pub fn hold_step(&self, step: Step, on: bool) {
+        let mut set = self.held_steps.lock().expect("faults lock");
+        if on {
+            set.insert(step);
+        } else {
+            set.remove(&step);
+        }
+    }
+
+    /// True when commands of `step` are held.
+    pub fn holds(&self, step: Step) -> bool {
+        self.held_steps.lock().expect("faults lock").contains(&step)
     }
 
     /// Makes the router deliver every command twice.

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -13,7 +14,7 @@ use super::faults::Faults;
 use super::messages::{StepAction, StepCommand, StepError};
 use crate::db::DbError;
 use crate::db::ledger::StepOp;
-use crate::domain::purchase::StepOutcome;
+use crate::domain::purchase::{Step, StepOutcome};
 
 /// A batch's answers, one per command, in order.
 pub type StepResults = Vec<Result<StepOutcome, StepError>>;
@@ -26,20 +27,34 @@ pub trait StepRunner: Clone + Unpin + 'static {
 
 type Waiting = (StepCommand, oneshot::Sender<Result<StepOutcome, StepError>>);
 
+/// How often a participant whose step is held checks for its release.
+const HOLD_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The participant actor of one service.
 pub struct Participant<R: StepRunner> {
     runner: R,
+    step: Step,
+    faults: Arc<Faults>,
     queue: Vec<Waiting>,
     busy: bool,
 }
 
 impl<R: StepRunner> Participant<R> {
-    /// Participant running commands with `runner`.
-    pub fn new(runner: R) -> Self {
+    /// Participant running the commands of `step` with `runner`.
+    pub fn new(runner: R, step: Step, faults: Arc<Faults>) -> Self {
         Self {
             runner,
+            step,
+            faults,
             queue: Vec::new(),
             busy: false,
+        }
+    }
+
+    /// Starts a batch unless one is running, nothing waits, or the step is held.
+    fn maybe_flush(&mut self, ctx: &mut Context<Self>) {
+        if !self.busy && !self.queue.is_empty() && !self.faults.holds(self.step) {
+            self.flush(ctx);
         }
     }
 
@@ -53,15 +68,18 @@ impl<R: StepRunner> Participant<R> {
                 let _ = reply.send(result);
             }
             act.busy = false;
-            if !act.queue.is_empty() {
-                act.flush(ctx);
-            }
+            act.maybe_flush(ctx);
         }));
     }
 }
 
 impl<R: StepRunner> Actor for Participant<R> {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(usize::MAX >> 4);
+        ctx.run_interval(HOLD_POLL, |act, ctx| act.maybe_flush(ctx));
+    }
 }
 
 impl<R: StepRunner> Handler<StepCommand> for Participant<R> {
@@ -70,9 +88,7 @@ impl<R: StepRunner> Handler<StepCommand> for Participant<R> {
     fn handle(&mut self, cmd: StepCommand, ctx: &mut Context<Self>) -> Self::Result {
         let (reply, answer) = oneshot::channel();
         self.queue.push((cmd, reply));
-        if !self.busy {
-            self.flush(ctx);
-        }
+        self.maybe_flush(ctx);
         Box::pin(async move {
             answer
                 .await

@@ -3,6 +3,7 @@
 //! its terminal SSE event. Ends with an invariant check of stock, orders and payments.
 
 pub mod ceiling;
+mod inflight;
 mod invariants;
 pub mod sse;
 
@@ -66,6 +67,11 @@ pub struct LoadgenArgs {
     /// Store the ceiling probe writes to: `mysql://...` or a SQLite path (default: a temp file).
     #[arg(long)]
     pub ceiling_url: Option<String>,
+    /// Sagas-in-flight run: fire this many purchases without waiting for them (the server
+    /// runs with `--hold-payments`), read its memory, release it with SIGUSR1
+    /// (`--server-pid`), and wait for every saga to finish.
+    #[arg(long)]
+    pub inflight: Option<u64>,
 }
 
 /// A purchase whose saga reached its end.
@@ -78,37 +84,37 @@ pub enum Outcome {
 /// One customer the load runs as.
 #[derive(Debug, Clone)]
 pub(crate) struct Shopper {
-    token: String,
+    pub(crate) token: String,
 }
 
 /// A product the load buys.
 #[derive(Debug, Clone)]
 pub(crate) struct Item {
-    id: u64,
-    price: i64,
+    pub(crate) id: u64,
+    pub(crate) price: i64,
     stock: i64,
 }
 
 /// A completed purchase, kept for the invariant check.
 #[derive(Debug, Clone)]
 pub(crate) struct Done {
-    purchase_id: u64,
-    shopper: usize,
-    lines: Vec<(u64, i64)>,
-    amount: i64,
-    outcome: Outcome,
+    pub(crate) purchase_id: u64,
+    pub(crate) shopper: usize,
+    pub(crate) lines: Vec<(u64, i64)>,
+    pub(crate) amount: i64,
+    pub(crate) outcome: Outcome,
 }
 
 /// Matches terminal SSE events to the purchases waiting for them (events may beat the POST's
 /// response, so early ones are kept).
 #[derive(Default)]
-struct Tracker {
+pub(crate) struct Tracker {
     waiting: HashMap<u64, oneshot::Sender<Outcome>>,
     early: HashMap<u64, Outcome>,
 }
 
 impl Tracker {
-    fn finished(&mut self, purchase_id: u64, outcome: Outcome) {
+    pub(crate) fn finished(&mut self, purchase_id: u64, outcome: Outcome) {
         match self.waiting.remove(&purchase_id) {
             Some(tx) => {
                 let _ = tx.send(outcome);
@@ -119,7 +125,7 @@ impl Tracker {
         }
     }
 
-    fn wait_for(&mut self, purchase_id: u64) -> oneshot::Receiver<Outcome> {
+    pub(crate) fn wait_for(&mut self, purchase_id: u64) -> oneshot::Receiver<Outcome> {
         let (tx, rx) = oneshot::channel();
         match self.early.remove(&purchase_id) {
             Some(outcome) => {
@@ -170,7 +176,7 @@ struct Counters {
     done: Vec<Done>,
 }
 
-fn client(concurrency: usize) -> Client {
+pub(crate) fn client(concurrency: usize) -> Client {
     let connector = awc::Connector::new().limit(concurrency * 2 + 64);
     Client::builder()
         .connector(connector)
@@ -201,7 +207,7 @@ pub(crate) async fn call(
     ))
 }
 
-async fn setup(
+pub(crate) async fn setup(
     client: &Client,
     args: &LoadgenArgs,
 ) -> anyhow::Result<(Vec<Shopper>, Vec<Item>, Item)> {
@@ -257,7 +263,7 @@ async fn setup(
 
 /// Opens a customer's result stream; resolves once it is subscribed, then keeps feeding the
 /// tracker with terminal events.
-async fn watch(
+pub(crate) async fn watch(
     client: Client,
     url: String,
     token: String,
@@ -306,7 +312,7 @@ async fn watch(
     Ok(())
 }
 
-fn server_memory(pid: u32) -> Option<Value> {
+pub(crate) fn server_memory(pid: u32) -> Option<Value> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
         status
@@ -332,6 +338,11 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
                 c.backend, c.commits_per_second, c.concurrency, c.commits, c.seconds
             );
         }
+        return Ok(());
+    }
+    if let Some(n) = args.inflight {
+        let report = inflight::run(&args, n).await?;
+        println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
     let report = drive(&args).await?;

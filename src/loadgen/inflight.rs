@@ -1,0 +1,105 @@
+//! The sagas-in-flight run: with the server's payment step held (`--hold-payments`), fire many
+//! purchases, read the server's memory while they all wait, release the payments (SIGUSR1)
+//! and check that every saga completes and the invariants hold.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{Done, LoadgenArgs, Tracker, call, client, invariants, server_memory, setup, watch};
+
+/// What the run measured.
+#[derive(Debug, Serialize)]
+pub struct InflightReport {
+    pub purchases: u64,
+    pub accepted: u64,
+    pub fire_seconds: f64,
+    pub memory_while_held: Option<Value>,
+    pub drain_seconds: f64,
+    pub completed: u64,
+    pub memory_after: Option<Value>,
+    pub invariants: Option<invariants::Verdict>,
+}
+
+pub(super) async fn run(args: &LoadgenArgs, n: u64) -> anyhow::Result<InflightReport> {
+    let pid = args
+        .server_pid
+        .context("--inflight needs --server-pid (to read memory and release)")?;
+    let client = client(args.concurrency);
+    let (shoppers, items, scarce) = setup(&client, args).await?;
+    let tracker = Rc::new(RefCell::new(Tracker::default()));
+    for s in &shoppers {
+        watch(
+            client.clone(),
+            args.url.clone(),
+            s.token.clone(),
+            tracker.clone(),
+        )
+        .await?;
+    }
+    let started = Instant::now();
+    let posts = futures_util::stream::iter((0..n).map(|i| {
+        let shopper = (i as usize) % shoppers.len();
+        let item = &items[(i as usize) % items.len()];
+        let lines = vec![(item.id, 1i64)];
+        let body = json!({"purchase_items": [{"product_id": item.id, "amount": 1}], "payment": {"currency_code": "NT"}});
+        let (client, url, token) = (&client, &args.url, &shoppers[shopper].token);
+        async move {
+            let reply = call(client, awc::http::Method::POST, &format!("{url}/api/purchase"), Some(token), Some(&body)).await;
+            match reply {
+                Ok((201, v)) => v["purchase_id"].as_u64().map(|id| (id, shopper, lines, item.price)),
+                _ => None,
+            }
+        }
+    }))
+    .buffer_unordered(args.concurrency)
+    .collect::<Vec<_>>()
+    .await;
+    let fire_seconds = started.elapsed().as_secs_f64();
+    let accepted: Vec<_> = posts.into_iter().flatten().collect();
+    let waits: Vec<_> = accepted
+        .iter()
+        .map(|(id, ..)| tracker.borrow_mut().wait_for(*id))
+        .collect();
+    actix_rt::time::sleep(Duration::from_secs(2)).await;
+    let memory_while_held = server_memory(pid);
+    // SAFETY: kill(2) with a pid the user gave; it only sends a signal.
+    if unsafe { libc::kill(pid as i32, libc::SIGUSR1) } != 0 {
+        anyhow::bail!("cannot signal pid {pid}");
+    }
+    let released = Instant::now();
+    let mut done = Vec::with_capacity(accepted.len());
+    for ((purchase_id, shopper, lines, price), wait) in accepted.iter().cloned().zip(waits) {
+        if let Ok(Ok(outcome)) = actix_rt::time::timeout(Duration::from_secs(600), wait).await {
+            let amount = lines.iter().map(|(_, n)| n * price).sum();
+            done.push(Done {
+                purchase_id,
+                shopper,
+                lines,
+                amount,
+                outcome,
+            });
+        }
+    }
+    let drain_seconds = released.elapsed().as_secs_f64();
+    let invariants = if args.no_check {
+        None
+    } else {
+        Some(invariants::check(&client, &args.url, &shoppers, &items, &scarce, &done).await?)
+    };
+    Ok(InflightReport {
+        purchases: n,
+        accepted: accepted.len() as u64,
+        fire_seconds,
+        memory_while_held,
+        drain_seconds,
+        completed: done.len() as u64,
+        memory_after: server_memory(pid),
+        invariants,
+    })
+}
