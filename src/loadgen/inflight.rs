@@ -87,10 +87,17 @@ pub(super) async fn run(args: &LoadgenArgs, n: u64) -> anyhow::Result<InflightRe
         }
     }
     let drain_seconds = released.elapsed().as_secs_f64();
+    eprintln!(
+        "fired {} in {fire_seconds:.1} s, held memory {memory_while_held:?}, {} completed {drain_seconds:.1} s after release",
+        accepted.len(),
+        done.len()
+    );
+    // A fresh client: the firing one may have been worn out by the burst of connections.
+    let checker = super::client(64);
     let invariants = if args.no_check {
         None
     } else {
-        Some(invariants::check(&client, &args.url, &shoppers, &items, &scarce, &done).await?)
+        Some(invariants::check(&checker, &args.url, &shoppers, &items, &scarce, &done).await?)
     };
     Ok(InflightReport {
         purchases: n,
