@@ -361,7 +361,8 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn drive(args: &LoadgenArgs) -> anyhow::Result<Report> {
+/// Runs the load and returns its figures (what `run` prints).
+pub async fn drive(args: &LoadgenArgs) -> anyhow::Result<Report> {
     let client = client(args.concurrency);
     let (shoppers, items, scarce) = setup(&client, args).await?;
     let tracker = Rc::new(RefCell::new(Tracker::default()));
