@@ -19,6 +19,15 @@ pub struct Faults {
     held_steps: Mutex<HashSet<Step>>,
 }
 
+fn toggle(set: &Mutex<HashSet<Step>>, step: Step, on: bool) {
+    let mut set = set.lock().expect("faults lock");
+    if on {
+        set.insert(step);
+    } else {
+        set.remove(&step);
+    }
+}
+
 fn index(step: Step) -> usize {
     step as usize
 }
@@ -26,12 +35,7 @@ fn index(step: Step) -> usize {
 impl Faults {
     /// Makes every forward command of `step` answer as a business failure.
     pub fn fail_step(&self, step: Step, on: bool) {
-        let mut set = self.failing_steps.lock().expect("faults lock");
-        if on {
-            set.insert(step);
-        } else {
-            set.remove(&step);
-        }
+        toggle(&self.failing_steps, step, on);
     }
 
     /// True when `step` is switched to fail.
@@ -94,12 +98,7 @@ impl Faults {
     /// Holds (true) or releases (false) every command of `step` at its participant: held
     /// commands wait, unanswered, until the release (benchmarks of sagas in flight).
     pub fn hold_step(&self, step: Step, on: bool) {
-        let mut set = self.held_steps.lock().expect("faults lock");
-        if on {
-            set.insert(step);
-        } else {
-            set.remove(&step);
-        }
+        toggle(&self.held_steps, step, on);
     }
 
     /// True when commands of `step` are held.

@@ -87,14 +87,7 @@ impl SagaActor {
             customer_id: self.purchase.customer_id,
             state: transition.state,
             attempts: self.attempts,
-            events: transition
-                .effects
-                .iter()
-                .filter_map(|e| match e {
-                    Effect::Emit(ev) => Some(*ev),
-                    _ => None,
-                })
-                .collect(),
+            events: transition.emitted(),
             new_saga: None,
         };
         let store = self.deps.store.clone();

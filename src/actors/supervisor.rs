@@ -14,7 +14,7 @@ use super::store::{PendingWrite, SagaStore};
 use super::{ServiceError, ServiceResult};
 use crate::db::sagas::{EventRow, SagaRow};
 use crate::domain::purchase::{Currency, Purchase, StepEvent, StepStatus};
-use crate::domain::saga::{Effect, SagaEvent, SagaState, next, replay};
+use crate::domain::saga::{SagaEvent, SagaState, next, replay};
 
 /// How often dead saga actors are looked for.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
@@ -141,14 +141,7 @@ impl Handler<AcceptPurchase> for SagaSupervisor {
             customer_id: msg.purchase.customer_id,
             state: start.state,
             attempts: 0,
-            events: start
-                .effects
-                .iter()
-                .filter_map(|e| match e {
-                    Effect::Emit(ev) => Some(*ev),
-                    _ => None,
-                })
-                .collect(),
+            events: start.emitted(),
             new_saga: Some(SagaStore::new_row(
                 &msg.purchase,
                 start.state,

@@ -126,6 +126,19 @@ pub fn next(state: SagaState, event: SagaEvent) -> Result<Transition, IllegalTra
     }
 }
 
+impl Transition {
+    /// The step results this transition records and publishes, in order.
+    pub fn emitted(&self) -> Vec<StepEvent> {
+        self.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Emit(ev) => Some(*ev),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 impl SagaState {
     /// True when no more work will ever happen for this saga.
     pub fn is_terminal(self) -> bool {

@@ -2,8 +2,6 @@
 //! purchases, read the server's memory while they all wait, release the payments (SIGUSR1)
 //! and check that every saga completes and the invariants hold.
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -11,7 +9,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Done, LoadgenArgs, Tracker, call, client, invariants, server_memory, setup, watch};
+use super::{Done, LoadgenArgs, Setup, call, invariants, prepare, server_memory};
 
 /// What the run measured.
 #[derive(Debug, Serialize)]
@@ -30,18 +28,13 @@ pub(super) async fn run(args: &LoadgenArgs, n: u64) -> anyhow::Result<InflightRe
     let pid = args
         .server_pid
         .context("--inflight needs --server-pid (to read memory and release)")?;
-    let client = client(args.concurrency);
-    let (shoppers, items, scarce) = setup(&client, args).await?;
-    let tracker = Rc::new(RefCell::new(Tracker::default()));
-    for s in &shoppers {
-        watch(
-            client.clone(),
-            args.url.clone(),
-            s.token.clone(),
-            tracker.clone(),
-        )
-        .await?;
-    }
+    let Setup {
+        client,
+        shoppers,
+        items,
+        scarce,
+        tracker,
+    } = prepare(args).await?;
     let started = Instant::now();
     let posts = futures_util::stream::iter((0..n).map(|i| {
         let shopper = (i as usize) % shoppers.len();

@@ -361,8 +361,17 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the load and returns its figures (what `run` prints).
-pub async fn drive(args: &LoadgenArgs) -> anyhow::Result<Report> {
+/// What every run starts from: a client, customers with their streams open, products.
+pub(crate) struct Setup {
+    client: Client,
+    shoppers: Vec<Shopper>,
+    items: Vec<Item>,
+    scarce: Item,
+    tracker: Rc<RefCell<Tracker>>,
+}
+
+/// Creates the customers and products and opens every customer's result stream.
+pub(crate) async fn prepare(args: &LoadgenArgs) -> anyhow::Result<Setup> {
     let client = client(args.concurrency);
     let (shoppers, items, scarce) = setup(&client, args).await?;
     let tracker = Rc::new(RefCell::new(Tracker::default()));
@@ -375,6 +384,24 @@ pub async fn drive(args: &LoadgenArgs) -> anyhow::Result<Report> {
         )
         .await?;
     }
+    Ok(Setup {
+        client,
+        shoppers,
+        items,
+        scarce,
+        tracker,
+    })
+}
+
+/// Runs the load and returns its figures (what `run` prints).
+pub async fn drive(args: &LoadgenArgs) -> anyhow::Result<Report> {
+    let Setup {
+        client,
+        shoppers,
+        items,
+        scarce,
+        tracker,
+    } = prepare(args).await?;
 
     let progress = if args.json {
         ProgressBar::hidden()
