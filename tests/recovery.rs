@@ -359,3 +359,45 @@ async fn sigkill_mid_flight_loses_and_doubles_nothing() {
     );
     node.kill();
 }
+
+#[actix_rt::test]
+async fn sigterm_shuts_down_gracefully_and_keeps_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut node = start(dir.path(), port).await;
+    let client = Client::default();
+    let (status, _) = call(
+        &client,
+        "POST",
+        format!("{}/api/product", node.url),
+        None,
+        Some(json!({"name":"kept","description":"d","brand_name":"b","price":1,"inventory":1})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    // SAFETY: kill(2) on the child we spawned.
+    assert_eq!(
+        unsafe { libc::kill(node.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(status) = node.child.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = exited.expect("sagashop did not stop within 10 s of SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    let node = start(dir.path(), port).await;
+    let (_, page) = call(
+        &client,
+        "GET",
+        format!("{}/api/products?size=10", node.url),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(page["catalogs"][0]["name"], "kept");
+}
