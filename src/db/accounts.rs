@@ -116,9 +116,4 @@ impl Accounts {
     ) -> Result<(), DbError> {
         on_conn!(self.pool, update_shipping(id as i64, change))
     }
-
-    /// The pool, for readiness checks.
-    pub fn pool(&self) -> &DbPool {
-        &self.pool
-    }
 }

@@ -96,9 +96,4 @@ impl Orders {
     pub async fn lines(&self, id: u64) -> Result<Vec<OrderLine>, DbError> {
         on_conn!(self.pool, lines(id as i64))
     }
-
-    /// The pool, for readiness checks.
-    pub fn pool(&self) -> &DbPool {
-        &self.pool
-    }
 }

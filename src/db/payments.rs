@@ -84,9 +84,4 @@ impl Payments {
     pub async fn by_id(&self, id: u64) -> Result<Option<Payment>, DbError> {
         on_conn!(self.pool, by_id(id as i64))
     }
-
-    /// The pool, for readiness checks.
-    pub fn pool(&self) -> &DbPool {
-        &self.pool
-    }
 }

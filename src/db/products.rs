@@ -180,9 +180,4 @@ impl Products {
     pub async fn release(&self, purchase_id: u64) -> Result<(), DbError> {
         on_conn!(self.pool, release(purchase_id as i64))
     }
-
-    /// The pool, for readiness checks.
-    pub fn pool(&self) -> &DbPool {
-        &self.pool
-    }
 }

@@ -195,9 +195,4 @@ impl Sagas {
     pub async fn renew_leases(&self, owner: u16, until_ms: i64) -> Result<usize, DbError> {
         on_conn!(self.pool, renew_leases(owner as i32, until_ms))
     }
-
-    /// The pool, for readiness checks.
-    pub fn pool(&self) -> &DbPool {
-        &self.pool
-    }
 }
