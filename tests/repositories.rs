@@ -334,6 +334,15 @@ async fn exercise(r: Repos) {
         .collect();
     assert_eq!(unfinished, vec![1001]);
     assert_eq!(r.sagas.log_of(1000).await.unwrap().len(), 2);
+    let logs: Vec<(i64, i64)> = r
+        .sagas
+        .logs_of(&[1001, 1000])
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| (e.purchase_id, e.event_id))
+        .collect();
+    assert_eq!(logs, vec![(1000, 1), (1000, 2), (1001, 3)]);
     let after: Vec<i64> = r
         .sagas
         .customer_events_after(7, 1, 10)

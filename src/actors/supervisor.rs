@@ -256,9 +256,12 @@ pub async fn load_unfinished(store: &SagaStore) -> ServiceResult<Vec<(Purchase, 
         let page = store.repo().unfinished(after, RESUME_PAGE).await?;
         let Some(last) = page.last() else { break };
         after = last.purchase_id as u64;
+        let ids: Vec<u64> = page.iter().map(|r| r.purchase_id as u64).collect();
+        let logs = store.repo().logs_of(&ids).await?;
         for row in &page {
-            let log = store.repo().log_of(row.purchase_id as u64).await?;
-            let state = state_of(&log)?;
+            let start = logs.partition_point(|e| e.purchase_id < row.purchase_id);
+            let end = logs.partition_point(|e| e.purchase_id <= row.purchase_id);
+            let state = state_of(&logs[start..end])?;
             if !state.is_terminal() {
                 found.push((purchase_of(row)?, state));
             }

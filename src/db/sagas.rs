@@ -105,6 +105,15 @@ backend_queries! {
             .await?)
     }
 
+    pub async fn logs_of(conn: &mut Conn, purchase_ids: &[i64]) -> Result<Vec<EventRow>, DbError> {
+        Ok(saga_events::table
+            .filter(saga_events::purchase_id.eq_any(purchase_ids))
+            .order((saga_events::purchase_id, saga_events::event_id))
+            .select(EventRow::as_select())
+            .load(conn)
+            .await?)
+    }
+
     pub async fn customer_events_after(conn: &mut Conn, customer_id: i64, after: i64, limit: i64) -> Result<Vec<EventRow>, DbError> {
         Ok(saga_events::table
             .filter(saga_events::customer_id.eq(customer_id))
@@ -167,6 +176,12 @@ impl Sagas {
     /// A saga's step log in order.
     pub async fn log_of(&self, purchase_id: u64) -> Result<Vec<EventRow>, DbError> {
         on_conn!(self.pool, log_of(purchase_id as i64))
+    }
+
+    /// The step logs of several sagas in one query, ordered by saga then event (recovery).
+    pub async fn logs_of(&self, purchase_ids: &[u64]) -> Result<Vec<EventRow>, DbError> {
+        let ids: Vec<i64> = purchase_ids.iter().map(|&i| i as i64).collect();
+        on_conn!(self.pool, logs_of(&ids))
     }
 
     /// A customer's step-log entries after an event id (SSE resume).
