@@ -64,3 +64,25 @@ async fn a_held_backlog_completes_exactly_once_when_released() {
     }
     assert_eq!(app.inventory(p).await, 1_000 - 80);
 }
+
+#[actix_rt::test]
+async fn a_participant_that_panics_keeps_serving_and_the_saga_completes() {
+    let app = TestApp::spawn().await;
+    let c = app.sign_up().await;
+    let p = app.create_product("sturdy", 10, 100).await;
+    app.faults.panic_participant(Step::CreateOrder, 2);
+    let id = app.purchase_ok(&c.access, &[(p, 1)]).await;
+    assert_eq!(
+        app.wait_finished(&c.access, id).await["status"],
+        "SUCCEEDED"
+    );
+    let order = app.get(&format!("/api/order/{id}"), Some(&c.access)).await;
+    assert_eq!(order.json()["purchased_items"][0]["amount"], 1);
+    // The participant is still alive for the next purchase.
+    let next = app.purchase_ok(&c.access, &[(p, 1)]).await;
+    assert_eq!(
+        app.wait_finished(&c.access, next).await["status"],
+        "SUCCEEDED"
+    );
+    assert_eq!(app.inventory(p).await, 98);
+}

@@ -17,6 +17,7 @@ pub struct Faults {
     duplicate_delivery: AtomicBool,
     saga_panics: AtomicU32,
     held_steps: Mutex<HashSet<Step>>,
+    participant_panics: [AtomicU32; 3],
 }
 
 fn toggle(set: &Mutex<HashSet<Step>>, step: Step, on: bool) {
@@ -71,28 +72,20 @@ impl Faults {
         }
     }
 
-    /// Runs a participant's step command: the injected answer if a switch applies, else
-    /// `execute` or `compensate` (a finished compensation answers `Applied`).
-    pub async fn run_step<E, C>(
-        &self,
-        cmd: &StepCommand,
-        execute: impl FnOnce() -> E,
-        compensate: impl FnOnce() -> C,
-    ) -> Result<StepOutcome, StepError>
-    where
-        E: Future<Output = Result<StepOutcome, crate::db::DbError>>,
-        C: Future<Output = Result<(), crate::db::DbError>>,
-    {
-        if let Some(injected) = self.intercept(cmd) {
-            return injected;
+    /// Makes the next `times` batches that contain a command of `step` panic at its
+    /// participant (the participant must survive it).
+    pub fn panic_participant(&self, step: Step, times: u32) {
+        self.participant_panics[index(step)].store(times, Ordering::SeqCst);
+    }
+
+    /// Panics if an injected participant panic is pending for `step`.
+    pub fn maybe_panic_participant(&self, step: Step) {
+        let pending = self.participant_panics[index(step)]
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if pending {
+            panic!("injected participant panic");
         }
-        Ok(match cmd.action {
-            StepAction::Execute => execute().await?,
-            StepAction::Compensate => {
-                compensate().await?;
-                StepOutcome::Applied
-            }
-        })
     }
 
     /// Holds (true) or releases (false) every command of `step` at its participant: held

@@ -4,10 +4,12 @@
 //! runs at once. Replies go out only after their batch has committed.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
 use super::faults::Faults;
@@ -62,8 +64,15 @@ impl<R: StepRunner> Participant<R> {
         let (commands, replies): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.queue).into_iter().unzip();
         self.busy = true;
-        let run = self.runner.run(commands);
-        ctx.spawn(run.into_actor(self).map(|results, act, ctx| {
+        let count = commands.len();
+        let run = AssertUnwindSafe(self.runner.run(commands)).catch_unwind();
+        ctx.spawn(run.into_actor(self).map(move |ran, act, ctx| {
+            // A panic fails this batch like an infrastructure error (the sagas retry) instead
+            // of killing the participant, which would leave every saga waiting on it.
+            let results = ran.unwrap_or_else(|_| {
+                tracing::error!(step = ?act.step, "participant panicked; batch failed");
+                vec![Err(StepError("participant panicked".into())); count]
+            });
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result);
             }
@@ -107,6 +116,9 @@ where
     F: FnOnce(Vec<StepOp>) -> Fut,
     Fut: Future<Output = Result<Vec<Result<StepOutcome, DbError>>, DbError>>,
 {
+    for c in &commands {
+        faults.maybe_panic_participant(c.step);
+    }
     let mut results: Vec<Option<Result<StepOutcome, StepError>>> =
         commands.iter().map(|c| faults.intercept(c)).collect();
     let ops: Vec<StepOp> = commands
