@@ -77,13 +77,8 @@ async fn refused_inventory_step_gives_the_inventory_failure_sequence() {
     app.faults.fail_step(Step::UpdateProductInventory, true);
     let mut sse = app.subscribe(&c.access, None).await;
     let purchase = app.purchase_ok(&c.access, &[(p1, 3)]).await;
-    let frames = sse.take(3, WAIT).await;
-    assert_eq!(steps_of(&frames, purchase), expected(&INVENTORY_FAILURE));
-    assert_eq!(
-        app.wait_finished(&c.access, purchase).await["status"],
-        "ROLLED_BACK"
-    );
-    sse.expect_silence(QUIET).await;
+    app.expect_refused_at_inventory(&mut sse, &c.access, purchase, WAIT, QUIET)
+        .await;
     assert_eq!(app.inventory(p1).await, 10);
     assert_no_order_nor_payment(&app, &c.access, purchase).await;
 }

@@ -113,13 +113,8 @@ async fn duplicate_delivery_insufficient_stock_changes_nothing() {
     let p1 = app.create_product("product1", 100, 3).await;
     let mut sse = app.subscribe(&c.access, None).await;
     let purchase = app.purchase_ok(&c.access, &[(p1, 4)]).await;
-    let frames = sse.take(3, WAIT).await;
-    assert_eq!(steps_of(&frames, purchase), expected(&INVENTORY_FAILURE));
-    assert_eq!(
-        app.wait_finished(&c.access, purchase).await["status"],
-        "ROLLED_BACK"
-    );
-    sse.expect_silence(QUIET).await;
+    app.expect_refused_at_inventory(&mut sse, &c.access, purchase, WAIT, QUIET)
+        .await;
     assert_eq!(app.inventory(p1).await, 3);
     // and a purchase that fits still succeeds exactly once
     let ok = app.purchase_ok(&c.access, &[(p1, 3)]).await;

@@ -452,13 +452,8 @@ async fn exact_inventory_succeeds_then_one_more_fails() {
     );
     assert_eq!(app.inventory(p4).await, 0);
     let second = app.purchase_ok(&c.access, &[(p4, 1)]).await;
-    let frames = sse.take(3, WAIT).await;
-    assert_eq!(steps_of(&frames, second), expected(&INVENTORY_FAILURE));
-    assert_eq!(
-        app.wait_finished(&c.access, second).await["status"],
-        "ROLLED_BACK"
-    );
-    sse.expect_silence(QUIET).await;
+    app.expect_refused_at_inventory(&mut sse, &c.access, second, WAIT, QUIET)
+        .await;
     assert_eq!(app.inventory(p4).await, 0);
     assert_eq!(app.listed_inventory(p4).await, 0);
     assert_no_order_nor_payment(&app, &c.access, second).await;
@@ -471,13 +466,8 @@ async fn duplicate_product_lines_fail_at_inventory() {
     let p1 = app.create_product("product1", 100, 1000).await;
     let mut sse = app.subscribe(&c.access, None).await;
     let purchase = app.purchase_ok(&c.access, &[(p1, 1), (p1, 1)]).await;
-    let frames = sse.take(3, WAIT).await;
-    assert_eq!(steps_of(&frames, purchase), expected(&INVENTORY_FAILURE));
-    assert_eq!(
-        app.wait_finished(&c.access, purchase).await["status"],
-        "ROLLED_BACK"
-    );
-    sse.expect_silence(QUIET).await;
+    app.expect_refused_at_inventory(&mut sse, &c.access, purchase, WAIT, QUIET)
+        .await;
     assert_eq!(app.inventory(p1).await, 1000);
     assert_eq!(app.listed_inventory(p1).await, 1000);
     assert_no_order_nor_payment(&app, &c.access, purchase).await;

@@ -82,7 +82,16 @@ impl TestApp {
     /// Starts sagashop after `adjust` has changed its configuration.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::embedded(dir.path());
+        let config = Config::embedded(dir.path());
+        Self::launch(config, dir, adjust).await
+    }
+
+    /// Starts sagashop on `config` with the tests' short timeouts, then `adjust`.
+    async fn launch(
+        mut config: Config,
+        dir: tempfile::TempDir,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         config.step_timeout_ms = 2_000;
         config.max_backoff_ms = 200;
         config.sse_keepalive_seconds = 1;
@@ -500,23 +509,8 @@ impl TestApp {
     /// Starts sagashop on an existing data directory (e.g. a second start on the same files);
     /// `dir` is then an unused placeholder and `data_dir` is left in place.
     pub async fn spawn_in(data_dir: &std::path::Path, adjust: impl FnOnce(&mut Config)) -> Self {
-        let mut config = Config::embedded(data_dir);
-        config.step_timeout_ms = 2_000;
-        config.max_backoff_ms = 200;
-        config.sse_keepalive_seconds = 1;
-        adjust(&mut config);
-        let app = sagashop::app::start(&config).await.expect("app starts");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = sagashop::app::http_server(app.state, listener, 1, false).unwrap();
-        actix_rt::spawn(server);
-        let client = Client::builder().timeout(Duration::from_secs(30)).finish();
-        TestApp {
-            url: format!("http://127.0.0.1:{port}"),
-            faults: app.faults,
-            dir: tempfile::tempdir().unwrap(),
-            client,
-        }
+        let config = Config::embedded(data_dir);
+        Self::launch(config, tempfile::tempdir().unwrap(), adjust).await
     }
 }
 
@@ -541,5 +535,26 @@ impl SseStream {
                 _ => return false,
             }
         }
+    }
+}
+
+impl TestApp {
+    /// Waits for a purchase refused by the inventory step: exactly its three events on
+    /// `sse` within `wait`, status ROLLED_BACK, then nothing more for `quiet`.
+    pub async fn expect_refused_at_inventory(
+        &self,
+        sse: &mut SseStream,
+        token: &str,
+        purchase_id: u64,
+        wait: Duration,
+        quiet: Duration,
+    ) {
+        let frames = sse.take(3, wait).await;
+        assert_eq!(steps_of(&frames, purchase_id), expected(&INVENTORY_FAILURE));
+        assert_eq!(
+            self.wait_finished(token, purchase_id).await["status"],
+            "ROLLED_BACK"
+        );
+        sse.expect_silence(quiet).await;
     }
 }
