@@ -154,16 +154,20 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
     let hub = ResultHub::default().start();
 
     let store_thread = Arbiter::new();
-    let store = SagaStore::start(Sagas::new(pool(ServiceDb::Saga)), &store_thread.handle()).await?;
+    let store = SagaStore::start(
+        Sagas::new(pool(ServiceDb::Saga)),
+        config.machine_id,
+        config.partitions,
+        &store_thread.handle(),
+    )
+    .await?;
     arbiters.push(store_thread);
     let deps = SagaDeps {
         router: ServiceRouter::new(product_steps, order_steps, payment_steps, faults.clone()),
         store: store.clone(),
         policy: SagaPolicy {
             step_timeout: config.step_timeout(),
-            step_attempts: config.step_attempts,
-            rollback_attempts: config.rollback_attempts,
-            max_backoff: config.max_backoff(),
+            retry: config.retry_policy(),
         },
         faults: faults.clone(),
     };
@@ -174,9 +178,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
     let supervisor = SagaSupervisor::new(
         deps,
         SupervisorSettings {
-            node_id: config.machine_id,
             max_in_flight: config.max_sagas_in_flight,
-            lease: std::time::Duration::from_secs(config.lease_seconds),
         },
         resumed,
     )
@@ -245,5 +247,32 @@ pub async fn migrate(config: Config) -> anyhow::Result<()> {
     for (db, _) in open_databases(&config).await? {
         tracing::info!(database = db.name(), "migrated");
     }
+    Ok(())
+}
+
+/// `sagashop sagas quarantined`: the sagas set aside because their stored log does not replay.
+pub async fn list_quarantined(config: Config) -> anyhow::Result<()> {
+    let sagas = Sagas::new(open(&config, ServiceDb::Saga).await?);
+    let found = sagas.quarantined().await?;
+    if found.is_empty() {
+        println!("no quarantined sagas");
+    }
+    for q in found {
+        println!(
+            "{}\tcustomer {}\t{}",
+            q.purchase_id, q.customer_id, q.reason
+        );
+    }
+    Ok(())
+}
+
+/// `sagashop sagas retry ID`: releases a quarantined saga; the node that runs the store picks
+/// it up within seconds (or at its next start) and replays its log again.
+pub async fn retry_quarantined(config: Config, purchase_id: u64) -> anyhow::Result<()> {
+    let sagas = Sagas::new(open(&config, ServiceDb::Saga).await?);
+    if !sagas.request_retry(purchase_id).await? {
+        anyhow::bail!("saga {purchase_id} is not quarantined");
+    }
+    println!("saga {purchase_id} released; it runs again within seconds");
     Ok(())
 }

@@ -107,9 +107,11 @@ pub struct Config {
     #[arg(long, env = "SAGASHOP_STEP_TIMEOUT_MS", default_value_t = 5000)]
     pub step_timeout_ms: u64,
 
-    /// Attempts of a step on infrastructure errors before the saga compensates.
-    #[arg(long, env = "SAGASHOP_STEP_ATTEMPTS", default_value_t = 5)]
-    pub step_attempts: u32,
+    /// Seconds a step is retried on infrastructure errors (timeouts, a participant or its
+    /// database down) before the saga gives up on it and compensates. A business refusal
+    /// (not enough stock) fails the step at once.
+    #[arg(long, env = "SAGASHOP_STEP_RETRY_SECONDS", default_value_t = 60)]
+    pub step_retry_seconds: u64,
 
     /// Attempts of a compensation before the saga reports STATUS_ROLLBACK_FAIL (it keeps retrying).
     #[arg(long, env = "SAGASHOP_ROLLBACK_ATTEMPTS", default_value_t = 5)]
@@ -127,9 +129,11 @@ pub struct Config {
     #[arg(long, env = "SAGASHOP_SSE_BUFFER", default_value_t = 1024)]
     pub sse_buffer: usize,
 
-    /// Seconds a node's ownership lease on its sagas lasts without renewal.
-    #[arg(long, env = "SAGASHOP_LEASE_SECONDS", default_value_t = 30)]
-    pub lease_seconds: u64,
+    /// Partitions of a new saga store (fixed when the store is created; an existing store
+    /// with another count refuses to open).
+    #[arg(long, env = "SAGASHOP_PARTITIONS", default_value_t = crate::domain::partition::DEFAULT_COUNT,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub partitions: u32,
 
     /// Benchmark only: hold every payment command until the process receives SIGUSR1, so
     /// sagas pile up in flight (measures memory with many sagas in flight).
@@ -179,8 +183,13 @@ impl Config {
         Duration::from_millis(self.step_timeout_ms)
     }
 
-    /// Cap of the exponential backoff between retries.
-    pub fn max_backoff(&self) -> Duration {
-        Duration::from_millis(self.max_backoff_ms)
+    /// The saga machine's retry budgets.
+    pub fn retry_policy(&self) -> crate::domain::saga::RetryPolicy {
+        crate::domain::saga::RetryPolicy {
+            step_budget: Duration::from_secs(self.step_retry_seconds),
+            rollback_attempts: self.rollback_attempts,
+            first_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(self.max_backoff_ms),
+        }
     }
 }

@@ -21,8 +21,22 @@ enum Command {
     Serve,
     /// Create and migrate every database, then exit.
     Migrate,
+    /// Inspect and release sagas set aside because their stored log does not replay.
+    #[command(subcommand)]
+    Sagas(SagasCommand),
     /// Drive a running sagashop with purchases and report throughput and latency.
     Loadgen(sagashop::loadgen::LoadgenArgs),
+}
+
+#[derive(Subcommand)]
+enum SagasCommand {
+    /// List quarantined sagas with the reason each was set aside.
+    Quarantined,
+    /// Run a quarantined saga again (after its cause is fixed).
+    Retry {
+        /// The purchase id.
+        purchase_id: u64,
+    },
 }
 
 /// Makes glibc return large freed blocks (Argon2's 19 MiB work areas) to the system at once
@@ -51,6 +65,12 @@ fn main() -> anyhow::Result<()> {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => sagashop::app::serve(cli.config).await,
             Command::Migrate => sagashop::app::migrate(cli.config).await,
+            Command::Sagas(SagasCommand::Quarantined) => {
+                sagashop::app::list_quarantined(cli.config).await
+            }
+            Command::Sagas(SagasCommand::Retry { purchase_id }) => {
+                sagashop::app::retry_quarantined(cli.config, purchase_id).await
+            }
             Command::Loadgen(args) => sagashop::loadgen::run(args).await,
         }
     })

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use sagashop::config::{Config, ServiceDb};
 use sagashop::db::DbPool;
 use sagashop::db::accounts::{Accounts, Customer, PersonChange};
-use sagashop::db::ledger::StepOp;
 use sagashop::db::orders::Orders;
 use sagashop::db::payments::Payments;
 use sagashop::db::products::{INSUFFICIENT_INVENTORY, Product, Products};
-use sagashop::db::sagas::{EventRow, SagaRow, SagaWrite, Sagas};
-use sagashop::domain::purchase::{Currency, Purchase, PurchaseItem, StepOutcome};
+use sagashop::db::sagas::{SagaWrite, Sagas, WriteOutcome};
+use sagashop::domain::purchase::{
+    Currency, Purchase, PurchaseItem, Step, StepEvent, StepOutcome, StepStatus,
+};
+use sagashop::domain::saga::{Call, Saga, SagaState, StepCommand};
 
 fn mysql_server() -> String {
     std::env::var("SAGASHOP_TEST_MYSQL_URL")
@@ -79,6 +81,13 @@ fn purchase(id: u64, items: &[(u64, i64)]) -> Purchase {
             .collect(),
         currency: Currency::Nt,
         amount: 100,
+    }
+}
+
+fn step(purchase: &Arc<Purchase>, call: Call) -> StepCommand {
+    StepCommand {
+        purchase: purchase.clone(),
+        call,
     }
 }
 
@@ -211,10 +220,10 @@ async fn exercise(r: Repos) {
     let results = r
         .products
         .run_steps(&[
-            StepOp::Execute(ok.clone()),
-            StepOp::Execute(refused.clone()),
-            StepOp::Execute(ok.clone()),
-            StepOp::Compensate(111),
+            step(&ok, Call::Execute(Step::UpdateProductInventory)),
+            step(&refused, Call::Execute(Step::UpdateProductInventory)),
+            step(&ok, Call::Execute(Step::UpdateProductInventory)),
+            step(&refused, Call::Compensate(Step::UpdateProductInventory)),
         ])
         .await
         .unwrap();
@@ -234,7 +243,10 @@ async fn exercise(r: Repos) {
         "batch applied once, refused op changed nothing"
     );
     r.products
-        .run_steps(&[StepOp::Compensate(110), StepOp::Compensate(110)])
+        .run_steps(&[
+            step(&ok, Call::Compensate(Step::UpdateProductInventory)),
+            step(&ok, Call::Compensate(Step::UpdateProductInventory)),
+        ])
         .await
         .unwrap();
     assert_eq!(stock(&r, 10).await, 5);
@@ -268,106 +280,181 @@ async fn exercise(r: Repos) {
     r.payments.remove(300).await.unwrap();
     assert!(r.payments.by_id(300).await.unwrap().is_none());
 
-    // Saga store: group commit of several sagas, log order, paging, resume queries.
-    for id in [1000, 1001] {
-        let row = SagaRow {
-            purchase_id: id,
-            customer_id: 7,
-            items: "[]".into(),
-            currency_code: "NT".into(),
-            amount: 1,
-            state: "PENDING".into(),
-            finished: false,
-            attempts: 0,
-            owner_node: 1,
-            lease_expires_at: 0,
-            created_at: 0,
-            updated_at: 0,
-        };
-        let write = SagaWrite {
-            purchase_id: id,
-            state: "PENDING".into(),
-            finished: false,
-            attempts: 0,
-            events: vec![],
-            insert: Some(row),
-        };
-        r.sagas.commit(&[write]).await.unwrap();
+    saga_store(&r.sagas).await;
+}
+
+fn saga_write(
+    purchase: &Arc<Purchase>,
+    from_version: u64,
+    log_len: u32,
+    state: SagaState,
+    events: &[(Step, StepStatus)],
+) -> SagaWrite {
+    SagaWrite {
+        purchase: purchase.clone(),
+        partition: sagashop::domain::partition::of_customer(purchase.customer_id, 4),
+        from_version,
+        log_len,
+        saga: Saga::at(state),
+        events: events
+            .iter()
+            .map(|&(step, status)| StepEvent { step, status })
+            .collect(),
     }
-    let event = |event_id, purchase_id| EventRow {
-        event_id,
-        purchase_id,
-        customer_id: 7,
-        step: "UPDATE_PRODUCT_INVENTORY".into(),
-        status: "STATUS_EXUCUTE".into(),
-        created_at: 0,
-    };
-    r.sagas
-        .commit(&[
-            SagaWrite {
-                purchase_id: 1000,
-                state: "SUCCEEDED".into(),
-                finished: true,
-                attempts: 0,
-                insert: None,
-                events: vec![event(1, 1000), event(2, 1000)],
-            },
-            SagaWrite {
-                purchase_id: 1001,
-                state: "EXECUTING:CREATE_ORDER".into(),
-                finished: false,
-                attempts: 0,
-                insert: None,
-                events: vec![event(3, 1001)],
-            },
-        ])
+}
+
+fn committed_ids(outcome: &WriteOutcome) -> Vec<u64> {
+    match outcome {
+        WriteOutcome::Committed(results) => results.iter().map(|r| r.event_id).collect(),
+        other => panic!("not committed: {other:?}"),
+    }
+}
+
+/// The saga store: partitions, versioned writes, fencing, numbering, quarantine.
+async fn saga_store(sagas: &Sagas) {
+    use StepStatus::*;
+    use sagashop::domain::saga::SagaState::*;
+    const UPI: Step = Step::UpdateProductInventory;
+    let owned = sagas.own_all(4, 1).await.unwrap();
+    assert_eq!(owned.len(), 4);
+    assert!(owned.values().all(|&epoch| epoch == 1));
+    assert!(
+        sagas.own_all(8, 1).await.is_err(),
+        "the partition count is fixed"
+    );
+
+    // Two customers in two different partitions.
+    let (c1, c2) = (
+        7u64,
+        (8..)
+            .find(|c| {
+                sagashop::domain::partition::of_customer(*c, 4)
+                    != sagashop::domain::partition::of_customer(7, 4)
+            })
+            .unwrap(),
+    );
+    let a = Arc::new(Purchase {
+        customer_id: c1,
+        ..purchase(1000, &[(10, 1)])
+    });
+    let b = Arc::new(Purchase {
+        customer_id: c1,
+        ..purchase(1001, &[(10, 1)])
+    });
+    let c = Arc::new(Purchase {
+        customer_id: c2,
+        ..purchase(1002, &[(10, 1)])
+    });
+    let start = [(UPI, Execute)];
+    let out = sagas
+        .commit(
+            1,
+            &owned,
+            &[
+                saga_write(&a, 0, 0, Executing(UPI), &start),
+                saga_write(&b, 0, 0, Executing(UPI), &start),
+                saga_write(&c, 0, 0, Executing(UPI), &start),
+            ],
+        )
         .await
         .unwrap();
-    assert_eq!(r.sagas.max_event_id().await.unwrap(), 3);
-    let unfinished: Vec<i64> = r
-        .sagas
+    let ids: Vec<Vec<u64>> = out.iter().map(committed_ids).collect();
+    assert_eq!(
+        ids,
+        vec![vec![1], vec![2], vec![1]],
+        "numbered per partition, in commit order"
+    );
+
+    // A transition, then the same write again (its acknowledgement was lost): applied once.
+    let done = saga_write(
+        &a,
+        1,
+        1,
+        Executing(Step::CreateOrder),
+        &[(UPI, Success), (Step::CreateOrder, Execute)],
+    );
+    let out = sagas
+        .commit(1, &owned, std::slice::from_ref(&done))
+        .await
+        .unwrap();
+    assert_eq!(committed_ids(&out[0]), vec![3, 4]);
+    let out = sagas
+        .commit(1, &owned, std::slice::from_ref(&done))
+        .await
+        .unwrap();
+    assert_eq!(out, vec![WriteOutcome::AlreadyApplied]);
+    // A writer with a stale view (version 1 again, other content) conflicts.
+    let stale = saga_write(&a, 1, 1, Compensating(UPI), &[(UPI, Failed)]);
+    let out = sagas.commit(1, &owned, &[stale]).await.unwrap();
+    assert_eq!(out, vec![WriteOutcome::Conflict]);
+    let stored = sagas.by_id(1000).await.unwrap().unwrap();
+    assert_eq!((stored.version, stored.log_len), (2, 3));
+    assert_eq!(stored.status.unwrap().state, Executing(Step::CreateOrder));
+
+    // A node with an old epoch writes nothing, and burns no ids.
+    let mut old = owned.clone();
+    for epoch in old.values_mut() {
+        *epoch -= 1;
+    }
+    let next_b = saga_write(&b, 1, 1, Compensating(UPI), &[(UPI, Failed)]);
+    let out = sagas
+        .commit(1, &old, std::slice::from_ref(&next_b))
+        .await
+        .unwrap();
+    assert_eq!(out, vec![WriteOutcome::LostPartition]);
+    let out = sagas.commit(1, &owned, &[next_b]).await.unwrap();
+    assert_eq!(committed_ids(&out[0]), vec![5]);
+
+    // One bad write (its log position is taken) fails alone; the rest of the batch commits.
+    let bad = saga_write(&c, 1, 0, Compensating(UPI), &[(UPI, Failed)]);
+    let good = saga_write(&b, 2, 2, RolledBack, &[(UPI, Rollbacked)]);
+    let out = sagashop::actors::store::commit_isolating(sagas, 1, &owned, &[bad, good])
+        .await
+        .unwrap();
+    assert!(matches!(out[0], WriteOutcome::Failed(_)), "{out:?}");
+    assert_eq!(committed_ids(&out[1]), vec![6]);
+    assert_eq!(sagas.by_id(1002).await.unwrap().unwrap().version, 1);
+
+    // Reads: unfinished sagas, a customer's events after an id.
+    let unfinished: Vec<u64> = sagas
         .unfinished(0, 10)
         .await
         .unwrap()
         .iter()
-        .map(|s| s.purchase_id)
+        .map(|s| s.purchase.purchase_id)
         .collect();
-    assert_eq!(unfinished, vec![1001]);
-    assert_eq!(r.sagas.log_of(1000).await.unwrap().len(), 2);
-    let logs: Vec<(i64, i64)> = r
-        .sagas
-        .logs_of(&[1001, 1000])
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| (e.purchase_id, e.event_id))
-        .collect();
-    assert_eq!(logs, vec![(1000, 1), (1000, 2), (1001, 3)]);
-    let after: Vec<i64> = r
-        .sagas
-        .customer_events_after(7, 1, 10)
+    assert_eq!(unfinished, vec![1000, 1002]);
+    let after: Vec<u64> = sagas
+        .customer_events_after(c1, 2, 10)
         .await
         .unwrap()
         .iter()
         .map(|e| e.event_id)
         .collect();
-    assert_eq!(after, vec![2, 3]);
-    // A batch with a bad row commits nothing (all or none).
-    let bad = r
-        .sagas
-        .commit(&[SagaWrite {
-            purchase_id: 1001,
-            state: "SUCCEEDED".into(),
-            finished: true,
-            attempts: 0,
-            events: vec![event(4, 1001), event(3, 1001)],
-            insert: None,
-        }])
-        .await;
-    assert!(bad.is_err());
-    assert_eq!(r.sagas.max_event_id().await.unwrap(), 3);
-    assert_eq!(r.sagas.unfinished(0, 10).await.unwrap().len(), 1);
-    assert_eq!(r.sagas.renew_leases(1, 99).await.unwrap(), 1);
+    assert_eq!(after, vec![3, 4, 5, 6]);
+
+    // Quarantine: set aside, listed, released once, picked up.
+    sagas.quarantine(1002, "test").await.unwrap();
+    assert_eq!(
+        sagas.by_id(1002).await.unwrap().unwrap().status,
+        Err("test".into())
+    );
+    assert_eq!(sagas.unfinished(0, 10).await.unwrap().len(), 1);
+    let listed: Vec<u64> = sagas
+        .quarantined()
+        .await
+        .unwrap()
+        .iter()
+        .map(|q| q.purchase_id)
+        .collect();
+    assert_eq!(listed, vec![1002]);
+    assert!(!sagas.request_retry(1000).await.unwrap(), "not quarantined");
+    assert!(sagas.request_retry(1002).await.unwrap());
+    assert_eq!(sagas.released().await.unwrap(), vec![1002]);
+    sagas.picked_up(1002).await.unwrap();
+    assert!(sagas.released().await.unwrap().is_empty());
+    assert!(sagas.quarantined().await.unwrap().is_empty());
+    assert_eq!(sagas.unfinished(0, 10).await.unwrap().len(), 2);
 }
 
 #[actix_rt::test]
@@ -415,3 +502,118 @@ async fn repositories_on_mariadb() {
 }
 
 use diesel_async::AsyncConnection as _;
+
+/// A data directory written before partitions (one global event sequence) opens with every
+/// saga and log entry in place, and new ids continue above the old ones, so a client's old
+/// `Last-Event-ID` still resumes correctly.
+#[actix_rt::test]
+async fn a_store_of_the_single_sequence_schema_is_migrated_on_start() {
+    use diesel::{Connection, RunQueryDsl};
+    use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+    const SAGA: EmbeddedMigrations = embed_migrations!("migrations/saga");
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let path = dir.path().join("saga.db");
+        let mut conn = diesel::SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+        conn.run_next_migration(SAGA).unwrap(); // the first migration only: the old schema
+        diesel::sql_query(
+            "INSERT INTO sagas VALUES \
+             (1, 7, '[{\"product_id\":1,\"amount\":1}]', 'NT', 100, 'SUCCEEDED', 1, 0, 1, 0, 0, 0), \
+             (2, 7, '[{\"product_id\":1,\"amount\":2}]', 'US', 200, 'EXECUTING:CREATE_ORDER', 0, 0, 1, 0, 0, 0)",
+        )
+        .execute(&mut conn)
+        .unwrap();
+        let entries = [
+            (1, 1, "UPDATE_PRODUCT_INVENTORY", "STATUS_EXUCUTE"),
+            (2, 1, "UPDATE_PRODUCT_INVENTORY", "STATUS_SUCCESS"),
+            (3, 1, "CREATE_ORDER", "STATUS_EXUCUTE"),
+            (4, 2, "UPDATE_PRODUCT_INVENTORY", "STATUS_EXUCUTE"),
+            (5, 1, "CREATE_ORDER", "STATUS_SUCCESS"),
+            (6, 1, "CREATE_PAYMENT", "STATUS_EXUCUTE"),
+            (7, 2, "UPDATE_PRODUCT_INVENTORY", "STATUS_SUCCESS"),
+            (8, 1, "CREATE_PAYMENT", "STATUS_SUCCESS"),
+            (9, 2, "CREATE_ORDER", "STATUS_EXUCUTE"),
+        ];
+        for (id, purchase, step, status) in entries {
+            diesel::sql_query(format!(
+                "INSERT INTO saga_events VALUES ({id}, {purchase}, 7, '{step}', '{status}', 0)"
+            ))
+            .execute(&mut conn)
+            .unwrap();
+        }
+    }
+    let sagas = open(&Config::embedded(dir.path())).await.sagas;
+    let owned = sagas.own_all(32, 1).await.unwrap();
+
+    let done = sagas.by_id(1).await.unwrap().unwrap();
+    assert_eq!(done.status.unwrap().state, SagaState::Succeeded);
+    assert_eq!(done.log_len, 6);
+    let running = sagas.by_id(2).await.unwrap().unwrap();
+    assert_eq!(
+        running.status.clone().unwrap().state,
+        SagaState::Executing(Step::CreateOrder)
+    );
+    assert_eq!(running.purchase.amount, 200);
+    assert_eq!(
+        running.partition,
+        sagashop::domain::partition::of_customer(7, 32)
+    );
+    let unfinished: Vec<u64> = sagas
+        .unfinished(0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.purchase.purchase_id)
+        .collect();
+    assert_eq!(unfinished, vec![2]);
+    let resumed: Vec<u64> = sagas
+        .customer_events_after(7, 4, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(resumed, vec![5, 6, 7, 8, 9]);
+
+    // The next entries of customer 7, and of a customer in any other partition, follow 9.
+    let next = SagaWrite {
+        purchase: Arc::new(running.purchase.clone()),
+        partition: running.partition,
+        from_version: running.version,
+        log_len: running.log_len,
+        saga: Saga::at(SagaState::Executing(Step::CreatePayment)),
+        events: vec![
+            StepEvent {
+                step: Step::CreateOrder,
+                status: StepStatus::Success,
+            },
+            StepEvent {
+                step: Step::CreatePayment,
+                status: StepStatus::Execute,
+            },
+        ],
+    };
+    let other = Arc::new(Purchase {
+        customer_id: (8..)
+            .find(|c| sagashop::domain::partition::of_customer(*c, 32) != running.partition)
+            .unwrap(),
+        ..purchase(3, &[(1, 1)])
+    });
+    let fresh = SagaWrite {
+        partition: sagashop::domain::partition::of_customer(other.customer_id, 32),
+        purchase: other,
+        from_version: 0,
+        log_len: 0,
+        saga: Saga::at(SagaState::Executing(Step::UpdateProductInventory)),
+        events: vec![StepEvent {
+            step: Step::UpdateProductInventory,
+            status: StepStatus::Execute,
+        }],
+    };
+    let out = sagas.commit(1, &owned, &[next, fresh]).await.unwrap();
+    assert_eq!(committed_ids(&out[0]), vec![10, 11]);
+    assert_eq!(committed_ids(&out[1]), vec![10]);
+    let log = sagas.by_id(2).await.unwrap().unwrap();
+    assert_eq!(log.log_len, 5);
+    assert!(log.status.is_ok());
+}

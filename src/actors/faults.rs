@@ -6,8 +6,9 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use super::messages::{StepAction, StepCommand, StepError};
+use super::messages::{StepCommand, StepError};
 use crate::domain::purchase::{Step, StepOutcome};
+use crate::domain::saga::Call;
 
 /// The fault switches of one sagashop instance.
 #[derive(Debug, Default)]
@@ -61,11 +62,11 @@ impl Faults {
 
     /// The injected answer to a step command, when a switch applies to it.
     pub fn intercept(&self, cmd: &StepCommand) -> Option<Result<StepOutcome, StepError>> {
-        match cmd.action {
-            StepAction::Execute if self.step_fails(cmd.step) => {
+        match cmd.call {
+            Call::Execute(step) if self.step_fails(step) => {
                 Some(Ok(StepOutcome::Rejected("injected fault".into())))
             }
-            StepAction::Compensate if self.take_compensation_failure(cmd.step) => {
+            Call::Compensate(step) if self.take_compensation_failure(step) => {
                 Some(Err(StepError("injected compensation fault".into())))
             }
             _ => None,

@@ -1,14 +1,12 @@
 //! Commands, queries and events exchanged between actors: plain serde types, so the same
 //! message can cross an actix mailbox or, later, a NATS subject.
 
-use std::sync::Arc;
-
 use actix::Message;
 use serde::{Deserialize, Serialize};
 
 use super::ServiceResult;
 use crate::auth::tokens::TokenPair;
-use crate::domain::purchase::{Purchase, PurchaseItem, PurchaseResult, Step, StepOutcome};
+use crate::domain::purchase::{Purchase, PurchaseItem, PurchaseResult, StepOutcome};
 
 // ---- accounts -------------------------------------------------------------------------
 
@@ -195,20 +193,11 @@ pub struct GetPayment {
 
 // ---- saga commands -----------------------------------------------------------------------
 
-/// Forward step or its compensation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StepAction {
-    Execute,
-    Compensate,
-}
+pub use crate::domain::saga::StepCommand;
 
-/// A saga command to a participant. Idempotency key: (purchase id, step, action).
-#[derive(Debug, Clone, Serialize, Deserialize, Message)]
-#[rtype(result = "Result<StepOutcome, StepError>")]
-pub struct StepCommand {
-    pub purchase: Arc<Purchase>,
-    pub step: Step,
-    pub action: StepAction,
+/// A saga call travels to its participant as an actix message.
+impl Message for StepCommand {
+    type Result = Result<StepOutcome, StepError>;
 }
 
 /// A participant could not run a command now (infrastructure); the saga retries it.

@@ -13,9 +13,8 @@ use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
 use super::faults::Faults;
-use super::messages::{StepAction, StepCommand, StepError};
+use super::messages::{StepCommand, StepError};
 use crate::db::DbError;
-use crate::db::ledger::StepOp;
 use crate::domain::purchase::{Step, StepOutcome};
 
 /// A batch's answers, one per command, in order.
@@ -113,22 +112,19 @@ pub async fn run_batch<F, Fut>(
     run_steps: F,
 ) -> StepResults
 where
-    F: FnOnce(Vec<StepOp>) -> Fut,
+    F: FnOnce(Vec<StepCommand>) -> Fut,
     Fut: Future<Output = Result<Vec<Result<StepOutcome, DbError>>, DbError>>,
 {
     for c in &commands {
-        faults.maybe_panic_participant(c.step);
+        faults.maybe_panic_participant(c.call.step());
     }
     let mut results: Vec<Option<Result<StepOutcome, StepError>>> =
         commands.iter().map(|c| faults.intercept(c)).collect();
-    let ops: Vec<StepOp> = commands
+    let ops: Vec<StepCommand> = commands
         .into_iter()
         .zip(&results)
         .filter(|(_, injected)| injected.is_none())
-        .map(|(c, _)| match c.action {
-            StepAction::Execute => StepOp::Execute(c.purchase),
-            StepAction::Compensate => StepOp::Compensate(c.purchase.purchase_id),
-        })
+        .map(|(c, _)| c)
         .collect();
     let mut outcomes: Box<dyn Iterator<Item = Result<StepOutcome, StepError>>> =
         match run_steps(ops).await {

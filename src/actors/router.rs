@@ -10,6 +10,17 @@ use super::faults::Faults;
 use super::messages::{StepCommand, StepError};
 use crate::domain::purchase::{Step, StepOutcome};
 
+/// Why a call got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DispatchError {
+    /// No reply within the step timeout.
+    #[error("no reply within the step timeout")]
+    TimedOut,
+    /// The participant could not run it, or could not be reached.
+    #[error(transparent)]
+    Failed(StepError),
+}
+
 /// Routes step commands to whoever serves each step.
 #[derive(Clone)]
 pub struct ServiceRouter {
@@ -49,16 +60,16 @@ impl ServiceRouter {
         &self,
         cmd: StepCommand,
         timeout: Duration,
-    ) -> Result<StepOutcome, StepError> {
-        let to = self.route(cmd.step);
+    ) -> Result<StepOutcome, DispatchError> {
+        let to = self.route(cmd.call.step());
         if self.faults.delivers_twice() {
             // At-least-once delivery made visible: the first reply is dropped.
             let _ = to.send(cmd.clone()).timeout(timeout).await;
         }
         match to.send(cmd).timeout(timeout).await {
-            Ok(reply) => reply,
-            Err(MailboxError::Timeout) => Err(StepError("no reply within the step timeout".into())),
-            Err(e) => Err(StepError(e.to_string())),
+            Ok(reply) => reply.map_err(DispatchError::Failed),
+            Err(MailboxError::Timeout) => Err(DispatchError::TimedOut),
+            Err(e) => Err(DispatchError::Failed(StepError(e.to_string()))),
         }
     }
 }

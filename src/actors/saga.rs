@@ -1,6 +1,6 @@
-//! The SagaActor: one per purchase. It owns the purchase's state machine, persists each
-//! transition decided by `domain::saga::next`, and only then publishes the results and sends
-//! the next command. Replies that never come are retried with capped exponential backoff.
+//! The SagaActor: one per purchase, a small interpreter of `domain::saga::next`. It feeds
+//! each event to the machine, commits the decided transition to the saga store, and only
+//! then performs its effects: send a call, arm a timer. It holds no decisions of its own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,28 +8,27 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::faults::Faults;
-use super::messages::{StepAction, StepCommand, StepError};
-use super::router::ServiceRouter;
-use super::store::{PendingWrite, SagaStore};
-use crate::domain::purchase::{Purchase, StepOutcome};
-use crate::domain::saga::{Effect, Outstanding, SagaEvent, SagaState, Transition, next};
+use super::router::{DispatchError, ServiceRouter};
+use super::store::SagaStore;
+use crate::db::DbError;
+use crate::db::sagas::{SagaWrite, WriteOutcome};
+use crate::domain::partition::PartitionId;
+use crate::domain::purchase::Purchase;
+use crate::domain::saga::{
+    Call, CallResult, Effect, RetryPolicy, Saga, SagaEvent, Transition, next,
+};
 
-/// Retry budgets and timeouts of saga commands.
+/// How a saga's calls and commits are retried.
 #[derive(Debug, Clone, Copy)]
 pub struct SagaPolicy {
+    /// Wait for a participant's reply before the call counts as timed out.
     pub step_timeout: Duration,
-    pub step_attempts: u32,
-    pub rollback_attempts: u32,
-    pub max_backoff: Duration,
+    /// The machine's budgets.
+    pub retry: RetryPolicy,
 }
 
-impl SagaPolicy {
-    /// Pause before retry number `attempt` (1-based): 50 ms doubling, capped.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let ms = 50u64.saturating_mul(1 << attempt.min(20));
-        Duration::from_millis(ms).min(self.max_backoff)
-    }
-}
+/// A write that fails on its own this many times in a row quarantines its saga.
+const WRITE_FAILURES_TO_QUARANTINE: u32 = 5;
 
 /// What every saga actor needs, shared.
 #[derive(Clone)]
@@ -47,155 +46,196 @@ pub struct SagaFinished {
     pub purchase_id: u64,
 }
 
+/// A saga as its actor resumes it: where it stands in the store.
+#[derive(Debug, Clone)]
+pub struct SagaPosition {
+    pub purchase: Arc<Purchase>,
+    pub partition: PartitionId,
+    pub saga: Saga,
+    pub version: u64,
+    pub log_len: u32,
+}
+
 /// One purchase's saga.
 pub struct SagaActor {
-    purchase: Arc<Purchase>,
-    state: SagaState,
-    attempts: u32,
+    at: SagaPosition,
     deps: SagaDeps,
     supervisor: Recipient<SagaFinished>,
 }
 
+/// How a commit attempt ended, for the interpreter.
+enum Committed {
+    Yes,
+    /// The store no longer matches this actor's view (another writer, or a lost partition):
+    /// the actor stops and the supervisor reloads the saga from the store.
+    Stale(WriteOutcome),
+    /// The write keeps failing on its own: the saga is set aside.
+    Quarantine(String),
+}
+
 impl SagaActor {
-    /// Actor resuming `purchase` from `state` (`Pending` for a new purchase).
-    pub fn new(
-        purchase: Arc<Purchase>,
-        state: SagaState,
-        deps: SagaDeps,
-        supervisor: Recipient<SagaFinished>,
-    ) -> Self {
+    /// Actor resuming a saga from its stored position.
+    pub fn new(at: SagaPosition, deps: SagaDeps, supervisor: Recipient<SagaFinished>) -> Self {
         Self {
-            purchase,
-            state,
-            attempts: 0,
+            at,
             deps,
             supervisor,
         }
     }
 
-    /// Decide, persist, then act.
-    fn apply(&mut self, event: SagaEvent, ctx: &mut Context<Self>) {
-        let transition = match next(self.state, event) {
+    /// Decide, commit, then act.
+    fn on_event(&mut self, event: SagaEvent, ctx: &mut Context<Self>) {
+        let now = crate::clock::now_ms();
+        let transition = match next(self.at.saga, event, &self.deps.policy.retry, now) {
             Ok(t) => t,
             Err(e) => {
-                tracing::error!(purchase_id = self.purchase.purchase_id, error = %e, "ignored");
+                // Only a stale reply or timer can be illegal here: the actor sends nothing
+                // the machine did not ask for.
+                tracing::debug!(purchase_id = self.at.purchase.purchase_id, error = %e, "ignored");
                 return;
             }
         };
-        let write = PendingWrite {
-            purchase_id: self.purchase.purchase_id,
-            customer_id: self.purchase.customer_id,
-            state: transition.state,
-            attempts: self.attempts,
-            events: transition.emitted(),
-            new_saga: None,
+        let events = transition.emitted();
+        if transition.saga == self.at.saga && events.is_empty() {
+            return self.perform(transition, ctx);
+        }
+        let write = SagaWrite {
+            purchase: self.at.purchase.clone(),
+            partition: self.at.partition,
+            from_version: self.at.version,
+            log_len: self.at.log_len,
+            saga: transition.saga,
+            events,
         };
         let store = self.deps.store.clone();
+        let backoff = self.deps.policy.retry;
+        // `wait` holds the mailbox: no other event is decided until this one is committed.
         ctx.wait(
-            async move { store.commit(write).await }
+            commit_until_decided(store, write, backoff)
                 .into_actor(self)
                 .map(move |committed, act, ctx| match committed {
-                    Ok(()) => act.perform(transition, ctx),
-                    Err(e) => {
-                        act.attempts += 1;
-                        let delay = act.deps.policy.backoff(act.attempts);
-                        tracing::warn!(purchase_id = act.purchase.purchase_id, error = %e, ?delay, "saga store commit failed; retrying");
-                        ctx.run_later(delay, move |act, ctx| act.apply(event, ctx));
+                    Committed::Yes => {
+                        act.at.version += 1;
+                        act.at.log_len += transition.emitted().len() as u32;
+                        act.at.saga = transition.saga;
+                        act.perform(transition, ctx);
                     }
+                    Committed::Stale(outcome) => {
+                        tracing::warn!(
+                            purchase_id = act.at.purchase.purchase_id,
+                            ?outcome,
+                            "saga view is stale; reloading"
+                        );
+                        ctx.stop();
+                    }
+                    Committed::Quarantine(reason) => act.quarantine(reason, ctx),
                 }),
         );
     }
 
     fn perform(&mut self, transition: Transition, ctx: &mut Context<Self>) {
-        self.state = transition.state;
-        self.attempts = 0;
         for effect in transition.effects {
             match effect {
-                Effect::Execute(step) => self.send(Outstanding::Execute(step), ctx),
-                Effect::Compensate(step) => self.send(Outstanding::Compensate(step), ctx),
-                Effect::Emit(_) => {}
+                Effect::Emit(_) => {} // written with the transition, published by the store
+                Effect::Send(call) => self.send(call, ctx),
+                Effect::ArmTimer {
+                    call,
+                    attempt,
+                    delay,
+                } => {
+                    ctx.run_later(delay, move |act, ctx| {
+                        act.on_event(SagaEvent::RetryDue { call, attempt }, ctx)
+                    });
+                }
             }
         }
-        if self.state.is_terminal() {
+        if self.at.saga.state.is_terminal() {
             self.supervisor.do_send(SagaFinished {
-                purchase_id: self.purchase.purchase_id,
+                purchase_id: self.at.purchase.purchase_id,
             });
             ctx.stop();
         }
     }
 
-    fn send(&mut self, what: Outstanding, ctx: &mut Context<Self>) {
-        let (step, action) = match what {
-            Outstanding::Execute(step) => (step, StepAction::Execute),
-            Outstanding::Compensate(step) => (step, StepAction::Compensate),
-        };
-        let command = StepCommand {
-            purchase: self.purchase.clone(),
-            step,
-            action,
+    fn send(&mut self, call: Call, ctx: &mut Context<Self>) {
+        let command = crate::domain::saga::StepCommand {
+            purchase: self.at.purchase.clone(),
+            call,
         };
         let router = self.deps.router.clone();
         let timeout = self.deps.policy.step_timeout;
+        let purchase_id = self.at.purchase.purchase_id;
         ctx.spawn(
-            async move { router.dispatch(command, timeout).await }
-                .into_actor(self)
-                .map(move |reply, act, ctx| act.on_reply(what, reply, ctx)),
+            async move {
+                match router.dispatch(command, timeout).await {
+                    Ok(outcome) => CallResult::Answered(outcome),
+                    Err(DispatchError::TimedOut) => CallResult::TimedOut,
+                    Err(DispatchError::Failed(e)) => {
+                        tracing::warn!(purchase_id, ?call, error = %e, "call failed");
+                        CallResult::Errored
+                    }
+                }
+            }
+            .into_actor(self)
+            .map(move |result, act, ctx| {
+                if act.deps.faults.take_saga_panic() {
+                    panic!("injected saga actor crash");
+                }
+                act.on_event(SagaEvent::answer(call, &result), ctx);
+            }),
         );
     }
 
-    fn on_reply(
-        &mut self,
-        what: Outstanding,
-        reply: Result<StepOutcome, StepError>,
-        ctx: &mut Context<Self>,
-    ) {
-        if self.deps.faults.take_saga_panic() {
-            panic!("injected saga actor crash");
-        }
-        if self.state.outstanding() != Some(what) {
-            return; // a reply to a command this saga no longer waits for
-        }
-        let policy = self.deps.policy;
-        match (what, reply) {
-            (Outstanding::Execute(step), Ok(StepOutcome::Applied)) => {
-                self.apply(SagaEvent::StepSucceeded(step), ctx)
-            }
-            (Outstanding::Execute(step), Ok(StepOutcome::Rejected(reason))) => {
-                tracing::info!(purchase_id = self.purchase.purchase_id, ?step, %reason, "step failed");
-                self.apply(SagaEvent::StepFailed(step), ctx)
-            }
-            (Outstanding::Compensate(step), Ok(_)) => self.apply(SagaEvent::Compensated(step), ctx),
-            (Outstanding::Execute(step), Err(e)) => {
-                self.attempts += 1;
-                tracing::warn!(purchase_id = self.purchase.purchase_id, ?step, error = %e, attempt = self.attempts, "step error");
-                if self.attempts >= policy.step_attempts {
-                    self.apply(SagaEvent::StepFailed(step), ctx);
-                } else {
-                    self.retry_later(what, ctx);
+    fn quarantine(&mut self, reason: String, ctx: &mut Context<Self>) {
+        let id = self.at.purchase.purchase_id;
+        tracing::error!(purchase_id = id, %reason, "saga quarantined");
+        let store = self.deps.store.clone();
+        let supervisor = self.supervisor.clone();
+        ctx.wait(
+            async move {
+                if let Err(e) = store.repo().quarantine(id, &reason).await {
+                    tracing::error!(purchase_id = id, error = %e, "cannot record the quarantine");
                 }
+                supervisor.do_send(SagaFinished { purchase_id: id });
             }
-            (Outstanding::Compensate(step), Err(e)) => {
-                self.attempts += 1;
-                tracing::warn!(purchase_id = self.purchase.purchase_id, ?step, error = %e, attempt = self.attempts, "compensation error");
-                if self.attempts >= policy.rollback_attempts
-                    && matches!(self.state, SagaState::Compensating(_))
-                {
-                    // Reported once; the transition's effect keeps retrying.
-                    self.apply(SagaEvent::CompensationExhausted(step), ctx);
-                } else {
-                    self.retry_later(what, ctx);
-                }
-            }
-        }
+            .into_actor(self)
+            .map(|(), _, ctx| ctx.stop()),
+        );
     }
+}
 
-    fn retry_later(&mut self, what: Outstanding, ctx: &mut Context<Self>) {
-        let delay = self.deps.policy.backoff(self.attempts);
-        ctx.run_later(delay, move |act, ctx| {
-            if act.state.outstanding() == Some(what) {
-                act.send(what, ctx);
+/// Commits a write, retrying while the database is unavailable. The write carries the
+/// version it starts from, so a retry after a lost acknowledgement is recognised, never
+/// applied twice.
+async fn commit_until_decided(
+    store: SagaStore,
+    write: SagaWrite,
+    policy: RetryPolicy,
+) -> Committed {
+    let mut failures = 0u32;
+    let mut own_failures = 0u32;
+    loop {
+        let reason = match store.commit(write.clone()).await {
+            Ok(WriteOutcome::Committed(_) | WriteOutcome::AlreadyApplied) => return Committed::Yes,
+            Ok(outcome @ (WriteOutcome::Conflict | WriteOutcome::LostPartition)) => {
+                return Committed::Stale(outcome);
             }
-        });
+            Ok(WriteOutcome::Failed(reason)) => {
+                own_failures += 1;
+                if own_failures >= WRITE_FAILURES_TO_QUARANTINE {
+                    return Committed::Quarantine(format!(
+                        "its transition cannot be written: {reason}"
+                    ));
+                }
+                reason
+            }
+            Err(DbError::Unavailable(reason)) => reason,
+            Err(e) => e.to_string(),
+        };
+        failures += 1;
+        let delay = policy.backoff(failures);
+        tracing::warn!(purchase_id = write.purchase.purchase_id, %reason, ?delay, "saga store commit failed; retrying");
+        tokio::time::sleep(delay).await;
     }
 }
 
@@ -203,28 +243,9 @@ impl Actor for SagaActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        match self.state.outstanding() {
-            Some(what) => self.send(what, ctx),
-            None if self.state == SagaState::Pending => self.apply(SagaEvent::Start, ctx),
-            None => ctx.stop(),
+        self.on_event(SagaEvent::Start, ctx);
+        if self.at.saga.state.is_terminal() {
+            ctx.stop();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        let policy = SagaPolicy {
-            step_timeout: Duration::from_secs(1),
-            step_attempts: 3,
-            rollback_attempts: 3,
-            max_backoff: Duration::from_millis(500),
-        };
-        assert_eq!(policy.backoff(1), Duration::from_millis(100));
-        assert_eq!(policy.backoff(2), Duration::from_millis(200));
-        assert_eq!(policy.backoff(10), Duration::from_millis(500));
     }
 }

@@ -1,6 +1,7 @@
 //! The SagaSupervisor: accepts purchases (bounded: past the cap it answers `Busy`), starts a
 //! saga actor per purchase, restarts any that dies before finishing, resumes unfinished sagas
-//! from the store on start, and keeps this node's lease on them fresh.
+//! from the store on start, and sets aside (quarantines) sagas whose stored log does not
+//! replay, so that one bad saga never stops the others.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,24 +10,25 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::messages::{AcceptPurchase, GetPurchase, PurchaseView, StepView};
-use super::saga::{SagaActor, SagaDeps, SagaFinished};
-use super::store::{PendingWrite, SagaStore};
+use super::saga::{SagaActor, SagaDeps, SagaFinished, SagaPosition};
+use super::store::SagaStore;
 use super::{ServiceError, ServiceResult};
-use crate::db::sagas::{EventRow, SagaRow};
-use crate::domain::purchase::{Currency, Purchase, StepEvent, StepStatus};
-use crate::domain::saga::{SagaEvent, SagaState, next, replay};
+use crate::db::sagas::{SagaWrite, StoredSaga, WriteOutcome};
+use crate::domain::saga::{Saga, SagaEvent, next};
 
-/// How often dead saga actors are looked for.
+/// How often dead saga actors and released sagas are looked for.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// How often released sagas (`sagashop sagas retry`) are looked for.
+const RELEASED_EVERY: Duration = Duration::from_secs(2);
 /// Unfinished sagas loaded per query on resume.
 const RESUME_PAGE: u64 = 1000;
+/// The status `GET /api/purchase/{id}` shows for a saga set aside.
+pub const QUARANTINED: &str = "QUARANTINED";
 
-/// Node identity and limits of the supervisor.
+/// Limits of the supervisor.
 #[derive(Debug, Clone, Copy)]
 pub struct SupervisorSettings {
-    pub node_id: u16,
     pub max_in_flight: usize,
-    pub lease: Duration,
 }
 
 /// Supervises every saga of this node.
@@ -37,16 +39,12 @@ pub struct SagaSupervisor {
     /// Accepted purchases whose saga row is being written (they count against the cap).
     accepting: usize,
     /// Sagas found on start, to be started once the supervisor runs.
-    resumed: Vec<(Purchase, SagaState)>,
+    resumed: Vec<SagaPosition>,
 }
 
 impl SagaSupervisor {
     /// Supervisor that will start `resumed` (from [`load_unfinished`]) when it starts.
-    pub fn new(
-        deps: SagaDeps,
-        settings: SupervisorSettings,
-        resumed: Vec<(Purchase, SagaState)>,
-    ) -> Self {
+    pub fn new(deps: SagaDeps, settings: SupervisorSettings, resumed: Vec<SagaPosition>) -> Self {
         Self {
             deps,
             settings,
@@ -56,14 +54,9 @@ impl SagaSupervisor {
         }
     }
 
-    fn launch(&mut self, purchase: Purchase, state: SagaState, ctx: &mut Context<Self>) {
-        let id = purchase.purchase_id;
-        let actor = SagaActor::new(
-            Arc::new(purchase),
-            state,
-            self.deps.clone(),
-            ctx.address().recipient(),
-        );
+    fn launch(&mut self, at: SagaPosition, ctx: &mut Context<Self>) {
+        let id = at.purchase.purchase_id;
+        let actor = SagaActor::new(at, self.deps.clone(), ctx.address().recipient());
         self.running.insert(id, actor.start());
     }
 
@@ -85,6 +78,33 @@ impl SagaSupervisor {
         }
     }
 
+    /// Picks up sagas an operator released from quarantine.
+    fn pick_up_released(&mut self, ctx: &mut Context<Self>) {
+        let store = self.deps.store.clone();
+        ctx.spawn(
+            async move {
+                let ids = store.repo().released().await?;
+                for &id in &ids {
+                    store.repo().picked_up(id).await?;
+                }
+                Ok::<_, crate::db::DbError>(ids)
+            }
+            .into_actor(self)
+            .map(|found, act, ctx| match found {
+                Ok(ids) => {
+                    for id in ids {
+                        if act.running.contains_key(&id) {
+                            continue;
+                        }
+                        tracing::info!(purchase_id = id, "saga released from quarantine");
+                        act.reload(id, ctx);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot look for released sagas"),
+            }),
+        );
+    }
+
     fn reload(&mut self, id: u64, ctx: &mut Context<Self>) {
         let store = self.deps.store.clone();
         self.accepting += 1;
@@ -94,10 +114,8 @@ impl SagaSupervisor {
                 .map(move |loaded, act, ctx| {
                     act.accepting -= 1;
                     match loaded {
-                        Ok(Some((purchase, state))) if !state.is_terminal() => {
-                            act.launch(purchase, state, ctx)
-                        }
-                        Ok(_) => {}
+                        Ok(Some(at)) => act.launch(at, ctx),
+                        Ok(None) => {}
                         Err(e) => {
                             tracing::error!(purchase_id = id, error = %e, "cannot reload saga; retrying");
                             ctx.run_later(SWEEP_EVERY, move |act, ctx| act.reload(id, ctx));
@@ -106,11 +124,6 @@ impl SagaSupervisor {
                 }),
         );
     }
-
-    fn renew_lease(&mut self) {
-        let until = crate::clock::now_ms() + self.settings.lease.as_millis() as i64;
-        self.deps.store.renew_leases(self.settings.node_id, until);
-    }
 }
 
 impl Actor for SagaSupervisor {
@@ -118,11 +131,11 @@ impl Actor for SagaSupervisor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(usize::MAX >> 4);
-        for (purchase, state) in std::mem::take(&mut self.resumed) {
-            self.launch(purchase, state, ctx);
+        for at in std::mem::take(&mut self.resumed) {
+            self.launch(at, ctx);
         }
         ctx.run_interval(SWEEP_EVERY, |act, ctx| act.sweep(ctx));
-        ctx.run_interval(self.settings.lease / 3, |act, _| act.renew_lease());
+        ctx.run_interval(RELEASED_EVERY, |act, ctx| act.pick_up_released(ctx));
     }
 }
 
@@ -130,24 +143,29 @@ impl Handler<AcceptPurchase> for SagaSupervisor {
     type Result = ResponseActFuture<Self, ServiceResult<()>>;
 
     /// Stores the saga together with its first transition (one group-committed write, whose
-    /// results the store publishes), then starts the saga actor on the first command.
+    /// results the store publishes), then starts the saga actor on the first call.
     fn handle(&mut self, msg: AcceptPurchase, _: &mut Context<Self>) -> Self::Result {
         if self.running.len() + self.accepting >= self.settings.max_in_flight {
             return Box::pin(fut::ready(Err(ServiceError::Busy)));
         }
-        let start = next(SagaState::Pending, SagaEvent::Start).expect("a new saga can start");
-        let write = PendingWrite {
-            purchase_id: msg.purchase.purchase_id,
-            customer_id: msg.purchase.customer_id,
-            state: start.state,
-            attempts: 0,
+        let now = crate::clock::now_ms();
+        let start = next(Saga::NEW, SagaEvent::Start, &self.deps.policy.retry, now)
+            .expect("a new saga can start");
+        let purchase = Arc::new(msg.purchase);
+        let at = SagaPosition {
+            partition: self.deps.store.partition_of(purchase.customer_id),
+            purchase,
+            saga: start.saga,
+            version: 1,
+            log_len: start.emitted().len() as u32,
+        };
+        let write = SagaWrite {
+            purchase: at.purchase.clone(),
+            partition: at.partition,
+            from_version: 0,
+            log_len: 0,
+            saga: start.saga,
             events: start.emitted(),
-            new_saga: Some(SagaStore::new_row(
-                &msg.purchase,
-                start.state,
-                self.settings.node_id,
-                self.settings.lease.as_millis() as i64,
-            )),
         };
         self.accepting += 1;
         let store = self.deps.store.clone();
@@ -156,9 +174,15 @@ impl Handler<AcceptPurchase> for SagaSupervisor {
                 .into_actor(self)
                 .map(move |committed, act, ctx| {
                     act.accepting -= 1;
-                    committed?;
-                    act.launch(msg.purchase, start.state, ctx);
-                    Ok(())
+                    match committed? {
+                        WriteOutcome::Committed(_) => {
+                            act.launch(at, ctx);
+                            Ok(())
+                        }
+                        other => Err(ServiceError::Internal(format!(
+                            "new saga not written: {other:?}"
+                        ))),
+                    }
                 }),
         )
     }
@@ -178,24 +202,27 @@ impl Handler<GetPurchase> for SagaSupervisor {
     fn handle(&mut self, msg: GetPurchase, _: &mut Context<Self>) -> Self::Result {
         let store = self.deps.store.clone();
         Box::pin(async move {
-            let (row, log) = match load_row(&store, msg.purchase_id).await? {
-                Some((row, log)) if row.customer_id as u64 == msg.customer_id => (row, log),
+            let stored = match store.repo().by_id(msg.purchase_id).await? {
+                Some(s) if s.purchase.customer_id == msg.customer_id => s,
                 _ => return Err(ServiceError::PurchaseNotFound),
             };
-            let purchase = purchase_of(&row)?;
-            let state = state_of(&log)?;
+            let purchase = stored.purchase;
             Ok(PurchaseView {
                 purchase_id: purchase.purchase_id,
-                status: state.public_status().to_owned(),
+                status: match &stored.status {
+                    Ok(saga) => saga.state.public_status().to_owned(),
+                    Err(_) => QUARANTINED.to_owned(),
+                },
                 amount: purchase.amount,
                 currency_code: purchase.currency.code().to_owned(),
                 purchase_items: purchase.items,
-                steps: log
+                steps: stored
+                    .steps
                     .iter()
-                    .map(|e| StepView {
-                        step: e.step.clone(),
-                        status: e.status.clone(),
-                        timestamp: e.created_at / 1000,
+                    .map(|s| StepView {
+                        step: s.event.step.as_str().to_owned(),
+                        status: s.event.status.as_str().to_owned(),
+                        timestamp: s.timestamp,
                     })
                     .collect(),
             })
@@ -203,68 +230,45 @@ impl Handler<GetPurchase> for SagaSupervisor {
     }
 }
 
-fn corrupt(what: &str, id: i64) -> ServiceError {
-    ServiceError::Internal(format!("saga {id}: corrupt {what}"))
+/// The position to resume a stored saga from; `None` when it is finished or set aside (a
+/// saga whose log does not replay is quarantined here, with the reason).
+async fn position_of(store: &SagaStore, stored: StoredSaga) -> ServiceResult<Option<SagaPosition>> {
+    let id = stored.purchase.purchase_id;
+    match stored.status {
+        Ok(saga) if saga.state.is_terminal() => Ok(None),
+        Ok(saga) => Ok(Some(SagaPosition {
+            purchase: Arc::new(stored.purchase),
+            partition: stored.partition,
+            saga,
+            version: stored.version,
+            log_len: stored.log_len,
+        })),
+        Err(reason) => {
+            tracing::error!(purchase_id = id, %reason, "saga quarantined: its stored log does not replay");
+            store.repo().quarantine(id, &reason).await?;
+            Ok(None)
+        }
+    }
 }
 
-fn purchase_of(row: &SagaRow) -> ServiceResult<Purchase> {
-    Ok(Purchase {
-        purchase_id: row.purchase_id as u64,
-        customer_id: row.customer_id as u64,
-        items: serde_json::from_str(&row.items).map_err(|_| corrupt("items", row.purchase_id))?,
-        currency: Currency::parse(&row.currency_code)
-            .ok_or_else(|| corrupt("currency", row.purchase_id))?,
-        amount: row.amount,
-    })
-}
-
-/// Replays a saga's step log: the log, not the cached state column, is the truth.
-fn state_of(log: &[EventRow]) -> ServiceResult<SagaState> {
-    let entries = log
-        .iter()
-        .map(|e| {
-            let step = crate::domain::purchase::Step::parse(&e.step);
-            let status = StepStatus::parse(&e.status);
-            step.zip(status)
-                .map(|(step, status)| StepEvent { step, status })
-                .ok_or_else(|| corrupt("step log", e.purchase_id))
-        })
-        .collect::<ServiceResult<Vec<_>>>()?;
-    replay(entries).map_err(|e| ServiceError::Internal(e.to_string()))
-}
-
-async fn load_row(store: &SagaStore, id: u64) -> ServiceResult<Option<(SagaRow, Vec<EventRow>)>> {
-    let Some(row) = store.repo().by_id(id).await? else {
-        return Ok(None);
-    };
-    let log = store.repo().log_of(id).await?;
-    Ok(Some((row, log)))
-}
-
-async fn load_one(store: &SagaStore, id: u64) -> ServiceResult<Option<(Purchase, SagaState)>> {
-    match load_row(store, id).await? {
-        Some((row, log)) => Ok(Some((purchase_of(&row)?, state_of(&log)?))),
+async fn load_one(store: &SagaStore, id: u64) -> ServiceResult<Option<SagaPosition>> {
+    match store.repo().by_id(id).await? {
+        Some(stored) => position_of(store, stored).await,
         None => Ok(None),
     }
 }
 
-/// Every unfinished saga in the store with the state its log replays to.
-pub async fn load_unfinished(store: &SagaStore) -> ServiceResult<Vec<(Purchase, SagaState)>> {
+/// Every unfinished saga in the store with the position its log replays to. Sagas that do
+/// not replay are quarantined and left out.
+pub async fn load_unfinished(store: &SagaStore) -> ServiceResult<Vec<SagaPosition>> {
     let mut found = Vec::new();
     let mut after = 0u64;
     loop {
         let page = store.repo().unfinished(after, RESUME_PAGE).await?;
         let Some(last) = page.last() else { break };
-        after = last.purchase_id as u64;
-        let ids: Vec<u64> = page.iter().map(|r| r.purchase_id as u64).collect();
-        let logs = store.repo().logs_of(&ids).await?;
-        for row in &page {
-            let start = logs.partition_point(|e| e.purchase_id < row.purchase_id);
-            let end = logs.partition_point(|e| e.purchase_id <= row.purchase_id);
-            let state = state_of(&logs[start..end])?;
-            if !state.is_terminal() {
-                found.push((purchase_of(row)?, state));
-            }
+        after = last.purchase.purchase_id;
+        for stored in page {
+            found.extend(position_of(store, stored).await?);
         }
     }
     Ok(found)

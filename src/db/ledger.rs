@@ -97,13 +97,6 @@ backend_queries! {
     }
 }
 
-/// One command of a participant's batch: run a purchase's step, or compensate it.
-#[derive(Debug, Clone)]
-pub enum StepOp {
-    Execute(std::sync::Arc<crate::domain::purchase::Purchase>),
-    Compensate(u64),
-}
-
 /// Defines `run_steps(conn, ops)` for a participant from its `$execute(conn, &Purchase)` and
 /// `$compensate(conn, purchase_id)` functions: every op runs in its own savepoint inside one
 /// transaction, so a batch costs one commit (one fsync) and one op's failure spares the others.
@@ -113,17 +106,19 @@ macro_rules! step_batch_fn {
     ($execute:ident, $compensate:ident) => {
         pub async fn run_steps(
             conn: &mut Conn,
-            ops: &[$crate::db::ledger::StepOp],
+            ops: &[$crate::domain::saga::StepCommand],
         ) -> Result<Vec<Result<StepOutcome, DbError>>, DbError> {
             use diesel_async::AsyncConnection as _;
             conn.transaction::<_, DbError, _>(async |c| {
                 let mut out = Vec::with_capacity(ops.len());
                 for op in ops {
-                    out.push(match op {
-                        $crate::db::ledger::StepOp::Execute(p) => $execute(c, p).await,
-                        $crate::db::ledger::StepOp::Compensate(id) => $compensate(c, *id as i64)
-                            .await
-                            .map(|()| StepOutcome::Applied),
+                    out.push(match op.call {
+                        $crate::domain::saga::Call::Execute(_) => $execute(c, &op.purchase).await,
+                        $crate::domain::saga::Call::Compensate(_) => {
+                            $compensate(c, op.purchase.purchase_id as i64)
+                                .await
+                                .map(|()| StepOutcome::Applied)
+                        }
                     });
                 }
                 Ok(out)

@@ -3,10 +3,10 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::ledger::StepOp;
 use super::schema::orders;
 use super::{DbError, DbPool};
 use crate::domain::purchase::{Purchase, StepOutcome};
+use crate::domain::saga::StepCommand;
 use crate::{backend_queries, ledgered_compensation, ledgered_step, on_conn, step_batch_fn};
 
 /// An order line as stored.
@@ -82,7 +82,7 @@ impl Orders {
     /// Runs a batch of order steps and compensations in one transaction.
     pub async fn run_steps(
         &self,
-        ops: &[StepOp],
+        ops: &[StepCommand],
     ) -> Result<Vec<Result<StepOutcome, DbError>>, DbError> {
         on_conn!(self.pool, run_steps(ops))
     }

@@ -3,10 +3,10 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::ledger::StepOp;
 use super::schema::payments;
 use super::{DbError, DbPool};
 use crate::domain::purchase::{Purchase, StepOutcome};
+use crate::domain::saga::StepCommand;
 use crate::{backend_queries, ledgered_compensation, ledgered_step, on_conn, step_batch_fn};
 
 /// A payment as stored.
@@ -70,7 +70,7 @@ impl Payments {
     /// Runs a batch of payment steps and compensations in one transaction.
     pub async fn run_steps(
         &self,
-        ops: &[StepOp],
+        ops: &[StepCommand],
     ) -> Result<Vec<Result<StepOutcome, DbError>>, DbError> {
         on_conn!(self.pool, run_steps(ops))
     }

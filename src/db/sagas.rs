@@ -1,120 +1,385 @@
-//! The saga store: one row per saga (a cache of its state) and the append-only step log that
-//! is the truth it is recovered from. Writes of many sagas commit together (group commit).
+//! The saga store: one row per saga (its purchase, state, version and retry budget), the
+//! append-only step log that is the truth the state is replayed from, and the partitions that
+//! number the log and fence every write with their owner's epoch.
+//!
+//! Rows are decoded here, once, into domain types; a saga whose row or log does not decode or
+//! replay comes back quarantined, with the reason.
+
+use std::collections::BTreeMap;
 
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
-use super::schema::{saga_events, sagas};
+use super::schema::{partitions, saga_events, sagas, store_meta};
 use super::{DbError, DbPool};
+use crate::domain::partition::{self, PartitionId};
+use crate::domain::purchase::{Currency, Purchase, PurchaseResult, Step, StepEvent, StepStatus};
+use crate::domain::saga::{Retry, Saga, SagaState, replay};
 use crate::{backend_queries, on_conn};
 
 /// A saga as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = sagas)]
-pub struct SagaRow {
-    pub purchase_id: i64,
-    pub customer_id: i64,
-    /// The purchase items as JSON.
-    pub items: String,
-    pub currency_code: String,
-    pub amount: i64,
-    pub state: String,
-    pub finished: bool,
-    pub attempts: i32,
-    pub owner_node: i32,
-    pub lease_expires_at: i64,
-    pub created_at: i64,
-    pub updated_at: i64,
+struct SagaRow {
+    purchase_id: i64,
+    partition_id: i32,
+    customer_id: i64,
+    items: String,
+    currency_code: String,
+    amount: i64,
+    state: String,
+    finished: bool,
+    version: i64,
+    attempts: i32,
+    retry_since: i64,
+    quarantine: Option<String>,
+    retry_requested: bool,
+    created_at: i64,
+    updated_at: i64,
 }
 
 /// One step-log entry as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = saga_events)]
-pub struct EventRow {
-    pub event_id: i64,
-    pub purchase_id: i64,
-    pub customer_id: i64,
-    pub step: String,
-    pub status: String,
-    pub created_at: i64,
+struct EventRow {
+    partition_id: i32,
+    event_id: i64,
+    purchase_id: i64,
+    saga_seq: i32,
+    customer_id: i64,
+    step: String,
+    status: String,
+    created_at: i64,
 }
 
-/// A saga's transition to persist: its new state and the log entries it appends.
+/// One partition's row.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = partitions)]
+struct PartitionRow {
+    partition_id: i32,
+    owner_node: i32,
+    epoch: i64,
+    lease_expires_at: i64,
+    next_seq: i64,
+}
+
+/// A saga transition to commit: the saga's new position and the log entries it appends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SagaWrite {
-    pub purchase_id: i64,
-    pub state: String,
-    pub finished: bool,
-    pub attempts: i32,
-    pub events: Vec<EventRow>,
-    /// A new saga's row, inserted (with `state` already in it) instead of updated.
-    pub insert: Option<SagaRow>,
+    /// The purchase; a new saga's row is built from it.
+    pub purchase: std::sync::Arc<Purchase>,
+    pub partition: PartitionId,
+    /// The version the saga is at before this transition (0: a new saga, inserted).
+    pub from_version: u64,
+    /// How many log entries the saga has before this transition.
+    pub log_len: u32,
+    pub saga: Saga,
+    pub events: Vec<StepEvent>,
 }
 
+/// What became of one write of a group commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Written; its log entries got these ids.
+    Committed(Vec<PurchaseResult>),
+    /// The saga was already at the target version: an earlier attempt of this very write
+    /// committed, and only its acknowledgement was lost.
+    AlreadyApplied,
+    /// The saga is at another version: this writer's view of it is stale.
+    Conflict,
+    /// This node no longer owns the saga's partition.
+    LostPartition,
+    /// This write alone failed (the rest of its batch committed without it).
+    Failed(String),
+}
+
+/// The partitions this node writes for, with the epoch it holds each at.
+pub type Ownership = BTreeMap<PartitionId, u64>;
+
+/// A step-log entry with what the customer sees of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoggedStep {
+    pub event: StepEvent,
+    /// Unix seconds of its commit.
+    pub timestamp: i64,
+}
+
+/// A saga read back from the store, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSaga {
+    pub purchase: Purchase,
+    pub partition: PartitionId,
+    pub version: u64,
+    /// Entries in its log (decodable or not).
+    pub log_len: u32,
+    /// Its log, as far as the entries decode.
+    pub steps: Vec<LoggedStep>,
+    /// Where it stands, or why it is quarantined (its log does not replay, a field does not
+    /// decode, or it was quarantined earlier and not released).
+    pub status: Result<Saga, String>,
+}
+
+/// A quarantined saga, for `sagashop sagas quarantined`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    pub purchase_id: u64,
+    pub customer_id: u64,
+    pub reason: String,
+    pub updated_at_ms: i64,
+}
+
+fn decode(row: SagaRow, log: &[EventRow]) -> StoredSaga {
+    let mut problems = Vec::new();
+    let items = serde_json::from_str(&row.items).unwrap_or_else(|e| {
+        problems.push(format!("items do not decode: {e}"));
+        Vec::new()
+    });
+    let currency = Currency::parse(&row.currency_code).unwrap_or_else(|| {
+        problems.push(format!("unknown currency {:?}", row.currency_code));
+        Currency::Nt
+    });
+    let mut steps = Vec::with_capacity(log.len());
+    for e in log {
+        match (Step::parse(&e.step), StepStatus::parse(&e.status)) {
+            (Some(step), Some(status)) => steps.push(LoggedStep {
+                event: StepEvent { step, status },
+                timestamp: e.created_at / 1000,
+            }),
+            _ => problems.push(format!(
+                "log entry {} ({} {}) does not decode",
+                e.saga_seq, e.step, e.status
+            )),
+        }
+    }
+    let status = if let Some(reason) = row.quarantine.clone() {
+        Err(reason)
+    } else if !problems.is_empty() {
+        Err(problems.join("; "))
+    } else {
+        let entries: Vec<StepEvent> = steps.iter().map(|s| s.event).collect();
+        match replay(&entries) {
+            Ok(state) => {
+                // The row keeps the retry budget spent in the state the log replays to.
+                let retry = if SagaState::parse(&row.state) == Some(state) {
+                    Retry {
+                        attempts: row.attempts.max(0) as u32,
+                        since_ms: row.retry_since,
+                    }
+                } else {
+                    Retry::default()
+                };
+                Ok(Saga { state, retry })
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    StoredSaga {
+        purchase: Purchase {
+            purchase_id: row.purchase_id as u64,
+            customer_id: row.customer_id as u64,
+            items,
+            currency,
+            amount: row.amount,
+        },
+        partition: PartitionId(row.partition_id.max(0) as u32),
+        version: row.version.max(0) as u64,
+        log_len: log.len() as u32,
+        steps,
+        status,
+    }
+}
+
+fn new_row(w: &SagaWrite, now: i64) -> SagaRow {
+    let p = &w.purchase;
+    SagaRow {
+        purchase_id: p.purchase_id as i64,
+        partition_id: w.partition.0 as i32,
+        customer_id: p.customer_id as i64,
+        items: serde_json::to_string(&p.items).expect("items serialize"),
+        currency_code: p.currency.code().to_owned(),
+        amount: p.amount,
+        state: w.saga.state.to_string(),
+        finished: w.saga.state.is_terminal(),
+        version: w.from_version as i64 + 1,
+        attempts: w.saga.retry.attempts as i32,
+        retry_since: w.saga.retry.since_ms,
+        quarantine: None,
+        retry_requested: false,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Settings a store is created with; a node whose settings differ must not open it.
+const META_COUNT: &str = "partition_count";
+const META_HASH: &str = "partition_hash";
+
 backend_queries! {
-    pub async fn commit(conn: &mut Conn, writes: &[SagaWrite], now: i64) -> Result<(), DbError> {
-        conn.transaction::<(), DbError, _>(async |c| {
-            for event in writes.iter().flat_map(|w| &w.events) {
-                diesel::insert_into(saga_events::table).values(event).execute(c).await?;
+    /// Writes one saga's row (insert or versioned update); `Ok(None)` when it was applied.
+    pub(super) async fn write_row(c: &mut Conn, w: &SagaWrite, now: i64) -> Result<Option<WriteOutcome>, DbError> {
+        let id = w.purchase.purchase_id as i64;
+        let written = if w.from_version == 0 {
+            match diesel::insert_into(sagas::table).values(new_row(w, now)).execute(c).await {
+                Ok(n) => n,
+                Err(diesel::result::Error::DatabaseError(
+                    diesel::result::DatabaseErrorKind::UniqueViolation,
+                    _,
+                )) => 0,
+                Err(e) => return Err(e.into()),
             }
-            for row in writes.iter().filter_map(|w| w.insert.as_ref()) {
-                diesel::insert_into(sagas::table).values(row).execute(c).await?;
+        } else {
+            diesel::update(sagas::table.find(id).filter(sagas::version.eq(w.from_version as i64)))
+                .set((
+                    sagas::state.eq(w.saga.state.to_string()),
+                    sagas::finished.eq(w.saga.state.is_terminal()),
+                    sagas::version.eq(w.from_version as i64 + 1),
+                    sagas::attempts.eq(w.saga.retry.attempts as i32),
+                    sagas::retry_since.eq(w.saga.retry.since_ms),
+                    sagas::updated_at.eq(now),
+                ))
+                .execute(c)
+                .await?
+        };
+        if written == 1 {
+            return Ok(None);
+        }
+        // Applied already when the saga is exactly where this write takes it: same version,
+        // same state. Any other position means another writer's view won.
+        let found: Option<(i64, String)> = sagas::table
+            .find(id)
+            .select((sagas::version, sagas::state))
+            .first(c)
+            .await
+            .optional()?;
+        Ok(Some(if found == Some((w.from_version as i64 + 1, w.saga.state.to_string())) {
+            WriteOutcome::AlreadyApplied
+        } else {
+            WriteOutcome::Conflict
+        }))
+    }
+
+    /// One transaction: per partition (ascending), fence and number, write the rows, append
+    /// the log entries of the rows that were written.
+    pub(super) async fn commit(conn: &mut Conn, owner: i32, owned: &Ownership, writes: &[SagaWrite], now: i64) -> Result<Vec<WriteOutcome>, DbError> {
+        conn.transaction::<_, DbError, _>(async |c| {
+            let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; writes.len()];
+            let mut by_partition: BTreeMap<PartitionId, Vec<usize>> = BTreeMap::new();
+            for (i, w) in writes.iter().enumerate() {
+                by_partition.entry(w.partition).or_default().push(i);
             }
-            for w in writes.iter().filter(|w| w.insert.is_none()) {
-                diesel::update(sagas::table.find(w.purchase_id))
-                    .set((
-                        sagas::state.eq(&w.state),
-                        sagas::finished.eq(w.finished),
-                        sagas::attempts.eq(w.attempts),
-                        sagas::updated_at.eq(now),
-                    ))
+            let mut rows = Vec::new();
+            for (partition, members) in by_partition {
+                let wanted: i64 = members.iter().map(|&i| writes[i].events.len() as i64).sum();
+                let fenced = match owned.get(&partition) {
+                    Some(&epoch) => diesel::update(
+                        partitions::table
+                            .find(partition.0 as i32)
+                            .filter(partitions::owner_node.eq(owner))
+                            .filter(partitions::epoch.eq(epoch as i64)),
+                    )
+                    .set(partitions::next_seq.eq(partitions::next_seq + wanted))
                     .execute(c)
+                    .await?,
+                    None => 0,
+                };
+                if fenced == 0 {
+                    for i in members {
+                        outcomes[i] = Some(WriteOutcome::LostPartition);
+                    }
+                    continue;
+                }
+                let end: i64 = partitions::table
+                    .find(partition.0 as i32)
+                    .select(partitions::next_seq)
+                    .first(c)
                     .await?;
+                let start = end - wanted;
+                let mut seq = start;
+                for i in members {
+                    let w = &writes[i];
+                    if let Some(outcome) = write_row(c, w, now).await? {
+                        outcomes[i] = Some(outcome);
+                        continue;
+                    }
+                    let mut results = Vec::with_capacity(w.events.len());
+                    for (n, event) in w.events.iter().enumerate() {
+                        rows.push(EventRow {
+                            partition_id: partition.0 as i32,
+                            event_id: seq,
+                            purchase_id: w.purchase.purchase_id as i64,
+                            saga_seq: (w.log_len as usize + n + 1) as i32,
+                            customer_id: w.purchase.customer_id as i64,
+                            step: event.step.as_str().to_owned(),
+                            status: event.status.as_str().to_owned(),
+                            created_at: now,
+                        });
+                        results.push(PurchaseResult {
+                            event_id: seq as u64,
+                            purchase_id: w.purchase.purchase_id,
+                            customer_id: w.purchase.customer_id,
+                            event: *event,
+                            timestamp: now / 1000,
+                        });
+                        seq += 1;
+                    }
+                    outcomes[i] = Some(WriteOutcome::Committed(results));
+                }
+                if seq != end {
+                    // Some writes were not applied: give their ids back.
+                    diesel::update(partitions::table.find(partition.0 as i32))
+                        .set(partitions::next_seq.eq(seq))
+                        .execute(c)
+                        .await?;
+                }
             }
-            Ok(())
+            // One statement per entry: diesel has no multi-row insert on async SQLite.
+            for row in &rows {
+                diesel::insert_into(saga_events::table).values(row).execute(c).await?;
+            }
+            Ok(outcomes.into_iter().map(|o| o.expect("every write decided")).collect())
         })
         .await
     }
 
-    pub async fn by_id(conn: &mut Conn, purchase_id: i64) -> Result<Option<SagaRow>, DbError> {
+    pub(super) async fn rows_of(conn: &mut Conn, ids: &[i64]) -> Result<Vec<SagaRow>, DbError> {
         Ok(sagas::table
-            .find(purchase_id)
+            .filter(sagas::purchase_id.eq_any(ids))
+            .order(sagas::purchase_id)
             .select(SagaRow::as_select())
-            .first(conn)
-            .await
-            .optional()?)
+            .load(conn)
+            .await?)
     }
 
-    pub async fn unfinished(conn: &mut Conn, after: i64, limit: i64) -> Result<Vec<SagaRow>, DbError> {
+    pub(super) async fn logs_of(conn: &mut Conn, ids: &[i64]) -> Result<Vec<EventRow>, DbError> {
+        Ok(saga_events::table
+            .filter(saga_events::purchase_id.eq_any(ids))
+            .order((saga_events::purchase_id, saga_events::saga_seq))
+            .select(EventRow::as_select())
+            .load(conn)
+            .await?)
+    }
+
+    pub(super) async fn unfinished_ids(conn: &mut Conn, after: i64, limit: i64) -> Result<Vec<i64>, DbError> {
         Ok(sagas::table
             .filter(sagas::finished.eq(false))
             .filter(sagas::purchase_id.gt(after))
+            .filter(sagas::quarantine.is_null())
             .order(sagas::purchase_id)
             .limit(limit)
-            .select(SagaRow::as_select())
+            .select(sagas::purchase_id)
             .load(conn)
             .await?)
     }
 
-    pub async fn log_of(conn: &mut Conn, purchase_id: i64) -> Result<Vec<EventRow>, DbError> {
-        Ok(saga_events::table
-            .filter(saga_events::purchase_id.eq(purchase_id))
-            .order(saga_events::event_id)
-            .select(EventRow::as_select())
+    pub(super) async fn released_ids(conn: &mut Conn) -> Result<Vec<i64>, DbError> {
+        Ok(sagas::table
+            .filter(sagas::retry_requested.eq(true))
+            .select(sagas::purchase_id)
             .load(conn)
             .await?)
     }
 
-    pub async fn logs_of(conn: &mut Conn, purchase_ids: &[i64]) -> Result<Vec<EventRow>, DbError> {
-        Ok(saga_events::table
-            .filter(saga_events::purchase_id.eq_any(purchase_ids))
-            .order((saga_events::purchase_id, saga_events::event_id))
-            .select(EventRow::as_select())
-            .load(conn)
-            .await?)
-    }
-
-    pub async fn customer_events_after(conn: &mut Conn, customer_id: i64, after: i64, limit: i64) -> Result<Vec<EventRow>, DbError> {
+    pub(super) async fn customer_events_after(conn: &mut Conn, customer_id: i64, after: i64, limit: i64) -> Result<Vec<EventRow>, DbError> {
         Ok(saga_events::table
             .filter(saga_events::customer_id.eq(customer_id))
             .filter(saga_events::event_id.gt(after))
@@ -125,23 +390,113 @@ backend_queries! {
             .await?)
     }
 
-    pub async fn max_event_id(conn: &mut Conn) -> Result<i64, DbError> {
-        let max: Option<i64> = saga_events::table
-            .select(diesel::dsl::max(saga_events::event_id))
-            .first(conn)
-            .await?;
-        Ok(max.unwrap_or(0))
+    pub(super) async fn set_quarantine(conn: &mut Conn, id: i64, reason: Option<String>, retry_requested: bool, now: i64) -> Result<usize, DbError> {
+        Ok(diesel::update(sagas::table.find(id))
+            .set((
+                sagas::quarantine.eq(reason),
+                sagas::retry_requested.eq(retry_requested),
+                sagas::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .await?)
     }
 
-    pub async fn renew_leases(conn: &mut Conn, owner: i32, until: i64) -> Result<usize, DbError> {
-        Ok(diesel::update(
-            sagas::table
-                .filter(sagas::finished.eq(false))
-                .filter(sagas::owner_node.eq(owner)),
-        )
-        .set(sagas::lease_expires_at.eq(until))
-        .execute(conn)
-        .await?)
+    pub(super) async fn release(conn: &mut Conn, id: i64, now: i64) -> Result<usize, DbError> {
+        Ok(diesel::update(sagas::table.find(id).filter(sagas::quarantine.is_not_null()))
+            .set((
+                sagas::quarantine.eq(None::<String>),
+                sagas::retry_requested.eq(true),
+                sagas::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .await?)
+    }
+
+    pub(super) async fn quarantined(conn: &mut Conn) -> Result<Vec<(i64, i64, Option<String>, i64)>, DbError> {
+        Ok(sagas::table
+            .filter(sagas::quarantine.is_not_null())
+            .order(sagas::purchase_id)
+            .select((sagas::purchase_id, sagas::customer_id, sagas::quarantine, sagas::updated_at))
+            .load(conn)
+            .await?)
+    }
+
+    /// Creates the partitions of a new store, or checks an existing store's settings; assigns
+    /// rows carried over from the single-sequence store; takes every partition for `owner`.
+    pub(super) async fn own_all(conn: &mut Conn, count: u32, owner: i32) -> Result<Vec<(i32, i64)>, DbError> {
+        conn.transaction::<_, DbError, _>(async |c| {
+            let meta: Vec<(String, String)> = store_meta::table
+                .select((store_meta::name, store_meta::value))
+                .load(c)
+                .await?;
+            let setting = |name: &str| meta.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+            match (setting(META_COUNT), setting(META_HASH)) {
+                (None, None) => {
+                    let old_max: Option<i64> = saga_events::table
+                        .select(diesel::dsl::max(saga_events::event_id))
+                        .first(c)
+                        .await?;
+                    for (name, value) in [(META_COUNT, count.to_string()), (META_HASH, partition::HASH.to_owned())] {
+                        diesel::insert_into(store_meta::table)
+                            .values((store_meta::name.eq(name), store_meta::value.eq(value)))
+                            .execute(c)
+                            .await?;
+                    }
+                    for p in 0..count as i32 {
+                        let row = PartitionRow {
+                            partition_id: p,
+                            owner_node: 0,
+                            epoch: 0,
+                            lease_expires_at: 0,
+                            next_seq: old_max.unwrap_or(0) + 1,
+                        };
+                        diesel::insert_into(partitions::table).values(row).execute(c).await?;
+                    }
+                }
+                (Some(stored), Some(hash)) if stored == count.to_string() && hash == partition::HASH => {}
+                (stored, hash) => {
+                    return Err(DbError::Setup(format!(
+                        "the saga store has {} partitions placed by {}, this node is set to {count} placed by {}; \
+                         a store's partitioning is fixed when it is created",
+                        stored.as_deref().unwrap_or("?"),
+                        hash.as_deref().unwrap_or("?"),
+                        partition::HASH,
+                    )));
+                }
+            }
+            // Rows from before partitions: place each customer's sagas and log entries.
+            let customers: Vec<i64> = sagas::table
+                .filter(sagas::partition_id.lt(0))
+                .select(sagas::customer_id)
+                .distinct()
+                .load(c)
+                .await?;
+            for customer in customers {
+                let p = partition::of_customer(customer as u64, count).0 as i32;
+                diesel::update(sagas::table.filter(sagas::customer_id.eq(customer)))
+                    .set(sagas::partition_id.eq(p))
+                    .execute(c)
+                    .await?;
+                diesel::update(saga_events::table.filter(saga_events::customer_id.eq(customer)))
+                    .set(saga_events::partition_id.eq(p))
+                    .execute(c)
+                    .await?;
+            }
+            diesel::update(partitions::table)
+                .set((
+                    partitions::owner_node.eq(owner),
+                    partitions::epoch.eq(partitions::epoch + 1),
+                    partitions::lease_expires_at.eq(i64::MAX),
+                ))
+                .execute(c)
+                .await?;
+            Ok(partitions::table
+                .order(partitions::partition_id)
+                .select((partitions::partition_id, partitions::epoch))
+                .load(c)
+                .await?)
+        })
+        .await
     }
 }
 
@@ -151,63 +506,146 @@ pub struct Sagas {
     pool: DbPool,
 }
 
+fn group_logs(rows: Vec<SagaRow>, logs: Vec<EventRow>) -> Vec<StoredSaga> {
+    rows.into_iter()
+        .map(|row| {
+            let start = logs.partition_point(|e| e.purchase_id < row.purchase_id);
+            let end = logs.partition_point(|e| e.purchase_id <= row.purchase_id);
+            decode(row, &logs[start..end])
+        })
+        .collect()
+}
+
 impl Sagas {
     /// Repository over an opened saga database.
     pub fn new(pool: DbPool) -> Self {
         Self { pool }
     }
 
-    /// Commits the transitions of many sagas in one transaction: all or none.
-    pub async fn commit(&self, writes: &[SagaWrite]) -> Result<(), DbError> {
+    /// Prepares the store's `count` partitions (creating them, or checking an existing
+    /// store's settings) and takes every one of them for `node`: the embedded case, where one
+    /// node owns the whole store. Answers what the node now owns.
+    pub async fn own_all(&self, count: u32, node: u16) -> Result<Ownership, DbError> {
+        let owned = on_conn!(self.pool, own_all(count, i32::from(node)))?;
+        Ok(owned
+            .into_iter()
+            .map(|(p, epoch)| (PartitionId(p as u32), epoch as u64))
+            .collect())
+    }
+
+    /// Commits the transitions of many sagas in one transaction. Each write gets its own
+    /// outcome; an `Err` means the transaction as a whole failed (nothing was written).
+    pub async fn commit(
+        &self,
+        node: u16,
+        owned: &Ownership,
+        writes: &[SagaWrite],
+    ) -> Result<Vec<WriteOutcome>, DbError> {
         let now = crate::clock::now_ms();
-        on_conn!(self.pool, commit(writes, now))
+        on_conn!(self.pool, commit(i32::from(node), owned, writes, now))
     }
 
-    /// The saga of a purchase.
-    pub async fn by_id(&self, purchase_id: u64) -> Result<Option<SagaRow>, DbError> {
-        on_conn!(self.pool, by_id(purchase_id as i64))
+    /// Several sagas with their logs, in id order (missing ids are left out).
+    pub async fn load(&self, ids: &[u64]) -> Result<Vec<StoredSaga>, DbError> {
+        let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+        let rows = on_conn!(self.pool, rows_of(&ids))?;
+        let logs = on_conn!(self.pool, logs_of(&ids))?;
+        Ok(group_logs(rows, logs))
     }
 
-    /// Unfinished sagas with ids above `after`, in id order (paged recovery).
-    pub async fn unfinished(&self, after: u64, limit: u64) -> Result<Vec<SagaRow>, DbError> {
-        on_conn!(self.pool, unfinished(after as i64, limit as i64))
+    /// One saga with its log.
+    pub async fn by_id(&self, purchase_id: u64) -> Result<Option<StoredSaga>, DbError> {
+        Ok(self.load(&[purchase_id]).await?.pop())
     }
 
-    /// A saga's step log in order.
-    pub async fn log_of(&self, purchase_id: u64) -> Result<Vec<EventRow>, DbError> {
-        on_conn!(self.pool, log_of(purchase_id as i64))
+    /// A page of unfinished, unquarantined sagas with ids above `after`, in id order.
+    pub async fn unfinished(&self, after: u64, limit: u64) -> Result<Vec<StoredSaga>, DbError> {
+        let ids = on_conn!(self.pool, unfinished_ids(after as i64, limit as i64))?;
+        let ids: Vec<u64> = ids.into_iter().map(|i| i as u64).collect();
+        self.load(&ids).await
     }
 
-    /// The step logs of several sagas in one query, ordered by saga then event (recovery).
-    pub async fn logs_of(&self, purchase_ids: &[u64]) -> Result<Vec<EventRow>, DbError> {
-        let ids: Vec<i64> = purchase_ids.iter().map(|&i| i as i64).collect();
-        on_conn!(self.pool, logs_of(&ids))
+    /// Sagas released from quarantine by `sagashop sagas retry`, not yet picked up.
+    pub async fn released(&self) -> Result<Vec<u64>, DbError> {
+        Ok(on_conn!(self.pool, released_ids())?
+            .into_iter()
+            .map(|i| i as u64)
+            .collect())
     }
 
-    /// A customer's step-log entries after an event id (SSE resume).
+    /// A customer's step-log entries after an event id, in id order (SSE resume). Entries
+    /// that do not decode are skipped: the saga they belong to is quarantined anyway.
     pub async fn customer_events_after(
         &self,
         customer_id: u64,
         after: u64,
         limit: u64,
-    ) -> Result<Vec<EventRow>, DbError> {
-        on_conn!(
+    ) -> Result<Vec<PurchaseResult>, DbError> {
+        let rows = on_conn!(
             self.pool,
             customer_events_after(
                 customer_id as i64,
                 after.min(i64::MAX as u64) as i64,
                 limit as i64
             )
-        )
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|e| {
+                let event = StepEvent {
+                    step: Step::parse(&e.step)?,
+                    status: StepStatus::parse(&e.status)?,
+                };
+                Some(PurchaseResult {
+                    event_id: e.event_id as u64,
+                    purchase_id: e.purchase_id as u64,
+                    customer_id: e.customer_id as u64,
+                    event,
+                    timestamp: e.created_at / 1000,
+                })
+            })
+            .collect())
     }
 
-    /// The highest event id committed so far (0 when none).
-    pub async fn max_event_id(&self) -> Result<u64, DbError> {
-        on_conn!(self.pool, max_event_id()).map(|m| m as u64)
+    /// Sets a saga aside: it is not run until released; the reason is kept for operators.
+    pub async fn quarantine(&self, purchase_id: u64, reason: &str) -> Result<(), DbError> {
+        let now = crate::clock::now_ms();
+        let reason = Some(reason.chars().take(2000).collect::<String>());
+        on_conn!(
+            self.pool,
+            set_quarantine(purchase_id as i64, reason, false, now)
+        )?;
+        Ok(())
     }
 
-    /// Extends this node's lease on its unfinished sagas.
-    pub async fn renew_leases(&self, owner: u16, until_ms: i64) -> Result<usize, DbError> {
-        on_conn!(self.pool, renew_leases(owner as i32, until_ms))
+    /// Releases a quarantined saga so that its node runs it again; false when there is no
+    /// such saga.
+    pub async fn request_retry(&self, purchase_id: u64) -> Result<bool, DbError> {
+        let now = crate::clock::now_ms();
+        let n = on_conn!(self.pool, release(purchase_id as i64, now))?;
+        Ok(n == 1)
+    }
+
+    /// Marks a released saga as picked up.
+    pub async fn picked_up(&self, purchase_id: u64) -> Result<(), DbError> {
+        let now = crate::clock::now_ms();
+        on_conn!(
+            self.pool,
+            set_quarantine(purchase_id as i64, None, false, now)
+        )?;
+        Ok(())
+    }
+
+    /// Every quarantined saga, in id order.
+    pub async fn quarantined(&self) -> Result<Vec<Quarantined>, DbError> {
+        Ok(on_conn!(self.pool, quarantined())?
+            .into_iter()
+            .map(|(id, customer, reason, at)| Quarantined {
+                purchase_id: id as u64,
+                customer_id: customer as u64,
+                reason: reason.unwrap_or_default(),
+                updated_at_ms: at,
+            })
+            .collect())
     }
 }

@@ -64,26 +64,48 @@ diesel::table! {
 }
 
 diesel::table! {
+    partitions (partition_id) {
+        partition_id -> Integer,
+        owner_node -> Integer,
+        epoch -> BigInt,
+        lease_expires_at -> BigInt,
+        next_seq -> BigInt,
+    }
+}
+
+diesel::table! {
+    store_meta (name) {
+        name -> Text,
+        value -> Text,
+    }
+}
+
+diesel::table! {
     sagas (purchase_id) {
         purchase_id -> BigInt,
+        partition_id -> Integer,
         customer_id -> BigInt,
         items -> Text,
         currency_code -> Text,
         amount -> BigInt,
         state -> Text,
         finished -> Bool,
+        version -> BigInt,
         attempts -> Integer,
-        owner_node -> Integer,
-        lease_expires_at -> BigInt,
+        retry_since -> BigInt,
+        quarantine -> Nullable<Text>,
+        retry_requested -> Bool,
         created_at -> BigInt,
         updated_at -> BigInt,
     }
 }
 
 diesel::table! {
-    saga_events (event_id) {
+    saga_events (partition_id, event_id) {
+        partition_id -> Integer,
         event_id -> BigInt,
         purchase_id -> BigInt,
+        saga_seq -> Integer,
         customer_id -> BigInt,
         step -> Text,
         status -> Text,

@@ -2,5 +2,6 @@
 
 pub mod email;
 pub mod ids;
+pub mod partition;
 pub mod purchase;
 pub mod saga;

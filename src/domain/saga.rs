@@ -1,22 +1,53 @@
-//! The purchase saga as one pure transition function: `next(state, event) -> (state, effects)`.
+//! The purchase saga as one pure transition function:
+//! `next(saga, event, policy, now) -> (saga, effects)`.
 //!
-//! No I/O, clock or actix in here. The saga actor persists what `next` decides and only then
-//! performs the effects; recovery replays the persisted step log through the same function.
+//! No I/O, clock or actix in here. Every decision lives in this file: which step runs next,
+//! when an infrastructure error is retried and after which pause, when a forward step has
+//! failed for good, when a compensation is reported as failing. The saga actor only commits
+//! what `next` decides and then performs the effects; recovery replays the persisted step log
+//! through the same function and checks that it reproduces the log entry for entry.
 
 use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use crate::domain::purchase::{Step, StepEvent, StepStatus};
 
-/// Where a saga stands. Each variant names the only work that can be outstanding in it.
+/// Execute or compensate one step: the one unit of work a saga asks a participant for. It is
+/// also the participants' idempotency key together with the purchase id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Call {
+    Execute(Step),
+    Compensate(Step),
+}
+
+impl Call {
+    /// The step this call is about (which participant serves it).
+    pub fn step(self) -> Step {
+        match self {
+            Call::Execute(step) | Call::Compensate(step) => step,
+        }
+    }
+}
+
+/// A call for one purchase: what a saga sends to a participant, over a mailbox or a subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepCommand {
+    pub purchase: std::sync::Arc<crate::domain::purchase::Purchase>,
+    pub call: Call,
+}
+
+/// Where a saga stands. Each variant names the only call that can be outstanding in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SagaState {
     /// Accepted and stored; no step has started yet.
     Pending,
-    /// The forward command of this step is outstanding.
+    /// The forward call of this step is outstanding.
     Executing(Step),
-    /// The compensation of this step is outstanding (within its retry budget).
+    /// The compensation of this step is outstanding (not yet reported as failing).
     Compensating(Step),
-    /// The compensation of this step has exhausted its budget; it is still being retried.
+    /// The compensation of this step was reported as failing; it is still being retried.
     RollbackFailed(Step),
     /// Every step succeeded.
     Succeeded,
@@ -24,37 +55,138 @@ pub enum SagaState {
     RolledBack,
 }
 
-/// What happened to a saga: a start, or the final outcome of its outstanding command.
+/// Infrastructure failures of the outstanding call so far. Persisted with the state, so a
+/// saga that restarts in the middle of its retry budget keeps what it has spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retry {
+    /// Failed attempts of the outstanding call (0: none failed).
+    pub attempts: u32,
+    /// When the first of those failures happened, in ms since the epoch (0 when none).
+    pub since_ms: i64,
+}
+
+/// A saga's persisted position: where it stands and how much retry budget it has spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Saga {
+    pub state: SagaState,
+    pub retry: Retry,
+}
+
+impl Saga {
+    /// A saga that has just been accepted.
+    pub const NEW: Saga = Saga::at(SagaState::Pending);
+
+    /// A saga in `state` with a fresh retry budget.
+    pub const fn at(state: SagaState) -> Self {
+        Saga {
+            state,
+            retry: Retry {
+                attempts: 0,
+                since_ms: 0,
+            },
+        }
+    }
+}
+
+/// Something that happened to a saga.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SagaEvent {
+    /// The saga's actor (re)started: a pending saga begins, any other one resends its call.
     Start,
+    /// The participant applied the forward step.
     StepSucceeded(Step),
-    /// The step failed for good (business failure, or its retry budget ran out).
-    StepFailed(Step),
+    /// The participant refused the forward step for a business reason (not enough stock):
+    /// final at once, never retried.
+    StepRefused(Step),
+    /// The participant applied the compensation (a no-op when the step never took effect).
     Compensated(Step),
-    /// A compensation ran out of its retry budget; retries continue.
-    CompensationExhausted(Step),
+    /// The participant could not run the call now (database down, panic, no responder).
+    StepErrored(Call),
+    /// No reply came within the step timeout.
+    TimedOut(Call),
+    /// The backoff timer armed after failure number `attempt` of `call` fired.
+    RetryDue { call: Call, attempt: u32 },
 }
 
-/// Work the saga actor performs after persisting a transition.
+/// How a call ended, as the saga sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallResult {
+    /// The participant answered with the call's recorded outcome.
+    Answered(crate::domain::purchase::StepOutcome),
+    /// The participant could not run it now.
+    Errored,
+    /// No answer within the step timeout.
+    TimedOut,
+}
+
+impl SagaEvent {
+    /// The event a call's result is to the saga. A compensation has no business outcome: any
+    /// answer means it is in place.
+    pub fn answer(call: Call, result: &CallResult) -> SagaEvent {
+        use crate::domain::purchase::StepOutcome;
+        match (call, result) {
+            (Call::Execute(step), CallResult::Answered(StepOutcome::Applied)) => {
+                SagaEvent::StepSucceeded(step)
+            }
+            (Call::Execute(step), CallResult::Answered(StepOutcome::Rejected(_))) => {
+                SagaEvent::StepRefused(step)
+            }
+            (Call::Compensate(step), CallResult::Answered(_)) => SagaEvent::Compensated(step),
+            (call, CallResult::Errored) => SagaEvent::StepErrored(call),
+            (call, CallResult::TimedOut) => SagaEvent::TimedOut(call),
+        }
+    }
+}
+
+/// Work the saga actor performs, in order, once the transition is committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect {
-    /// Record and publish a step result for the customer.
+    /// Record and publish a step result for the customer (written with the transition).
     Emit(StepEvent),
-    /// Send the forward command of a step.
-    Execute(Step),
-    /// Send the compensation of a step.
-    Compensate(Step),
+    /// Send a call to the participant that serves its step.
+    Send(Call),
+    /// Feed `RetryDue { call, attempt }` back after `delay`.
+    ArmTimer {
+        call: Call,
+        attempt: u32,
+        delay: Duration,
+    },
 }
 
-/// The command a state is waiting on, to be (re)sent after a timeout or a restart.
+/// Retry budgets and backoff: an argument of `next`, so tests can set any budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outstanding {
-    Execute(Step),
-    Compensate(Step),
+pub struct RetryPolicy {
+    /// How long infrastructure errors of a forward step are retried before the step fails.
+    pub step_budget: Duration,
+    /// Compensation failures after which `STATUS_ROLLBACK_FAIL` is reported (retries go on).
+    pub rollback_attempts: u32,
+    /// Pause before the first retry; it doubles with every further failure.
+    pub first_backoff: Duration,
+    /// Cap of the pause between retries.
+    pub max_backoff: Duration,
 }
 
-/// An event that makes no sense in the current state (a bug or a corrupt log).
+impl RetryPolicy {
+    /// No budget at all: the first error is final. Replay uses it, because a log records
+    /// only the decisions, and a decision recorded in the log was taken when a budget ran out.
+    pub const EXHAUSTED: RetryPolicy = RetryPolicy {
+        step_budget: Duration::ZERO,
+        rollback_attempts: 0,
+        first_backoff: Duration::ZERO,
+        max_backoff: Duration::ZERO,
+    };
+
+    /// Pause after failure number `attempt` (1-based): `first_backoff` doubling, capped.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.saturating_sub(1).min(20);
+        self.first_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+}
+
+/// An event that makes no sense in the current state: a stale reply (to a call the saga no
+/// longer waits for), or, in a log, corruption.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("illegal saga transition: {event:?} in state {state:?}")]
 pub struct IllegalTransition {
@@ -62,68 +194,11 @@ pub struct IllegalTransition {
     pub event: SagaEvent,
 }
 
-/// A decided transition: the new state and the effects to perform once it is persisted.
+/// A decided transition: the new saga and the effects to perform once it is committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
-    pub state: SagaState,
+    pub saga: Saga,
     pub effects: Vec<Effect>,
-}
-
-fn emit(step: Step, status: StepStatus) -> Effect {
-    Effect::Emit(StepEvent { step, status })
-}
-
-/// The saga's transition function.
-pub fn next(state: SagaState, event: SagaEvent) -> Result<Transition, IllegalTransition> {
-    use SagaEvent as E;
-    use SagaState as S;
-    let to = |state, effects| Ok(Transition { state, effects });
-    match (state, event) {
-        (S::Pending, E::Start) => {
-            let first = Step::UpdateProductInventory;
-            to(
-                S::Executing(first),
-                vec![emit(first, StepStatus::Execute), Effect::Execute(first)],
-            )
-        }
-        (S::Executing(cur), E::StepSucceeded(step)) if cur == step => match step.next() {
-            Some(following) => to(
-                S::Executing(following),
-                vec![
-                    emit(step, StepStatus::Success),
-                    emit(following, StepStatus::Execute),
-                    Effect::Execute(following),
-                ],
-            ),
-            None => to(S::Succeeded, vec![emit(step, StepStatus::Success)]),
-        },
-        // A failed step is compensated itself first: its effect may have landed even though
-        // its reply was lost, and the compensation is a no-op when it did not.
-        (S::Executing(cur), E::StepFailed(step)) if cur == step => to(
-            S::Compensating(step),
-            vec![emit(step, StepStatus::Failed), Effect::Compensate(step)],
-        ),
-        (S::Compensating(cur) | S::RollbackFailed(cur), E::Compensated(step)) if cur == step => {
-            match step.previous() {
-                Some(earlier) => to(
-                    S::Compensating(earlier),
-                    vec![
-                        emit(step, StepStatus::Rollbacked),
-                        Effect::Compensate(earlier),
-                    ],
-                ),
-                None => to(S::RolledBack, vec![emit(step, StepStatus::Rollbacked)]),
-            }
-        }
-        (S::Compensating(cur), E::CompensationExhausted(step)) if cur == step => to(
-            S::RollbackFailed(step),
-            vec![
-                emit(step, StepStatus::RollbackFail),
-                Effect::Compensate(step),
-            ],
-        ),
-        (state, event) => Err(IllegalTransition { state, event }),
-    }
 }
 
 impl Transition {
@@ -139,18 +214,137 @@ impl Transition {
     }
 }
 
+fn emit(step: Step, status: StepStatus) -> Effect {
+    Effect::Emit(StepEvent { step, status })
+}
+
+/// The first call of a new state, announced as the contract wants.
+fn begin(state: SagaState, mut effects: Vec<Effect>) -> Transition {
+    match state {
+        SagaState::Executing(step) => {
+            effects.push(emit(step, StepStatus::Execute));
+            effects.push(Effect::Send(Call::Execute(step)));
+        }
+        SagaState::Compensating(step) => effects.push(Effect::Send(Call::Compensate(step))),
+        _ => {}
+    }
+    Transition {
+        saga: Saga::at(state),
+        effects,
+    }
+}
+
+/// A failed forward step is compensated itself first: its effect may have landed even though
+/// its reply was lost, and the compensation is a no-op when it did not.
+fn fail(step: Step) -> Transition {
+    begin(
+        SagaState::Compensating(step),
+        vec![emit(step, StepStatus::Failed)],
+    )
+}
+
+/// An infrastructure error of the outstanding `call`: retry after a pause, or give up.
+fn errored(saga: Saga, call: Call, policy: &RetryPolicy, now_ms: i64) -> Transition {
+    let retry = Retry {
+        attempts: saga.retry.attempts + 1,
+        since_ms: if saga.retry.attempts == 0 {
+            now_ms
+        } else {
+            saga.retry.since_ms
+        },
+    };
+    let timer = Effect::ArmTimer {
+        call,
+        attempt: retry.attempts,
+        delay: policy.backoff(retry.attempts),
+    };
+    let spent = Duration::from_millis(now_ms.saturating_sub(retry.since_ms).max(0) as u64);
+    match (saga.state, call) {
+        (SagaState::Executing(step), Call::Execute(_)) if spent >= policy.step_budget => fail(step),
+        (SagaState::Compensating(step), Call::Compensate(_))
+            if retry.attempts >= policy.rollback_attempts =>
+        {
+            // Reported once; the compensation is retried until it succeeds.
+            Transition {
+                saga: Saga {
+                    state: SagaState::RollbackFailed(step),
+                    retry,
+                },
+                effects: vec![emit(step, StepStatus::RollbackFail), timer],
+            }
+        }
+        (state, _) => Transition {
+            saga: Saga { state, retry },
+            effects: vec![timer],
+        },
+    }
+}
+
+/// The saga's transition function.
+pub fn next(
+    saga: Saga,
+    event: SagaEvent,
+    policy: &RetryPolicy,
+    now_ms: i64,
+) -> Result<Transition, IllegalTransition> {
+    use SagaEvent as E;
+    use SagaState as S;
+    let illegal = Err(IllegalTransition {
+        state: saga.state,
+        event,
+    });
+    let awaited = saga.state.outstanding();
+    Ok(match event {
+        E::Start => match (saga.state, awaited) {
+            (S::Pending, _) => begin(S::Executing(Step::UpdateProductInventory), vec![]),
+            (_, Some(call)) => Transition {
+                saga,
+                effects: vec![Effect::Send(call)],
+            },
+            (_, None) => return illegal,
+        },
+        E::StepSucceeded(step) if awaited == Some(Call::Execute(step)) => match step.next() {
+            Some(following) => begin(
+                S::Executing(following),
+                vec![emit(step, StepStatus::Success)],
+            ),
+            None => begin(S::Succeeded, vec![emit(step, StepStatus::Success)]),
+        },
+        E::StepRefused(step) if awaited == Some(Call::Execute(step)) => fail(step),
+        E::Compensated(step) if awaited == Some(Call::Compensate(step)) => {
+            let done = vec![emit(step, StepStatus::Rollbacked)];
+            match step.previous() {
+                Some(earlier) => begin(S::Compensating(earlier), done),
+                None => begin(S::RolledBack, done),
+            }
+        }
+        E::StepErrored(call) | E::TimedOut(call) if awaited == Some(call) => {
+            errored(saga, call, policy, now_ms)
+        }
+        E::RetryDue { call, attempt }
+            if awaited == Some(call) && saga.retry.attempts == attempt =>
+        {
+            Transition {
+                saga,
+                effects: vec![Effect::Send(call)],
+            }
+        }
+        _ => return illegal,
+    })
+}
+
 impl SagaState {
     /// True when no more work will ever happen for this saga.
     pub fn is_terminal(self) -> bool {
         matches!(self, SagaState::Succeeded | SagaState::RolledBack)
     }
 
-    /// The command this state waits on, if any.
-    pub fn outstanding(self) -> Option<Outstanding> {
+    /// The call this state waits on, if any.
+    pub fn outstanding(self) -> Option<Call> {
         match self {
-            SagaState::Executing(step) => Some(Outstanding::Execute(step)),
+            SagaState::Executing(step) => Some(Call::Execute(step)),
             SagaState::Compensating(step) | SagaState::RollbackFailed(step) => {
-                Some(Outstanding::Compensate(step))
+                Some(Call::Compensate(step))
             }
             SagaState::Pending | SagaState::Succeeded | SagaState::RolledBack => None,
         }
@@ -198,247 +392,54 @@ impl fmt::Display for SagaState {
     }
 }
 
-impl SagaEvent {
-    /// The machine event a step-log entry records. `STATUS_EXUCUTE` of a later step is written
-    /// by the same transition as the previous step's success, so it maps to nothing.
-    pub fn from_log(entry: StepEvent) -> Option<SagaEvent> {
-        let step = entry.step;
-        match entry.status {
-            StepStatus::Execute if step == Step::UpdateProductInventory => Some(SagaEvent::Start),
-            StepStatus::Execute => None,
-            StepStatus::Success => Some(SagaEvent::StepSucceeded(step)),
-            StepStatus::Failed => Some(SagaEvent::StepFailed(step)),
-            StepStatus::Rollbacked => Some(SagaEvent::Compensated(step)),
-            StepStatus::RollbackFail => Some(SagaEvent::CompensationExhausted(step)),
-        }
+/// Why a step log does not replay: the saga is quarantined with this reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("step log entry {index} ({entry}) does not follow: {why}")]
+pub struct CorruptLog {
+    /// 0-based position of the first entry that does not fit.
+    pub index: usize,
+    pub entry: String,
+    pub why: String,
+}
+
+/// The event that made a transition start with this log entry. `STATUS_EXUCUTE` of a later
+/// step is written by the same transition as the previous step's success, so it starts none;
+/// a failed forward step or compensation is written when its budget ran out.
+fn event_of(entry: StepEvent) -> Option<SagaEvent> {
+    let step = entry.step;
+    match entry.status {
+        StepStatus::Execute if step == Step::UpdateProductInventory => Some(SagaEvent::Start),
+        StepStatus::Execute => None,
+        StepStatus::Success => Some(SagaEvent::StepSucceeded(step)),
+        StepStatus::Failed => Some(SagaEvent::StepErrored(Call::Execute(step))),
+        StepStatus::Rollbacked => Some(SagaEvent::Compensated(step)),
+        StepStatus::RollbackFail => Some(SagaEvent::StepErrored(Call::Compensate(step))),
     }
 }
 
-/// Rebuilds a saga's state from its step log, checking every transition on the way.
-pub fn replay(log: impl IntoIterator<Item = StepEvent>) -> Result<SagaState, IllegalTransition> {
-    log.into_iter()
-        .filter_map(SagaEvent::from_log)
-        .try_fold(SagaState::Pending, |state, event| {
-            Ok(next(state, event)?.state)
-        })
+/// Rebuilds a saga's state from its step log. Every transition must reproduce the next
+/// entries of the log exactly, so a log with an entry missing, doubled or out of place fails.
+pub fn replay(log: &[StepEvent]) -> Result<SagaState, CorruptLog> {
+    let mut saga = Saga::NEW;
+    let mut at = 0;
+    while let Some(&entry) = log.get(at) {
+        let corrupt = |why: String| CorruptLog {
+            index: at,
+            entry: format!("{} {}", entry.step.as_str(), entry.status.as_str()),
+            why,
+        };
+        let event = event_of(entry).ok_or_else(|| corrupt("no transition starts here".into()))?;
+        let transition =
+            next(saga, event, &RetryPolicy::EXHAUSTED, 0).map_err(|e| corrupt(e.to_string()))?;
+        let emitted = transition.emitted();
+        if emitted.is_empty() || !log[at..].starts_with(&emitted) {
+            return Err(corrupt(format!("the transition writes {emitted:?}")));
+        }
+        at += emitted.len();
+        saga = transition.saga;
+    }
+    Ok(saga.state)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use Step::*;
-
-    fn all_states() -> Vec<SagaState> {
-        let mut states = vec![
-            SagaState::Pending,
-            SagaState::Succeeded,
-            SagaState::RolledBack,
-        ];
-        for s in Step::ALL {
-            states.extend([
-                SagaState::Executing(s),
-                SagaState::Compensating(s),
-                SagaState::RollbackFailed(s),
-            ]);
-        }
-        states
-    }
-
-    fn all_events() -> Vec<SagaEvent> {
-        let mut events = vec![SagaEvent::Start];
-        for s in Step::ALL {
-            events.extend([
-                SagaEvent::StepSucceeded(s),
-                SagaEvent::StepFailed(s),
-                SagaEvent::Compensated(s),
-                SagaEvent::CompensationExhausted(s),
-            ]);
-        }
-        events
-    }
-
-    /// The complete table of legal transitions; everything else must be rejected.
-    fn expected(state: SagaState, event: SagaEvent) -> Option<(SagaState, Vec<Effect>)> {
-        use SagaEvent as E;
-        use SagaState as S;
-        use StepStatus::*;
-        let em = |step, status| Effect::Emit(StepEvent { step, status });
-        Some(match (state, event) {
-            (S::Pending, E::Start) => (
-                S::Executing(UpdateProductInventory),
-                vec![
-                    em(UpdateProductInventory, Execute),
-                    Effect::Execute(UpdateProductInventory),
-                ],
-            ),
-            (S::Executing(UpdateProductInventory), E::StepSucceeded(UpdateProductInventory)) => (
-                S::Executing(CreateOrder),
-                vec![
-                    em(UpdateProductInventory, Success),
-                    em(CreateOrder, Execute),
-                    Effect::Execute(CreateOrder),
-                ],
-            ),
-            (S::Executing(CreateOrder), E::StepSucceeded(CreateOrder)) => (
-                S::Executing(CreatePayment),
-                vec![
-                    em(CreateOrder, Success),
-                    em(CreatePayment, Execute),
-                    Effect::Execute(CreatePayment),
-                ],
-            ),
-            (S::Executing(CreatePayment), E::StepSucceeded(CreatePayment)) => {
-                (S::Succeeded, vec![em(CreatePayment, Success)])
-            }
-            (S::Executing(a), E::StepFailed(b)) if a == b => (
-                S::Compensating(a),
-                vec![em(a, Failed), Effect::Compensate(a)],
-            ),
-            (S::Compensating(a) | S::RollbackFailed(a), E::Compensated(b)) if a == b => match a {
-                UpdateProductInventory => {
-                    (S::RolledBack, vec![em(UpdateProductInventory, Rollbacked)])
-                }
-                CreateOrder => (
-                    S::Compensating(UpdateProductInventory),
-                    vec![
-                        em(CreateOrder, Rollbacked),
-                        Effect::Compensate(UpdateProductInventory),
-                    ],
-                ),
-                CreatePayment => (
-                    S::Compensating(CreateOrder),
-                    vec![
-                        em(CreatePayment, Rollbacked),
-                        Effect::Compensate(CreateOrder),
-                    ],
-                ),
-            },
-            (S::Compensating(a), E::CompensationExhausted(b)) if a == b => (
-                S::RollbackFailed(a),
-                vec![em(a, RollbackFail), Effect::Compensate(a)],
-            ),
-            _ => return None,
-        })
-    }
-
-    #[test]
-    fn every_state_event_pair_matches_the_table() {
-        let mut legal = 0;
-        for state in all_states() {
-            for event in all_events() {
-                match (next(state, event), expected(state, event)) {
-                    (Ok(t), Some((s, effects))) => {
-                        legal += 1;
-                        assert_eq!((t.state, t.effects), (s, effects), "{state:?} + {event:?}");
-                    }
-                    (Err(e), None) => assert_eq!(e, IllegalTransition { state, event }),
-                    (got, want) => panic!("{state:?} + {event:?}: got {got:?}, want {want:?}"),
-                }
-            }
-        }
-        // 1 start + 3 successes + 3 failures + 6 compensations + 3 exhaustions
-        assert_eq!(legal, 16);
-    }
-
-    #[test]
-    fn terminal_states_accept_nothing() {
-        for state in [SagaState::Succeeded, SagaState::RolledBack] {
-            assert!(state.is_terminal());
-            assert_eq!(state.outstanding(), None);
-            for event in all_events() {
-                assert!(next(state, event).is_err());
-            }
-        }
-    }
-
-    fn run(events: &[SagaEvent]) -> (SagaState, Vec<StepEvent>) {
-        let mut state = SagaState::Pending;
-        let mut log = Vec::new();
-        for e in events {
-            let t = next(state, *e).unwrap();
-            state = t.state;
-            log.extend(t.effects.iter().filter_map(|e| match e {
-                Effect::Emit(ev) => Some(*ev),
-                _ => None,
-            }));
-        }
-        (state, log)
-    }
-
-    #[test]
-    fn payment_failure_compensates_in_reverse_and_tells_the_truth() {
-        use SagaEvent::*;
-        let (state, log) = run(&[
-            Start,
-            StepSucceeded(UpdateProductInventory),
-            StepSucceeded(CreateOrder),
-            StepFailed(CreatePayment),
-            Compensated(CreatePayment),
-            Compensated(CreateOrder),
-            Compensated(UpdateProductInventory),
-        ]);
-        assert_eq!(state, SagaState::RolledBack);
-        let tail: Vec<_> = log[5..].iter().map(|e| (e.step, e.status)).collect();
-        assert_eq!(
-            tail,
-            vec![
-                (CreatePayment, StepStatus::Failed),
-                (CreatePayment, StepStatus::Rollbacked),
-                (CreateOrder, StepStatus::Rollbacked),
-                (UpdateProductInventory, StepStatus::Rollbacked),
-            ]
-        );
-    }
-
-    #[test]
-    fn replay_of_the_emitted_log_gives_the_same_state() {
-        use SagaEvent::*;
-        let scripts: Vec<Vec<SagaEvent>> = vec![
-            vec![],
-            vec![Start],
-            vec![Start, StepSucceeded(UpdateProductInventory)],
-            vec![
-                Start,
-                StepSucceeded(UpdateProductInventory),
-                StepSucceeded(CreateOrder),
-                StepSucceeded(CreatePayment),
-            ],
-            vec![Start, StepFailed(UpdateProductInventory)],
-            vec![
-                Start,
-                StepSucceeded(UpdateProductInventory),
-                StepFailed(CreateOrder),
-                CompensationExhausted(CreateOrder),
-            ],
-            vec![
-                Start,
-                StepSucceeded(UpdateProductInventory),
-                StepFailed(CreateOrder),
-                CompensationExhausted(CreateOrder),
-                Compensated(CreateOrder),
-                Compensated(UpdateProductInventory),
-            ],
-        ];
-        for script in scripts {
-            let (state, log) = run(&script);
-            assert_eq!(replay(log).unwrap(), state, "{script:?}");
-        }
-    }
-
-    #[test]
-    fn replay_rejects_a_corrupt_log() {
-        let log = [StepEvent {
-            step: CreateOrder,
-            status: StepStatus::Success,
-        }];
-        assert!(replay(log).is_err());
-    }
-
-    #[test]
-    fn stored_form_round_trips() {
-        for state in all_states() {
-            assert_eq!(SagaState::parse(&state.to_string()), Some(state));
-        }
-        assert_eq!(SagaState::parse("EXECUTING"), None);
-    }
-}
+mod tests;

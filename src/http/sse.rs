@@ -18,7 +18,6 @@ use super::error::ApiError;
 use super::extract::CustomerId;
 use crate::actors::ServiceError;
 use crate::actors::results::{Frame, Subscribe, result_frame, subscribed_frame};
-use crate::domain::purchase::{PurchaseResult, Step, StepEvent, StepStatus};
 
 /// Replayed entries read per query.
 const REPLAY_PAGE: u64 = 1000;
@@ -78,21 +77,8 @@ async fn replay(state: &AppState, customer_id: u64, after: u64) -> Result<Vec<Fr
             .await
             .map_err(ServiceError::from)?;
         let Some(last) = rows.last() else { break };
-        cursor = last.event_id as u64;
-        for row in &rows {
-            let (Some(step), Some(status)) =
-                (Step::parse(&row.step), StepStatus::parse(&row.status))
-            else {
-                continue;
-            };
-            frames.push(result_frame(&PurchaseResult {
-                event_id: row.event_id as u64,
-                purchase_id: row.purchase_id as u64,
-                customer_id,
-                event: StepEvent { step, status },
-                timestamp: row.created_at / 1000,
-            }));
-        }
+        cursor = last.event_id;
+        frames.extend(rows.iter().map(result_frame));
     }
     Ok(frames)
 }
