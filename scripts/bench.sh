@@ -27,7 +27,7 @@ runs=()
 ceilings=()
 for c in $LEVELS; do
   data=$(mktemp -d)
-  "$BIN" --data-dir "$data" --listen "127.0.0.1:$PORT" --workers 1 >"$data/server.log" 2>&1 &
+  "$BIN" serve --data-dir "$data" --listen "127.0.0.1:$PORT" --workers 1 >"$data/server.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 100); do curl -sf "127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
   echo "== embedded, concurrency $c" >&2
@@ -46,7 +46,7 @@ done
 inflight="null"
 if [ "$INFLIGHT" -gt 0 ]; then
   data=$(mktemp -d)
-  "$BIN" --data-dir "$data" --listen "127.0.0.1:$PORT" --hold-payments --step-timeout-ms 3600000 \
+  "$BIN" serve --data-dir "$data" --listen "127.0.0.1:$PORT" --hold-payments --step-timeout-ms 3600000 \
     >"$data/server.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 100); do curl -sf "127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done

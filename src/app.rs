@@ -23,7 +23,7 @@ use crate::actors::store::SagaStore;
 use crate::actors::supervisor::{SagaSupervisor, SupervisorSettings, load_unfinished};
 use crate::auth::{secret, tokens::TokenIssuer};
 use crate::cache::Cache;
-use crate::config::{Config, ServiceDb};
+use crate::config::{Config, DatabaseOptions, ServiceDb};
 use crate::db::accounts::Accounts;
 use crate::db::open::open;
 use crate::db::orders::Orders;
@@ -89,11 +89,11 @@ fn hold_payments_until_sigusr1(faults: Arc<Faults>) {
 
 /// Opens and migrates every service database, in order.
 pub async fn open_databases(
-    config: &Config,
+    databases: &DatabaseOptions,
 ) -> anyhow::Result<Vec<(ServiceDb, crate::db::DbPool)>> {
     let mut pools = Vec::new();
     for db in ServiceDb::ALL {
-        pools.push((db, open(config, db).await?));
+        pools.push((db, open(databases, db).await?));
     }
     Ok(pools)
 }
@@ -101,7 +101,7 @@ pub async fn open_databases(
 /// Starts every actor on the current actix System and resumes unfinished sagas.
 pub async fn start(config: &Config) -> anyhow::Result<Application> {
     let secret = secret::load_or_create(config)?;
-    let pools = open_databases(config).await?;
+    let pools = open_databases(&config.databases).await?;
     let pool = |db: ServiceDb| {
         pools
             .iter()
@@ -113,7 +113,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
     let ids = IdGenerator::new(config.machine_id);
     let cache = Cache::local(std::time::Duration::from_secs(config.cache_ttl_seconds));
     let tokens = TokenIssuer::new(
-        &secret,
+        secret.expose(),
         config.jwt_access_token_expire_second,
         config.jwt_refresh_token_expire_second,
     );
@@ -237,22 +237,22 @@ pub fn http_server(
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let app = start(&config).await?;
     let listener = std::net::TcpListener::bind(config.listen)?;
-    tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "sagashop serving");
+    tracing::info!(listen = %config.listen, data_dir = %config.databases.data_dir.display(), "sagashop serving");
     http_server(app.state, listener, config.workers, true)?.await?;
     Ok(())
 }
 
 /// `sagashop migrate`: create and migrate every database, then exit.
-pub async fn migrate(config: Config) -> anyhow::Result<()> {
-    for (db, _) in open_databases(&config).await? {
+pub async fn migrate(databases: DatabaseOptions) -> anyhow::Result<()> {
+    for (db, _) in open_databases(&databases).await? {
         tracing::info!(database = db.name(), "migrated");
     }
     Ok(())
 }
 
 /// `sagashop sagas quarantined`: the sagas set aside because their stored log does not replay.
-pub async fn list_quarantined(config: Config) -> anyhow::Result<()> {
-    let sagas = Sagas::new(open(&config, ServiceDb::Saga).await?);
+pub async fn list_quarantined(databases: &DatabaseOptions) -> anyhow::Result<()> {
+    let sagas = Sagas::new(open(databases, ServiceDb::Saga).await?);
     let found = sagas.quarantined().await?;
     if found.is_empty() {
         println!("no quarantined sagas");
@@ -268,8 +268,11 @@ pub async fn list_quarantined(config: Config) -> anyhow::Result<()> {
 
 /// `sagashop sagas retry ID`: releases a quarantined saga; the node that runs the store picks
 /// it up within seconds (or at its next start) and replays its log again.
-pub async fn retry_quarantined(config: Config, purchase_id: u64) -> anyhow::Result<()> {
-    let sagas = Sagas::new(open(&config, ServiceDb::Saga).await?);
+pub async fn retry_quarantined(
+    databases: &DatabaseOptions,
+    purchase_id: u64,
+) -> anyhow::Result<()> {
+    let sagas = Sagas::new(open(databases, ServiceDb::Saga).await?);
     if !sagas.request_retry(purchase_id).await? {
         anyhow::bail!("saga {purchase_id} is not quarantined");
     }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::secrets::{DatabaseUrl, Secret};
+
 /// The service databases sagashop keeps apart (database per service).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ServiceDb {
@@ -38,36 +40,33 @@ impl ServiceDb {
     }
 }
 
-/// Settings of `sagashop serve` (and `migrate`): one place, documented by `--help`.
+/// Where the service databases live: what both `serve` and `migrate` need.
 #[derive(Debug, Clone, Args)]
-pub struct Config {
-    /// Address the HTTP API listens on.
-    #[arg(long, env = "SAGASHOP_LISTEN", default_value = "127.0.0.1:8000")]
-    pub listen: SocketAddr,
-
+#[command(next_help_heading = "Databases")]
+pub struct DatabaseOptions {
     /// Directory for the embedded SQLite files and the generated JWT secret.
     #[arg(long, env = "SAGASHOP_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
     /// Account database URL (unset: SQLite file in the data dir; `mysql://...`: MySQL/MariaDB).
-    #[arg(long, env = "ACCOUNT_DATABASE_URL")]
-    pub account_database_url: Option<String>,
+    #[arg(long, env = "ACCOUNT_DATABASE_URL", hide_env_values = true)]
+    pub account_database_url: Option<DatabaseUrl>,
 
     /// Product database URL (unset: SQLite file in the data dir; `mysql://...`: MySQL/MariaDB).
-    #[arg(long, env = "PRODUCT_DATABASE_URL")]
-    pub product_database_url: Option<String>,
+    #[arg(long, env = "PRODUCT_DATABASE_URL", hide_env_values = true)]
+    pub product_database_url: Option<DatabaseUrl>,
 
     /// Order database URL (unset: SQLite file in the data dir; `mysql://...`: MySQL/MariaDB).
-    #[arg(long, env = "ORDER_DATABASE_URL")]
-    pub order_database_url: Option<String>,
+    #[arg(long, env = "ORDER_DATABASE_URL", hide_env_values = true)]
+    pub order_database_url: Option<DatabaseUrl>,
 
     /// Payment database URL (unset: SQLite file in the data dir; `mysql://...`: MySQL/MariaDB).
-    #[arg(long, env = "PAYMENT_DATABASE_URL")]
-    pub payment_database_url: Option<String>,
+    #[arg(long, env = "PAYMENT_DATABASE_URL", hide_env_values = true)]
+    pub payment_database_url: Option<DatabaseUrl>,
 
     /// Saga store database URL (unset: SQLite file in the data dir; `mysql://...`: MySQL/MariaDB).
-    #[arg(long, env = "SAGA_DATABASE_URL")]
-    pub saga_database_url: Option<String>,
+    #[arg(long, env = "SAGA_DATABASE_URL", hide_env_values = true)]
+    pub saga_database_url: Option<DatabaseUrl>,
 
     /// Connections per MySQL database pool.
     #[arg(long, env = "SAGASHOP_DB_POOL_SIZE", default_value_t = 8)]
@@ -77,11 +76,19 @@ pub struct Config {
     /// turns in-process; more lets reads overlap a write but makes writers wait in SQLite.
     #[arg(long, env = "SAGASHOP_SQLITE_CONNECTIONS", default_value_t = 1)]
     pub sqlite_connections: usize,
+}
+
+/// Settings of `sagashop serve`: one place, documented by `sagashop serve --help`.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "SAGASHOP_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
 
     /// HS256 secret for access and refresh tokens. Embedded mode generates one when unset;
     /// a MySQL deployment refuses to start without it.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
 
     /// Access token lifetime in seconds.
     #[arg(long, env = "JWT_ACCESS_TOKEN_EXPIRE_SECOND", default_value_t = 10800)]
@@ -143,6 +150,30 @@ pub struct Config {
     /// HTTP worker threads (0 = one per core).
     #[arg(long, env = "SAGASHOP_WORKERS", default_value_t = 0)]
     pub workers: usize,
+
+    /// Where the service databases live (listed last: they carry their own help heading).
+    #[command(flatten)]
+    pub databases: DatabaseOptions,
+}
+
+impl DatabaseOptions {
+    /// The URL configured for one service database, if any.
+    pub fn database_url(&self, db: ServiceDb) -> Option<&DatabaseUrl> {
+        match db {
+            ServiceDb::Account => self.account_database_url.as_ref(),
+            ServiceDb::Product => self.product_database_url.as_ref(),
+            ServiceDb::Order => self.order_database_url.as_ref(),
+            ServiceDb::Payment => self.payment_database_url.as_ref(),
+            ServiceDb::Saga => self.saga_database_url.as_ref(),
+        }
+    }
+
+    /// True when any service database is an external MySQL server (cluster-style deployment).
+    pub fn uses_external_database(&self) -> bool {
+        ServiceDb::ALL
+            .iter()
+            .any(|db| self.database_url(*db).is_some_and(DatabaseUrl::is_mysql))
+    }
 }
 
 impl Config {
@@ -155,27 +186,8 @@ impl Config {
             config: Config,
         }
         let mut config = Wrapper::parse_from(["sagashop"]).config;
-        config.data_dir = data_dir.into();
+        config.databases.data_dir = data_dir.into();
         config
-    }
-
-    /// The URL configured for one service database, if any.
-    pub fn database_url(&self, db: ServiceDb) -> Option<&str> {
-        match db {
-            ServiceDb::Account => self.account_database_url.as_deref(),
-            ServiceDb::Product => self.product_database_url.as_deref(),
-            ServiceDb::Order => self.order_database_url.as_deref(),
-            ServiceDb::Payment => self.payment_database_url.as_deref(),
-            ServiceDb::Saga => self.saga_database_url.as_deref(),
-        }
-    }
-
-    /// True when any service database is an external MySQL server (cluster-style deployment).
-    pub fn uses_external_database(&self) -> bool {
-        ServiceDb::ALL.iter().any(|db| {
-            self.database_url(*db)
-                .is_some_and(|u| u.starts_with("mysql://"))
-        })
     }
 
     /// Step reply timeout.
@@ -191,5 +203,20 @@ impl Config {
             first_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(self.max_backoff_ms),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_of_the_configuration_shows_no_secret() {
+        let mut config = Config::embedded("/srv");
+        config.jwt_secret = Some("jwt-s3cret".into());
+        config.databases.order_database_url = Some("mysql://shop:db-s3cret@db:3306/order".into());
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("mysql://shop:***@db:3306/order"), "{shown}");
     }
 }

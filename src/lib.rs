@@ -9,4 +9,4 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod http;
-pub mod loadgen;
+pub mod secrets;

@@ -83,8 +83,13 @@ fn token_pair(r: &Reply, status: u16) -> (String, String) {
 
 /// An HS256 token with these claims, signed with `secret`.
 fn forge(secret: &str, claims: &Value) -> String {
+    forge_with(jsonwebtoken::Algorithm::HS256, secret, claims)
+}
+
+/// A token with these claims, signed with `secret` by `algorithm`.
+fn forge_with(algorithm: jsonwebtoken::Algorithm, secret: &str, claims: &Value) -> String {
     jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &jsonwebtoken::Header::new(algorithm),
         claims,
         &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
@@ -501,6 +506,18 @@ async fn every_unusable_authorization_is_401_with_an_empty_body() {
             now() + 600
         ))
     );
+    // The contract's tokens are HS256: another HMAC with the right secret is not one.
+    let [hs384, hs512] = [
+        jsonwebtoken::Algorithm::HS384,
+        jsonwebtoken::Algorithm::HS512,
+    ]
+    .map(|alg| {
+        forge_with(
+            alg,
+            &secret,
+            &json!({"CustomerID": c.id, "Refresh": false, "exp": now() + 600}),
+        )
+    });
     let tampered = {
         // a valid token whose signature belongs to another customer id
         let good = forge(
@@ -529,6 +546,8 @@ async fn every_unusable_authorization_is_401_with_an_empty_body() {
             Some(format!("Bearer {other_secret_expired}")),
         ),
         ("alg none", Some(format!("Bearer {alg_none}"))),
+        ("HS384, right secret", Some(format!("Bearer {hs384}"))),
+        ("HS512, right secret", Some(format!("Bearer {hs512}"))),
         ("tampered payload", Some(format!("Bearer {tampered}"))),
     ];
     for (case, header) in &cases {

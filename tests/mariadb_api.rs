@@ -31,13 +31,13 @@ async fn purchases_succeed_and_compensate_on_mariadb() {
         std::process::id(),
         sagashop::clock::now_ms()
     );
-    let url = |db: ServiceDb| Some(format!("{server}/{run}_{}", db.name()));
+    let url = |db: ServiceDb| Some(format!("{server}/{run}_{}", db.name()).into());
     let app = TestApp::spawn_with(|c| {
-        c.account_database_url = url(ServiceDb::Account);
-        c.product_database_url = url(ServiceDb::Product);
-        c.order_database_url = url(ServiceDb::Order);
-        c.payment_database_url = url(ServiceDb::Payment);
-        c.saga_database_url = url(ServiceDb::Saga);
+        c.databases.account_database_url = url(ServiceDb::Account);
+        c.databases.product_database_url = url(ServiceDb::Product);
+        c.databases.order_database_url = url(ServiceDb::Order);
+        c.databases.payment_database_url = url(ServiceDb::Payment);
+        c.databases.saga_database_url = url(ServiceDb::Saga);
         c.jwt_secret = Some("mariadb-test-secret".into());
     })
     .await;

@@ -30,7 +30,7 @@ struct Repos {
 }
 
 async fn open(config: &Config) -> Repos {
-    let pools = sagashop::app::open_databases(config)
+    let pools = sagashop::app::open_databases(&config.databases)
         .await
         .expect("databases open");
     let pool =
@@ -481,12 +481,12 @@ async fn repositories_on_mariadb() {
     );
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::embedded(dir.path());
-    let url = |db: ServiceDb| Some(format!("{server}/{run}_{}", db.name()));
-    config.account_database_url = url(ServiceDb::Account);
-    config.product_database_url = url(ServiceDb::Product);
-    config.order_database_url = url(ServiceDb::Order);
-    config.payment_database_url = url(ServiceDb::Payment);
-    config.saga_database_url = url(ServiceDb::Saga);
+    let url = |db: ServiceDb| Some(format!("{server}/{run}_{}", db.name()).into());
+    config.databases.account_database_url = url(ServiceDb::Account);
+    config.databases.product_database_url = url(ServiceDb::Product);
+    config.databases.order_database_url = url(ServiceDb::Order);
+    config.databases.payment_database_url = url(ServiceDb::Payment);
+    config.databases.saga_database_url = url(ServiceDb::Saga);
     let repos = open(&config).await;
     exercise(repos).await;
     let mut conn = diesel_async::AsyncMysqlConnection::establish(&server)

@@ -7,6 +7,7 @@ use std::path::Path;
 use rand::Rng;
 
 use crate::config::Config;
+use crate::secrets::Secret;
 
 const SECRET_FILE: &str = "jwt_secret";
 
@@ -22,14 +23,18 @@ pub enum SecretError {
 }
 
 /// The configured secret, else the data directory's, else a new one stored there.
-pub fn load_or_create(config: &Config) -> Result<String, SecretError> {
-    if let Some(secret) = config.jwt_secret.as_ref().filter(|s| !s.is_empty()) {
+pub fn load_or_create(config: &Config) -> Result<Secret, SecretError> {
+    if let Some(secret) = config
+        .jwt_secret
+        .as_ref()
+        .filter(|s| !s.expose().is_empty())
+    {
         return Ok(secret.clone());
     }
-    if config.uses_external_database() {
+    if config.databases.uses_external_database() {
         return Err(SecretError::MissingForCluster);
     }
-    from_data_dir(&config.data_dir)
+    from_data_dir(&config.databases.data_dir).map(Secret::new)
 }
 
 fn from_data_dir(dir: &Path) -> Result<String, SecretError> {
@@ -65,13 +70,13 @@ mod tests {
         let a = load_or_create(&config).unwrap();
         let b = load_or_create(&config).unwrap();
         assert_eq!(a, b);
-        assert_eq!(a.len(), 64);
+        assert_eq!(a.expose().len(), 64);
     }
 
     #[test]
     fn mysql_without_secret_refuses() {
         let mut config = Config::embedded("/nonexistent");
-        config.account_database_url = Some("mysql://root@127.0.0.1/x".into());
+        config.databases.account_database_url = Some("mysql://root@127.0.0.1/x".into());
         assert!(matches!(
             load_or_create(&config),
             Err(SecretError::MissingForCluster)

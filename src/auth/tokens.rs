@@ -98,10 +98,11 @@ impl TokenIssuer {
         Ok(claims.customer_id)
     }
 
-    /// Verifies signature (any HMAC), then expiry; expired only when that is the sole problem.
+    /// Verifies the HS256 signature (the contract's only algorithm: a token signed otherwise,
+    /// even with the right secret, is invalid), then expiry; expired only when that is the
+    /// sole problem.
     fn decode(&self, token: &str) -> Result<Claims, TokenError> {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.algorithms = vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
         validation.leeway = 0;
         validation.validate_exp = false;
         validation.required_spec_claims.clear();
@@ -171,5 +172,26 @@ mod tests {
             Err(TokenError::Invalid)
         );
         assert_eq!(issuer().check_access("garbage"), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn only_hs256_is_accepted_even_with_the_right_secret() {
+        let claims = Claims {
+            customer_id: 7,
+            refresh: false,
+            exp: Some(crate::clock::now_secs() as u64 + 600),
+        };
+        let sign = |alg| {
+            let key = EncodingKey::from_secret(b"s3cret");
+            jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, &key).unwrap()
+        };
+        assert_eq!(issuer().check_access(&sign(Algorithm::HS256)), Ok(7));
+        for alg in [Algorithm::HS384, Algorithm::HS512] {
+            assert_eq!(
+                issuer().check_access(&sign(alg)),
+                Err(TokenError::Invalid),
+                "{alg:?}"
+            );
+        }
     }
 }

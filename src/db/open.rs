@@ -10,7 +10,8 @@ use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use super::{DbError, DbPool};
-use crate::config::{Config, ServiceDb};
+use crate::config::{DatabaseOptions, ServiceDb};
+use crate::secrets::DatabaseUrl;
 
 const ACCOUNT: EmbeddedMigrations = embed_migrations!("migrations/account");
 const PRODUCT: EmbeddedMigrations = embed_migrations!("migrations/product");
@@ -31,18 +32,22 @@ fn migrations(db: ServiceDb) -> EmbeddedMigrations {
 /// Where a service database lives, resolved from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DbLocation {
-    Mysql(String),
+    /// A MySQL/MariaDB database (its URL may carry a password: it prints redacted).
+    Mysql(DatabaseUrl),
+    /// A SQLite file path.
     Sqlite(String),
 }
 
 impl DbLocation {
     /// The configured URL, or the SQLite file `<data dir>/<service>.db` when none is set.
-    pub fn resolve(config: &Config, db: ServiceDb) -> Self {
-        match config.database_url(db) {
-            Some(url) if url.starts_with("mysql://") => DbLocation::Mysql(url.to_owned()),
-            Some(url) => DbLocation::Sqlite(url.trim_start_matches("sqlite://").to_owned()),
+    pub fn resolve(databases: &DatabaseOptions, db: ServiceDb) -> Self {
+        match databases.database_url(db) {
+            Some(url) if url.is_mysql() => DbLocation::Mysql(url.clone()),
+            Some(url) => {
+                DbLocation::Sqlite(url.expose().trim_start_matches("sqlite://").to_owned())
+            }
             None => DbLocation::Sqlite(
-                config
+                databases
                     .data_dir
                     .join(format!("{}.db", db.name()))
                     .to_string_lossy()
@@ -53,12 +58,12 @@ impl DbLocation {
 }
 
 /// Creates (if needed), migrates and pools one service database.
-pub async fn open(config: &Config, db: ServiceDb) -> Result<DbPool, DbError> {
-    let location = DbLocation::resolve(config, db);
+pub async fn open(databases: &DatabaseOptions, db: ServiceDb) -> Result<DbPool, DbError> {
+    let location = DbLocation::resolve(databases, db);
     migrate(&location, db).await?;
     match location {
-        DbLocation::Mysql(url) => DbPool::mysql(&url, config.db_pool_size),
-        DbLocation::Sqlite(path) => DbPool::sqlite(&path, config.sqlite_connections.max(1)),
+        DbLocation::Mysql(url) => DbPool::mysql(url.expose(), databases.db_pool_size),
+        DbLocation::Sqlite(path) => DbPool::sqlite(&path, databases.sqlite_connections.max(1)),
     }
 }
 
@@ -76,15 +81,22 @@ pub async fn migrate(location: &DbLocation, db: ServiceDb) -> Result<(), DbError
             }
         }
     }
+    // A driver's message may quote the URL: never show its password.
+    let scrub = |text: String| match location {
+        DbLocation::Mysql(url) => url.scrub(&text),
+        DbLocation::Sqlite(_) => text,
+    };
     let location = location.clone();
-    tokio::task::spawn_blocking(move || -> Result<(), String> {
+    let applied = tokio::task::spawn_blocking(move || -> Result<(), String> {
         let text = |e: &dyn std::fmt::Display| e.to_string();
         let applied = match &location {
             DbLocation::Mysql(url) => {
-                <AsyncConnectionWrapper<AsyncMysqlConnection> as Connection>::establish(url)
-                    .map_err(|e| text(&e))?
-                    .run_pending_migrations(migrations(db))
-                    .map(|_| ())
+                <AsyncConnectionWrapper<AsyncMysqlConnection> as Connection>::establish(
+                    url.expose(),
+                )
+                .map_err(|e| text(&e))?
+                .run_pending_migrations(migrations(db))
+                .map(|_| ())
             }
             DbLocation::Sqlite(path) => {
                 let mut conn = SqliteConnection::establish(path).map_err(|e| text(&e))?;
@@ -99,18 +111,22 @@ pub async fn migrate(location: &DbLocation, db: ServiceDb) -> Result<(), DbError
         applied.map_err(|e| e.to_string())
     })
     .await
-    .map_err(|e| setup(&e))?
-    .map_err(|e| setup(&e))
+    .map_err(|e| setup(&e))?;
+    applied.map_err(|e| setup(&scrub(e)))
 }
 
 /// Creates the database named in a MySQL URL when the server does not have it yet, with a
 /// character set that holds any name a customer types.
-pub(crate) async fn create_mysql_database(url: &str) -> Result<(), DbError> {
-    let (server, name) = split_mysql_url(url)
+pub async fn create_mysql_database(url: &DatabaseUrl) -> Result<(), DbError> {
+    let (server, name) = split_mysql_url(url.expose())
         .ok_or_else(|| DbError::Setup(format!("MySQL URL without a database name: {url}")))?;
-    let mut conn = AsyncMysqlConnection::establish(&server)
+    let server = DatabaseUrl::new(server);
+    let mut conn = AsyncMysqlConnection::establish(server.expose())
         .await
-        .map_err(|e| DbError::Setup(format!("cannot connect to MySQL at {server}: {e}")))?;
+        .map_err(|e| {
+            let e = server.scrub(&e.to_string());
+            DbError::Setup(format!("cannot connect to MySQL at {server}: {e}"))
+        })?;
     diesel::sql_query(format!(
         "CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
     ))
@@ -152,10 +168,21 @@ mod tests {
 
     #[test]
     fn unset_urls_become_sqlite_files_in_the_data_dir() {
-        let config = Config::embedded("/tmp/x");
+        let config = crate::config::Config::embedded("/tmp/x");
         assert_eq!(
-            DbLocation::resolve(&config, ServiceDb::Order),
+            DbLocation::resolve(&config.databases, ServiceDb::Order),
             DbLocation::Sqlite("/tmp/x/order.db".into())
         );
+    }
+
+    #[actix_rt::test]
+    async fn errors_name_the_database_without_its_password() {
+        let no_name = DatabaseUrl::new("mysql://root:hunter2@127.0.0.1:1");
+        let unreachable = DatabaseUrl::new("mysql://root:hunter2@127.0.0.1:1/shop");
+        for url in [no_name, unreachable] {
+            let message = create_mysql_database(&url).await.unwrap_err().to_string();
+            assert!(message.contains("root:***@127.0.0.1:1"), "{message}");
+            assert!(!message.contains("hunter2"), "{message}");
+        }
     }
 }

@@ -4,6 +4,16 @@
 //! frame means "subscribed". With `Last-Event-ID` it replays what was missed from the step log
 //! before live frames (live frames already replayed are skipped). Idle streams get a
 //! `: keep-alive` comment.
+//!
+//! Why not actix-web-lab's `sse` module: its framing would put the same bytes on the wire
+//! (`id:`, `event:`, `data:` lines in that order, `: keep-alive` comments), but it
+//! - serializes each event per connection, where the hub builds a result's frame once and
+//!   fans the same `Bytes` out to every subscriber;
+//! - answers `text/event-stream` without the contract's `; charset=utf-8` and without
+//!   `X-Accel-Buffering: no`, so we would build the response ourselves anyway;
+//! - ticks its keep-alive on a fixed interval (in the versions we looked at) rather than
+//!   after `keep_alive` of silence, and has no place for the skip of replayed frames below;
+//! - adds actix-web-lab and its dependencies for the twenty lines of `frames`.
 
 use std::time::Duration;
 

@@ -10,8 +10,11 @@ use diesel::sql_types::BigInt;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use serde::Serialize;
 
-use crate::db::{DbError, DbPool};
-use crate::{backend_queries, on_conn};
+use sagashop::config::ServiceDb;
+use sagashop::db::open::{DbLocation, create_mysql_database, migrate};
+use sagashop::db::{DbError, DbPool};
+use sagashop::secrets::DatabaseUrl;
+use sagashop::{backend_queries, on_conn};
 
 backend_queries! {
     pub async fn create_table(conn: &mut Conn) -> Result<(), DbError> {
@@ -48,26 +51,22 @@ pub struct Ceiling {
 /// `mysql://` URL (its database is created if missing) or a SQLite file path; `None` uses a
 /// SQLite file in a temporary directory with sagashop's embedded settings.
 pub async fn probe(
-    target: Option<&str>,
+    target: Option<&DatabaseUrl>,
     concurrency: usize,
     pool_size: usize,
     duration: Duration,
 ) -> anyhow::Result<Ceiling> {
     let tmp = tempfile::tempdir()?;
     let (pool, backend) = match target {
-        Some(url) if url.starts_with("mysql://") => {
-            crate::db::open::create_mysql_database(url).await?;
-            (DbPool::mysql(url, pool_size)?, "mysql")
+        Some(url) if url.is_mysql() => {
+            create_mysql_database(url).await?;
+            (DbPool::mysql(url.expose(), pool_size)?, "mysql")
         }
-        Some(path) => (DbPool::sqlite(path, pool_size)?, "sqlite"),
+        Some(path) => (DbPool::sqlite(path.expose(), pool_size)?, "sqlite"),
         None => {
             let path = tmp.path().join("ceiling.db");
             let path = path.to_string_lossy().into_owned();
-            crate::db::open::migrate(
-                &crate::db::open::DbLocation::Sqlite(path.clone()),
-                crate::config::ServiceDb::Saga,
-            )
-            .await?;
+            migrate(&DbLocation::Sqlite(path.clone()), ServiceDb::Saga).await?;
             (DbPool::sqlite(&path, pool_size)?, "sqlite")
         }
     };

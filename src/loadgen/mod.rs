@@ -19,6 +19,7 @@ use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::Rng;
+use sagashop::secrets::DatabaseUrl;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -66,7 +67,7 @@ pub struct LoadgenArgs {
     pub ceiling: bool,
     /// Store the ceiling probe writes to: `mysql://...` or a SQLite path (default: a temp file).
     #[arg(long)]
-    pub ceiling_url: Option<String>,
+    pub ceiling_url: Option<DatabaseUrl>,
     /// Sagas-in-flight run: fire this many purchases without waiting for them (the server
     /// runs with `--hold-payments`), read its memory, release it with SIGUSR1
     /// (`--server-pid`), and wait for every saga to finish.
@@ -211,7 +212,7 @@ pub(crate) async fn setup(
     client: &Client,
     args: &LoadgenArgs,
 ) -> anyhow::Result<(Vec<Shopper>, Vec<Item>, Item)> {
-    let run = crate::clock::now_ms();
+    let run = sagashop::clock::now_ms();
     let mut shoppers = Vec::new();
     for i in 0..args.customers {
         let body = json!({"password":"loadgen-pass","firstname":"load","lastname":"gen","email":format!("loadgen-{run}-{i}@example.com"),"address":"bench","phone_number":format!("{run}{i}")});
@@ -329,7 +330,7 @@ pub(crate) fn server_memory(pid: u32) -> Option<Value> {
 pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     if args.ceiling {
         let duration = Duration::from_secs(args.duration);
-        let c = ceiling::probe(args.ceiling_url.as_deref(), args.concurrency, 8, duration).await?;
+        let c = ceiling::probe(args.ceiling_url.as_ref(), args.concurrency, 8, duration).await?;
         if args.json {
             println!("{}", serde_json::to_string(&c)?);
         } else {
