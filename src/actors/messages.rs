@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ServiceResult;
 use crate::auth::tokens::TokenPair;
-use crate::domain::purchase::{Purchase, PurchaseItem, PurchaseResult, StepOutcome};
+use crate::domain::purchase::{Purchase, PurchaseResult, StepOutcome};
 
 // ---- accounts -------------------------------------------------------------------------
 
@@ -220,28 +220,9 @@ pub struct AcceptPurchase {
     pub purchase: Purchase,
 }
 
-/// A purchase's saga as `GET /api/purchase/{id}` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PurchaseView {
-    pub purchase_id: u64,
-    pub status: String,
-    pub amount: i64,
-    pub currency_code: String,
-    pub purchase_items: Vec<PurchaseItem>,
-    pub steps: Vec<StepView>,
-}
-
-/// One step-log entry of a purchase.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StepView {
-    pub step: String,
-    pub status: String,
-    pub timestamp: i64,
-}
-
 /// Read a customer's own purchase.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, Message)]
-#[rtype(result = "ServiceResult<PurchaseView>")]
+#[rtype(result = "ServiceResult<crate::db::sagas::StoredSaga>")]
 pub struct GetPurchase {
     pub purchase_id: u64,
     pub customer_id: u64,

@@ -1,60 +1,29 @@
-//! The result hub: receives every committed step result from actix-broker and hands it, as a
-//! ready SSE frame, to each live stream of that customer. A stream whose buffer is full (a slow
-//! or dead client) is dropped, so no client can hold up sagas or other clients.
+//! The result hub: receives every committed step result from actix-broker and hands it to
+//! each live stream of that customer (the HTTP layer turns it into an SSE frame). A stream
+//! whose buffer is full (a slow or dead client) is dropped, so no client can hold up sagas or
+//! other clients.
 
 use std::collections::HashMap;
 
 use actix::prelude::*;
 use actix_broker::BrokerSubscribe;
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::messages::ResultPublished;
 use crate::domain::purchase::PurchaseResult;
-
-/// One SSE frame with the event id it carries (0 for frames without one).
-#[derive(Debug, Clone)]
-pub struct Frame {
-    pub event_id: u64,
-    pub bytes: Bytes,
-}
-
-/// The first frame of every stream: it is sent once the subscription is live.
-pub fn subscribed_frame() -> Frame {
-    Frame {
-        event_id: 0,
-        bytes: Bytes::from_static(b"event: data\ndata: null\n\n"),
-    }
-}
-
-/// The SSE frame of a result, in the contract's key order.
-pub fn result_frame(r: &PurchaseResult) -> Frame {
-    let text = format!(
-        "id: {}\nevent: data\ndata: {{\"purchase_id\":{},\"step\":\"{}\",\"status\":\"{}\",\"timestamp\":{}}}\n\n",
-        r.event_id,
-        r.purchase_id,
-        r.event.step.as_str(),
-        r.event.status.as_str(),
-        r.timestamp
-    );
-    Frame {
-        event_id: r.event_id,
-        bytes: Bytes::from(text),
-    }
-}
 
 /// Registers a stream for a customer's results; answered once the registration is live.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Subscribe {
     pub customer_id: u64,
-    pub sink: mpsc::Sender<Frame>,
+    pub sink: mpsc::Sender<PurchaseResult>,
 }
 
 /// Fans results out to the customers' streams.
 #[derive(Default)]
 pub struct ResultHub {
-    streams: HashMap<u64, Vec<mpsc::Sender<Frame>>>,
+    streams: HashMap<u64, Vec<mpsc::Sender<PurchaseResult>>>,
 }
 
 impl Actor for ResultHub {
@@ -85,8 +54,7 @@ impl Handler<ResultPublished> for ResultHub {
         let Some(sinks) = self.streams.get_mut(&result.customer_id) else {
             return;
         };
-        let frame = result_frame(&result);
-        sinks.retain(|sink| sink.try_send(frame.clone()).is_ok());
+        sinks.retain(|sink| sink.try_send(result).is_ok());
         if sinks.is_empty() {
             self.streams.remove(&result.customer_id);
         }
@@ -147,23 +115,5 @@ mod tests {
         }
         // Another customer got nothing.
         assert!(other.try_recv().is_err());
-    }
-
-    #[test]
-    fn frame_has_the_contract_shape() {
-        let r = PurchaseResult {
-            event_id: 9,
-            purchase_id: 5,
-            customer_id: 1,
-            event: StepEvent {
-                step: Step::CreateOrder,
-                status: StepStatus::Execute,
-            },
-            timestamp: 1700000000,
-        };
-        assert_eq!(
-            std::str::from_utf8(&result_frame(&r).bytes).unwrap(),
-            "id: 9\nevent: data\ndata: {\"purchase_id\":5,\"step\":\"CREATE_ORDER\",\"status\":\"STATUS_EXUCUTE\",\"timestamp\":1700000000}\n\n"
-        );
     }
 }

@@ -70,6 +70,18 @@ impl SagaStore {
         partition::of_customer(customer_id, self.partitions)
     }
 
+    /// A customer's committed results after an event id, in id order (SSE resume).
+    pub async fn events_after(
+        &self,
+        customer_id: u64,
+        after: u64,
+        limit: u64,
+    ) -> Result<Vec<crate::domain::purchase::PurchaseResult>, DbError> {
+        self.repo
+            .customer_events_after(customer_id, after, limit)
+            .await
+    }
+
     /// The repository, for reads.
     pub fn repo(&self) -> &Sagas {
         &self.repo

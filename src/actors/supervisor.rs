@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::messages::{AcceptPurchase, GetPurchase, PurchaseView, StepView};
+use super::messages::{AcceptPurchase, GetPurchase};
 use super::saga::{SagaActor, SagaDeps, SagaFinished, SagaPosition};
 use super::store::SagaStore;
 use super::{ServiceError, ServiceResult};
@@ -22,8 +22,6 @@ const SWEEP_EVERY: Duration = Duration::from_millis(500);
 const RELEASED_EVERY: Duration = Duration::from_secs(2);
 /// Unfinished sagas loaded per query on resume.
 const RESUME_PAGE: u64 = 1000;
-/// The status `GET /api/purchase/{id}` shows for a saga set aside.
-pub const QUARANTINED: &str = "QUARANTINED";
 
 /// Limits of the supervisor.
 #[derive(Debug, Clone, Copy)]
@@ -197,35 +195,15 @@ impl Handler<SagaFinished> for SagaSupervisor {
 }
 
 impl Handler<GetPurchase> for SagaSupervisor {
-    type Result = ResponseFuture<ServiceResult<PurchaseView>>;
+    type Result = ResponseFuture<ServiceResult<StoredSaga>>;
 
     fn handle(&mut self, msg: GetPurchase, _: &mut Context<Self>) -> Self::Result {
         let store = self.deps.store.clone();
         Box::pin(async move {
-            let stored = match store.repo().by_id(msg.purchase_id).await? {
-                Some(s) if s.purchase.customer_id == msg.customer_id => s,
-                _ => return Err(ServiceError::PurchaseNotFound),
-            };
-            let purchase = stored.purchase;
-            Ok(PurchaseView {
-                purchase_id: purchase.purchase_id,
-                status: match &stored.status {
-                    Ok(saga) => saga.state.public_status().to_owned(),
-                    Err(_) => QUARANTINED.to_owned(),
-                },
-                amount: purchase.amount,
-                currency_code: purchase.currency.code().to_owned(),
-                purchase_items: purchase.items,
-                steps: stored
-                    .steps
-                    .iter()
-                    .map(|s| StepView {
-                        step: s.event.step.as_str().to_owned(),
-                        status: s.event.status.as_str().to_owned(),
-                        timestamp: s.timestamp,
-                    })
-                    .collect(),
-            })
+            match store.repo().by_id(msg.purchase_id).await? {
+                Some(s) if s.purchase.customer_id == msg.customer_id => Ok(s),
+                _ => Err(ServiceError::PurchaseNotFound),
+            }
         })
     }
 }

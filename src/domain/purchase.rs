@@ -47,6 +47,53 @@ pub struct Purchase {
     pub amount: i64,
 }
 
+/// Why a cart cannot be priced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PricingError {
+    #[error("a product in the cart does not exist")]
+    UnknownProduct,
+    #[error("the cart's total does not fit")]
+    TooLarge,
+}
+
+/// A cart with its total at today's prices, before it becomes a purchase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PricedCart {
+    pub items: Vec<PurchaseItem>,
+    pub amount: i64,
+}
+
+impl PricedCart {
+    /// The purchase this cart becomes once it has an id, a buyer and a currency.
+    pub fn into_purchase(self, purchase_id: u64, customer_id: u64, currency: Currency) -> Purchase {
+        Purchase {
+            purchase_id,
+            customer_id,
+            items: self.items,
+            currency,
+            amount: self.amount,
+        }
+    }
+}
+
+/// Prices a cart with the products' current prices (`price_of` answers `None` for a product
+/// that does not exist). The total is the sum of amount x price, checked for overflow.
+pub fn price(
+    items: Vec<PurchaseItem>,
+    price_of: impl Fn(u64) -> Option<i64>,
+) -> Result<PricedCart, PricingError> {
+    let mut amount: i64 = 0;
+    for item in &items {
+        let unit = price_of(item.product_id).ok_or(PricingError::UnknownProduct)?;
+        let line = item
+            .amount
+            .checked_mul(unit)
+            .ok_or(PricingError::TooLarge)?;
+        amount = amount.checked_add(line).ok_or(PricingError::TooLarge)?;
+    }
+    Ok(PricedCart { items, amount })
+}
+
 /// The three forward steps of a purchase, in execution order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Step {
@@ -164,6 +211,32 @@ mod tests {
         }
         assert_eq!(StepStatus::Execute.as_str(), "STATUS_EXUCUTE");
         assert_eq!(Currency::parse("nt"), None);
+    }
+
+    #[test]
+    fn a_cart_is_priced_at_the_given_prices_and_checked_for_overflow() {
+        let item = |product_id, amount| PurchaseItem { product_id, amount };
+        let prices = |id| match id {
+            1 => Some(100),
+            2 => Some(i64::MAX / 2),
+            _ => None,
+        };
+        let cart = price(vec![item(1, 3), item(1, 2)], prices).unwrap();
+        assert_eq!(cart.amount, 500);
+        assert_eq!(
+            price(vec![item(1, 1), item(9, 1)], prices),
+            Err(PricingError::UnknownProduct)
+        );
+        assert_eq!(price(vec![item(2, 3)], prices), Err(PricingError::TooLarge));
+        assert_eq!(
+            price(vec![item(2, 1), item(2, 1), item(2, 1)], prices),
+            Err(PricingError::TooLarge)
+        );
+        let purchase = cart.into_purchase(7, 8, Currency::Us);
+        assert_eq!(
+            (purchase.purchase_id, purchase.customer_id, purchase.amount),
+            (7, 8, 500)
+        );
     }
 }
 

@@ -2,7 +2,7 @@
 //! `GET /api/purchase/{id}` (its status and step history).
 
 use actix_web::{HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::AppState;
@@ -10,7 +10,55 @@ use super::error::ApiError;
 use super::extract::{CustomerId, JsonBody, parse_id};
 use crate::actors::ServiceError;
 use crate::actors::messages::{AcceptPurchase, GetProducts, GetPurchase};
-use crate::domain::purchase::{Currency, Purchase, PurchaseItem};
+use crate::db::sagas::StoredSaga;
+use crate::domain::purchase::{Currency, PricingError, PurchaseItem, price};
+
+/// The status shown for a saga set aside because its stored log does not replay.
+const QUARANTINED: &str = "QUARANTINED";
+
+/// A purchase as `GET /api/purchase/{id}` shows it.
+#[derive(Debug, Serialize)]
+struct PurchaseView {
+    purchase_id: u64,
+    status: &'static str,
+    amount: i64,
+    currency_code: &'static str,
+    purchase_items: Vec<PurchaseItem>,
+    steps: Vec<StepView>,
+}
+
+/// One step-log entry of a purchase.
+#[derive(Debug, Serialize)]
+struct StepView {
+    step: &'static str,
+    status: &'static str,
+    timestamp: i64,
+}
+
+impl From<StoredSaga> for PurchaseView {
+    fn from(stored: StoredSaga) -> Self {
+        let purchase = stored.purchase;
+        PurchaseView {
+            purchase_id: purchase.purchase_id,
+            status: match &stored.status {
+                Ok(saga) => saga.state.public_status(),
+                Err(_) => QUARANTINED,
+            },
+            amount: purchase.amount,
+            currency_code: purchase.currency.code(),
+            purchase_items: purchase.items,
+            steps: stored
+                .steps
+                .iter()
+                .map(|s| StepView {
+                    step: s.event.step.as_str(),
+                    status: s.event.status.as_str(),
+                    timestamp: s.timestamp,
+                })
+                .collect(),
+        }
+    }
+}
 
 /// A cart line as sent; missing fields are zero, as Go decoding leaves them.
 #[derive(Debug, Deserialize)]
@@ -56,32 +104,23 @@ pub async fn create(
     }
     let ids = body.purchase_items.iter().map(|i| i.product_id).collect();
     let products = state.product.send(GetProducts { ids }).await??;
-    let mut amount: i64 = 0;
-    let mut items = Vec::with_capacity(body.purchase_items.len());
-    for item in &body.purchase_items {
-        let product = products
-            .iter()
-            .find(|p| p.id == item.product_id)
-            .ok_or(ServiceError::ProductNotFound)?;
-        let line = item
-            .amount
-            .checked_mul(product.price)
-            .ok_or_else(ApiError::invalid)?;
-        amount = amount.checked_add(line).ok_or_else(ApiError::invalid)?;
-        items.push(PurchaseItem {
-            product_id: item.product_id,
-            amount: item.amount,
-        });
-    }
-    // The original panicked here (500); a missing payment object is bad input.
+    let lines: Vec<PurchaseItem> = body
+        .purchase_items
+        .iter()
+        .map(|i| PurchaseItem {
+            product_id: i.product_id,
+            amount: i.amount,
+        })
+        .collect();
+    let price_of = |id| products.iter().find(|p| p.id == id).map(|p| p.price);
+    // The original panicked on a missing payment object (500); it is bad input. It is
+    // checked after the products, as the original looks them up first.
+    let priced = price(lines, price_of).map_err(|e| match e {
+        PricingError::UnknownProduct => ApiError::from(ServiceError::ProductNotFound),
+        PricingError::TooLarge => ApiError::invalid(),
+    })?;
     let currency = currency.ok_or_else(ApiError::invalid)?;
-    let purchase = Purchase {
-        purchase_id: state.ids.next(),
-        customer_id,
-        items,
-        currency,
-        amount,
-    };
+    let purchase = priced.into_purchase(state.ids.next(), customer_id, currency);
     let purchase_id = purchase.purchase_id;
     state.supervisor.send(AcceptPurchase { purchase }).await??;
     Ok(HttpResponse::Created().json(json!({ "purchase_id": purchase_id })))
@@ -94,12 +133,12 @@ pub async fn get(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let purchase_id = parse_id(&id)?;
-    let view = state
+    let stored = state
         .supervisor
         .send(GetPurchase {
             purchase_id,
             customer_id,
         })
         .await??;
-    Ok(HttpResponse::Ok().json(view))
+    Ok(HttpResponse::Ok().json(PurchaseView::from(stored)))
 }

@@ -7,8 +7,6 @@
 //!
 //! Why not actix-web-lab's `sse` module: its framing would put the same bytes on the wire
 //! (`id:`, `event:`, `data:` lines in that order, `: keep-alive` comments), but it
-//! - serializes each event per connection, where the hub builds a result's frame once and
-//!   fans the same `Bytes` out to every subscriber;
 //! - answers `text/event-stream` without the contract's `; charset=utf-8` and without
 //!   `X-Accel-Buffering: no`, so we would build the response ourselves anyway;
 //! - ticks its keep-alive on a fixed interval (in the versions we looked at) rather than
@@ -27,7 +25,25 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::CustomerId;
 use crate::actors::ServiceError;
-use crate::actors::results::{Frame, Subscribe, result_frame, subscribed_frame};
+use crate::actors::results::Subscribe;
+use crate::domain::purchase::PurchaseResult;
+
+/// The first frame of every stream: sent once the subscription is live.
+const SUBSCRIBED: &[u8] = b"event: data\ndata: null\n\n";
+/// Sent after `keep_alive` of silence.
+const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+/// The SSE frame of a result, in the contract's key order.
+fn result_frame(r: &PurchaseResult) -> Bytes {
+    Bytes::from(format!(
+        "id: {}\nevent: data\ndata: {{\"purchase_id\":{},\"step\":\"{}\",\"status\":\"{}\",\"timestamp\":{}}}\n\n",
+        r.event_id,
+        r.purchase_id,
+        r.event.step.as_str(),
+        r.event.status.as_str(),
+        r.timestamp
+    ))
+}
 
 /// Replayed entries read per query.
 const REPLAY_PAGE: u64 = 1000;
@@ -62,12 +78,12 @@ pub async fn results(
     }
     let (sink, live) = mpsc::channel(state.sse.buffer);
     state.hub.send(Subscribe { customer_id, sink }).await?;
-    let mut first = vec![subscribed_frame()];
-    if let Some(after) = last_event_id(&req) {
-        first.extend(replay(&state, customer_id, after).await?);
-    }
-    let replayed_up_to = first.iter().map(|f| f.event_id).max().unwrap_or(0);
-    let body = frames(first, live, replayed_up_to, state.sse.keep_alive);
+    let missed = match last_event_id(&req) {
+        Some(after) => replay(&state, customer_id, after).await?,
+        None => Vec::new(),
+    };
+    let replayed_up_to = missed.last().map_or(0, |r| r.event_id);
+    let body = frames(missed, live, replayed_up_to, state.sse.keep_alive);
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream; charset=utf-8"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
@@ -76,41 +92,73 @@ pub async fn results(
 }
 
 /// What the customer missed after `after`, from the persisted step log.
-async fn replay(state: &AppState, customer_id: u64, after: u64) -> Result<Vec<Frame>, ApiError> {
-    let mut frames = Vec::new();
+async fn replay(
+    state: &AppState,
+    customer_id: u64,
+    after: u64,
+) -> Result<Vec<PurchaseResult>, ApiError> {
+    let mut missed = Vec::new();
     let mut cursor = after;
     loop {
-        let rows = state
+        let page = state
             .store
-            .repo()
-            .customer_events_after(customer_id, cursor, REPLAY_PAGE)
+            .events_after(customer_id, cursor, REPLAY_PAGE)
             .await
             .map_err(ServiceError::from)?;
-        let Some(last) = rows.last() else { break };
+        let Some(last) = page.last() else { break };
         cursor = last.event_id;
-        frames.extend(rows.iter().map(result_frame));
+        missed.extend(page);
     }
-    Ok(frames)
+    Ok(missed)
 }
 
-/// The response body: the first frames, then live ones, with keep-alive comments when idle.
+/// The response body: `data: null`, the missed results, then live ones (skipping those
+/// already replayed), with keep-alive comments when idle.
 fn frames(
-    first: Vec<Frame>,
-    live: mpsc::Receiver<Frame>,
+    missed: Vec<PurchaseResult>,
+    live: mpsc::Receiver<PurchaseResult>,
     replayed_up_to: u64,
     keep_alive: Duration,
 ) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
-    let first = stream::iter(first.into_iter().map(|f| Ok(f.bytes)));
+    let first = std::iter::once(Bytes::from_static(SUBSCRIBED))
+        .chain(missed.iter().map(result_frame))
+        .map(Ok)
+        .collect::<Vec<_>>();
+    let first = stream::iter(first);
     let rest = stream::unfold(live, move |mut live| async move {
         loop {
             match tokio::time::timeout(keep_alive, live.recv()).await {
-                Ok(Some(frame)) if frame.event_id != 0 && frame.event_id <= replayed_up_to => {}
-                Ok(Some(frame)) => return Some((Ok(frame.bytes), live)),
+                Ok(Some(result)) if result.event_id <= replayed_up_to => {}
+                Ok(Some(result)) => return Some((Ok(result_frame(&result)), live)),
                 // The hub dropped us (buffer full): end the stream, the client reconnects.
                 Ok(None) => return None,
-                Err(_) => return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), live)),
+                Err(_) => return Some((Ok(Bytes::from_static(KEEP_ALIVE)), live)),
             }
         }
     });
     futures_util::StreamExt::chain(first, rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::purchase::{Step, StepEvent, StepStatus};
+
+    #[test]
+    fn frame_has_the_contract_shape() {
+        let r = PurchaseResult {
+            event_id: 9,
+            purchase_id: 5,
+            customer_id: 1,
+            event: StepEvent {
+                step: Step::CreateOrder,
+                status: StepStatus::Execute,
+            },
+            timestamp: 1700000000,
+        };
+        assert_eq!(
+            std::str::from_utf8(&result_frame(&r)).unwrap(),
+            "id: 9\nevent: data\ndata: {\"purchase_id\":5,\"step\":\"CREATE_ORDER\",\"status\":\"STATUS_EXUCUTE\",\"timestamp\":1700000000}\n\n"
+        );
+    }
 }
