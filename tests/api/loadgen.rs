@@ -1,12 +1,10 @@
 //! `sagashop loadgen` and its ceiling probe, run against a real (embedded) sagashop: the
 //! figures it reports must match what happened, and its invariant check must pass.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::support::*;
 use clap::Parser;
-use common::*;
 use sagashop::loadgen::{LoadgenArgs, ceiling, drive};
 
 #[derive(Parser)]

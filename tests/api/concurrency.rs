@@ -1,12 +1,10 @@
 //! Concurrent purchases: no oversell, stock conserved, every outcome consistent with its
 //! effects (ORIGINAL.md §8.10, §16 item 47), and backpressure when too many sagas run.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use futures_util::future::join_all;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

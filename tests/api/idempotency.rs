@@ -1,11 +1,9 @@
 //! Idempotent steps and durable sagas (API.md "Deliberately better" 2 and 3): every command
 //! delivered twice, or the saga actor crashing, must change nothing the customer can see.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use sagashop::domain::purchase::Step;
 use serde_json::json;
 

@@ -2,11 +2,9 @@
 //! flight; once released, the whole backlog runs in batches (one transaction each) and every
 //! saga ends exactly as it would alone.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use sagashop::domain::purchase::Step;
 
 #[actix_rt::test]

@@ -3,11 +3,9 @@
 //! sent only after it committed; a compensation past its retry budget is reported as
 //! STATUS_ROLLBACK_FAIL once and retried until it succeeds.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use sagashop::domain::purchase::Step;
 use serde_json::json;
 

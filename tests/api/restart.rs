@@ -1,9 +1,7 @@
 //! A second start on the same data directory keeps customers, products and the JWT secret
 //! (API.md "Secrets": embedded mode creates its secret once, in the data directory).
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use serde_json::json;
 
 #[actix_rt::test]

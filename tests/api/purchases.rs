@@ -1,11 +1,9 @@
 //! Purchase API, saga outcomes and the SSE result stream, black-box over HTTP
 //! (ORIGINAL.md §16 items 26-49, as adjusted by API.md).
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::support::*;
 use futures_util::future::join;
 use serde_json::{Value, json};
 

@@ -2,11 +2,9 @@
 //! every service database on the local MariaDB (fresh databases per run, dropped after).
 //! In CI (`CI` set) an unreachable MariaDB fails; elsewhere the test says it did not run.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
 use sagashop::config::ServiceDb;
 use sagashop::domain::purchase::Step;
