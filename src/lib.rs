@@ -10,3 +10,4 @@ pub mod db;
 pub mod domain;
 pub mod http;
 pub mod loadgen;
+pub mod sse_client;

@@ -5,7 +5,6 @@
 pub mod ceiling;
 mod inflight;
 mod invariants;
-pub mod sse;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -23,7 +22,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use sse::FrameParser;
+use crate::sse_client::Parser as FrameParser;
 
 /// Settings of `sagashop loadgen`.
 #[derive(Debug, Clone, Args)]

@@ -37,7 +37,7 @@ async fn failing_step_is_compensated(failing: Step, name: &str) {
     let want = compensation_path(name);
     let frames = sse.take(want.len(), WAIT).await;
     assert_eq!(steps_of(&frames, purchase), want);
-    let ids: Vec<u64> = frames.iter().map(|f| f.id.unwrap()).collect();
+    let ids: Vec<u64> = frames.iter().map(|f| f.event_id().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     let view = app.wait_finished(&c.access, purchase).await;
     assert_eq!(view["status"], "ROLLED_BACK");

@@ -279,7 +279,7 @@ async fn result_without_stream_accept_is_json_null() {
 /// Checks a result frame's wire shape and returns its parsed data.
 fn check_frame(f: &SseFrame, purchase_id: u64) -> Value {
     assert_eq!(f.event.as_deref(), Some("data"), "{f:?}");
-    assert!(f.id.is_some(), "result frame without id: {}", f.raw);
+    assert!(f.event_id().is_some(), "result frame without id: {}", f.raw);
     let v: Value = serde_json::from_str(&f.data).unwrap();
     let ts = v["timestamp"].as_i64().expect("integer timestamp");
     assert!((ts - now_secs()).abs() <= 5, "timestamp {ts} not near now");
@@ -298,7 +298,7 @@ fn check_frame(f: &SseFrame, purchase_id: u64) -> Value {
 }
 
 fn assert_ids_increase(frames: &[SseFrame]) {
-    let ids: Vec<u64> = frames.iter().map(|f| f.id.unwrap()).collect();
+    let ids: Vec<u64> = frames.iter().map(|f| f.event_id().unwrap()).collect();
     assert!(
         ids.windows(2).all(|w| w[0] < w[1]),
         "ids not increasing: {ids:?}"
@@ -505,7 +505,7 @@ async fn two_concurrent_purchases_stream_twelve_events_in_causal_order() {
     let frames = sse.take(12, WAIT).await;
     assert_eq!(steps_of(&frames, a), expected(&HAPPY_PATH));
     assert_eq!(steps_of(&frames, b), expected(&HAPPY_PATH));
-    let mut ids: Vec<u64> = frames.iter().map(|f| f.id.unwrap()).collect();
+    let mut ids: Vec<u64> = frames.iter().map(|f| f.event_id().unwrap()).collect();
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 12, "event ids must be distinct");
@@ -536,7 +536,7 @@ async fn resume_with_last_event_id_gets_exactly_the_missed_events() {
     let purchase = app.purchase_ok(&c.access, &[(p1, 1)]).await;
     let head = sse.take(3, WAIT).await;
     drop(sse);
-    let last = head.last().unwrap().id.unwrap();
+    let last = head.last().unwrap().event_id().unwrap();
     let mut sse = app.subscribe(&c.access, Some(last)).await;
     let tail = sse.take(3, WAIT).await;
     for f in &tail {
@@ -552,7 +552,9 @@ async fn resume_with_last_event_id_gets_exactly_the_missed_events() {
         app.wait_finished(&c.access, purchase).await["status"],
         "SUCCEEDED"
     );
-    let mut late = app.subscribe(&c.access, Some(head[0].id.unwrap())).await;
+    let mut late = app
+        .subscribe(&c.access, Some(head[0].event_id().unwrap()))
+        .await;
     let rest = late.take(5, WAIT).await;
     assert_eq!(
         steps_of(&rest, purchase),
@@ -560,8 +562,8 @@ async fn resume_with_last_event_id_gets_exactly_the_missed_events() {
         "replay after the first event"
     );
     assert_eq!(
-        rest.iter().map(|f| f.id).collect::<Vec<_>>(),
-        all[1..].iter().map(|f| f.id).collect::<Vec<_>>()
+        rest.iter().map(|f| f.event_id()).collect::<Vec<_>>(),
+        all[1..].iter().map(|f| f.event_id()).collect::<Vec<_>>()
     );
     late.expect_silence(QUIET).await;
 
@@ -718,7 +720,7 @@ async fn resume_during_concurrent_sagas_loses_and_repeats_nothing() {
             futures_util::future::join_all((0..8).map(|_| app.purchase_ok(&c.access, one))).await;
         let head = sse.take(20 + round * 5, WAIT).await;
         drop(sse);
-        let last = head.last().unwrap().id.unwrap();
+        let last = head.last().unwrap().event_id().unwrap();
         for id in &ids {
             app.wait_finished(&c.access, *id).await;
         }
@@ -733,7 +735,7 @@ async fn resume_during_concurrent_sagas_loses_and_repeats_nothing() {
                 "round {round}, purchase {id}"
             );
         }
-        let mut event_ids: Vec<u64> = all.iter().map(|f| f.id.unwrap()).collect();
+        let mut event_ids: Vec<u64> = all.iter().map(|f| f.event_id().unwrap()).collect();
         assert!(
             event_ids.windows(2).all(|w| w[0] < w[1]),
             "round {round}: frames not in id order: {event_ids:?}"
@@ -751,11 +753,10 @@ async fn idle_stream_gets_keep_alive_comments_and_stays_live() {
     let c = app.sign_up().await;
     let p1 = app.create_product("product1", 100, 10).await;
     let mut sse = app.subscribe(&c.access, None).await;
-    assert!(
-        sse.saw_raw(": keep-alive\n\n", Duration::from_secs(5))
-            .await,
-        "no keep-alive comment on an idle stream"
-    );
+    let idle = sse.next_block(Duration::from_secs(5)).await;
+    let idle = idle.expect("no keep-alive comment on an idle stream");
+    assert_eq!(idle.raw, ": keep-alive\n\n", "{idle:?}");
+    assert_eq!(idle.comments, vec!["keep-alive".to_owned()]);
     let purchase = app.purchase_ok(&c.access, &[(p1, 1)]).await;
     let frames = sse.take(6, WAIT).await;
     assert_eq!(steps_of(&frames, purchase), expected(&HAPPY_PATH));

@@ -282,7 +282,7 @@ impl TestApp {
         let headers = res.headers().clone();
         let mut stream = SseStream {
             body: Box::pin(res.map(|c| c.map(|b| b.to_vec()).map_err(|e| e.to_string()))),
-            buf: Vec::new(),
+            parser: Default::default(),
             headers,
         };
         let first = stream
@@ -295,26 +295,18 @@ impl TestApp {
     }
 }
 
-/// One parsed SSE frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SseFrame {
-    pub id: Option<u64>,
-    pub event: Option<String>,
-    pub data: String,
-    /// The frame exactly as received.
-    pub raw: String,
-}
+/// One parsed SSE frame: the library's client parser is the only one the tests use.
+pub use sagashop::sse_client::Frame as SseFrame;
 
-impl SseFrame {
-    /// `(purchase_id, step, status)` of a result frame.
-    pub fn result(&self) -> (u64, String, String) {
-        let v: Value = serde_json::from_str(&self.data).unwrap();
-        (
-            v["purchase_id"].as_u64().unwrap(),
-            v["step"].as_str().unwrap().to_owned(),
-            v["status"].as_str().unwrap().to_owned(),
-        )
-    }
+/// `(purchase_id, step, status)` of a result frame.
+pub fn result_of(frame: &SseFrame) -> (u64, String, String) {
+    let v: Value = serde_json::from_str(&frame.data)
+        .unwrap_or_else(|e| panic!("result frame is not JSON ({e}): {}", frame.raw));
+    (
+        v["purchase_id"].as_u64().unwrap(),
+        v["step"].as_str().unwrap().to_owned(),
+        v["status"].as_str().unwrap().to_owned(),
+    )
 }
 
 type Body = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Vec<u8>, String>>>>;
@@ -322,46 +314,35 @@ type Body = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Vec<u8>, St
 /// A live SSE response body.
 pub struct SseStream {
     body: Body,
-    buf: Vec<u8>,
+    parser: sagashop::sse_client::Parser,
     pub headers: awc::http::header::HeaderMap,
 }
 
 impl SseStream {
-    /// The next frame that is not a comment, or `None` when none arrives within `wait`.
-    pub async fn next_frame(&mut self, wait: Duration) -> Option<SseFrame> {
+    /// The next frame, keep-alive comments included, or `None` when none arrives within
+    /// `wait` or the stream ends.
+    pub async fn next_block(&mut self, wait: Duration) -> Option<SseFrame> {
         let deadline = actix_rt::time::Instant::now() + wait;
         loop {
-            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\n\n") {
-                let raw: Vec<u8> = self.buf.drain(..pos + 2).collect();
-                let raw = String::from_utf8(raw).unwrap();
-                let mut frame = SseFrame {
-                    id: None,
-                    event: None,
-                    data: String::new(),
-                    raw: raw.clone(),
-                };
-                let mut comment_only = true;
-                for line in raw.lines() {
-                    if let Some(v) = line.strip_prefix("id: ") {
-                        frame.id = Some(v.parse().unwrap());
-                    } else if let Some(v) = line.strip_prefix("event: ") {
-                        frame.event = Some(v.to_owned());
-                    } else if let Some(v) = line.strip_prefix("data: ") {
-                        frame.data = v.to_owned();
-                    } else {
-                        continue;
-                    }
-                    comment_only = false;
-                }
-                if comment_only {
-                    continue;
-                }
+            if let Some(frame) = self.parser.next_frame() {
                 return Some(frame);
             }
             let left = deadline.checked_duration_since(actix_rt::time::Instant::now())?;
             match actix_rt::time::timeout(left, self.body.next()).await {
-                Ok(Some(Ok(chunk))) => self.buf.extend_from_slice(&chunk),
+                Ok(Some(Ok(chunk))) => self.parser.push(&chunk),
                 _ => return None,
+            }
+        }
+    }
+
+    /// The next frame that is not a comment, or `None` when none arrives within `wait`.
+    pub async fn next_frame(&mut self, wait: Duration) -> Option<SseFrame> {
+        let deadline = actix_rt::time::Instant::now() + wait;
+        loop {
+            let left = deadline.checked_duration_since(actix_rt::time::Instant::now())?;
+            let frame = self.next_block(left).await?;
+            if !frame.is_comment_only() {
+                return Some(frame);
             }
         }
     }
@@ -407,7 +388,7 @@ pub const INVENTORY_FAILURE: [(&str, &str); 3] = [
 pub fn steps_of(frames: &[SseFrame], purchase_id: u64) -> Vec<(String, String)> {
     frames
         .iter()
-        .map(SseFrame::result)
+        .map(result_of)
         .filter(|(p, _, _)| *p == purchase_id)
         .map(|(_, s, st)| (s, st))
         .collect()
@@ -511,30 +492,6 @@ impl TestApp {
     pub async fn spawn_in(data_dir: &std::path::Path, adjust: impl FnOnce(&mut Config)) -> Self {
         let config = Config::embedded(data_dir);
         Self::launch(config, tempfile::tempdir().unwrap(), adjust).await
-    }
-}
-
-impl SseStream {
-    /// Reads raw bytes until `needle` appears in what is buffered; false after `wait`.
-    /// Buffered frames stay available to `next_frame`.
-    pub async fn saw_raw(&mut self, needle: &str, wait: Duration) -> bool {
-        let deadline = actix_rt::time::Instant::now() + wait;
-        loop {
-            if self
-                .buf
-                .windows(needle.len())
-                .any(|w| w == needle.as_bytes())
-            {
-                return true;
-            }
-            let Some(left) = deadline.checked_duration_since(actix_rt::time::Instant::now()) else {
-                return false;
-            };
-            match actix_rt::time::timeout(left, self.body.next()).await {
-                Ok(Some(Ok(chunk))) => self.buf.extend_from_slice(&chunk),
-                _ => return false,
-            }
-        }
     }
 }
 
