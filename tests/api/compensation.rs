@@ -10,7 +10,6 @@ use sagashop::domain::purchase::Step;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(10);
-const QUIET: Duration = Duration::from_millis(1500);
 
 async fn assert_no_order_nor_payment(app: &TestApp, token: &str, purchase: u64) {
     let order = app
@@ -42,7 +41,8 @@ async fn failing_step_is_compensated(failing: Step, name: &str) {
     let view = app.wait_finished(&c.access, purchase).await;
     assert_eq!(view["status"], "ROLLED_BACK");
     assert_eq!(view_steps(&view), want);
-    sse.expect_silence(QUIET).await;
+    app.assert_quiet(&mut sse).await;
+    assert_eq!(app.faults.fired(Fault::StepFails(failing)), 1);
     assert_eq!(app.inventory(p1).await, 10);
     assert_eq!(app.inventory(p2).await, 5);
     assert_eq!(app.listed_inventory(p1).await, 10);
@@ -75,8 +75,14 @@ async fn refused_inventory_step_gives_the_inventory_failure_sequence() {
     app.faults.fail_step(Step::UpdateProductInventory, true);
     let mut sse = app.subscribe(&c.access, None).await;
     let purchase = app.purchase_ok(&c.access, &[(p1, 3)]).await;
-    app.expect_refused_at_inventory(&mut sse, &c.access, purchase, WAIT, QUIET)
+    app.expect_refused_at_inventory(&mut sse, &c.access, purchase)
         .await;
+    // The purchase, then the quiet check's marker purchase.
+    assert_eq!(
+        app.faults
+            .fired(Fault::StepFails(Step::UpdateProductInventory)),
+        2
+    );
     assert_eq!(app.inventory(p1).await, 10);
     assert_no_order_nor_payment(&app, &c.access, purchase).await;
 }
@@ -97,7 +103,14 @@ async fn compensation_errors_within_budget_are_invisible() {
     assert_eq!(steps_of(&frames, purchase), want);
     let view = app.wait_finished(&c.access, purchase).await;
     assert_eq!(view["status"], "ROLLED_BACK");
-    sse.expect_silence(QUIET).await;
+    assert_eq!(view_steps(&view), want);
+    app.assert_quiet(&mut sse).await;
+    assert_eq!(app.faults.fired(Fault::StepFails(Step::CreatePayment)), 1);
+    assert_eq!(
+        app.faults
+            .fired(Fault::CompensationFails(Step::CreateOrder)),
+        3
+    );
     assert_eq!(app.inventory(p1).await, 10);
     assert_no_order_nor_payment(&app, &c.access, purchase).await;
 }
@@ -130,7 +143,13 @@ async fn exhausted_compensation_reports_rollback_fail_once_then_recovers() {
     let view = app.wait_finished(&c.access, purchase).await;
     assert_eq!(view["status"], "ROLLED_BACK");
     assert_eq!(view_steps(&view), want);
-    sse.expect_silence(QUIET).await;
+    app.assert_quiet(&mut sse).await;
+    assert_eq!(app.faults.fired(Fault::StepFails(Step::CreatePayment)), 1);
+    assert_eq!(
+        app.faults
+            .fired(Fault::CompensationFails(Step::CreateOrder)),
+        7
+    );
     assert_eq!(app.inventory(p1).await, 10);
     assert_eq!(app.listed_inventory(p1).await, 10);
     assert_no_order_nor_payment(&app, &c.access, purchase).await;
@@ -155,8 +174,14 @@ async fn purchase_shows_rollback_failed_while_compensation_keeps_failing() {
         .wait_status(&c.access, purchase, "ROLLBACK_FAILED", WAIT)
         .await;
     assert_eq!(view_steps(&view), want[..8].to_vec());
-    // Retries go on (several backoff periods) without another event.
-    sse.expect_silence(Duration::from_secs(2)).await;
+    // Retries go on (three more failed attempts) without another event.
+    let failures = app
+        .faults
+        .fired(Fault::CompensationFails(Step::CreateOrder));
+    assert!(failures >= 2, "{failures} failures before ROLLBACK_FAILED");
+    app.wait_fired(Fault::CompensationFails(Step::CreateOrder), failures + 3)
+        .await;
+    app.assert_quiet(&mut sse).await;
     let view = app.purchase_view(&c.access, purchase).await;
     assert_eq!(view["status"], "ROLLBACK_FAILED");
     assert_eq!(view_steps(&view).len(), 8);
@@ -173,7 +198,7 @@ async fn purchase_shows_rollback_failed_while_compensation_keeps_failing() {
     let view = app.wait_finished(&c.access, purchase).await;
     assert_eq!(view["status"], "ROLLED_BACK");
     assert_eq!(view_steps(&view), want);
-    sse.expect_silence(QUIET).await;
+    app.assert_quiet(&mut sse).await;
     assert_eq!(app.inventory(p1).await, 10);
     assert_no_order_nor_payment(&app, &c.access, purchase).await;
 }

@@ -8,7 +8,6 @@ use sagashop::domain::purchase::Step;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(15);
-const QUIET: Duration = Duration::from_millis(1500);
 
 async fn assert_no_order_nor_payment(app: &TestApp, token: &str, purchase: u64) {
     let order = app
@@ -35,7 +34,7 @@ async fn succeeds_exactly_once(app: &TestApp) {
     let view = app.wait_finished(&c.access, purchase).await;
     assert_eq!(view["status"], "SUCCEEDED");
     assert_eq!(view_steps(&view), expected(&HAPPY_PATH));
-    sse.expect_silence(QUIET).await;
+    app.assert_quiet(&mut sse).await;
     assert_eq!(app.inventory(p1).await, 18);
     assert_eq!(app.inventory(p2).await, 6);
     assert_eq!(app.listed_inventory(p1).await, 18);
@@ -71,6 +70,8 @@ async fn duplicate_delivery_success_applies_every_step_once() {
     let app = TestApp::spawn().await;
     app.faults.duplicate_deliveries(true);
     succeeds_exactly_once(&app).await;
+    // Each of the three steps at least (the quiet check's marker adds its own).
+    assert!(app.faults.fired(Fault::DuplicateDelivery) >= 3);
 }
 
 async fn duplicate_delivery_compensation(failing: Step, name: &str) {
@@ -86,11 +87,17 @@ async fn duplicate_delivery_compensation(failing: Step, name: &str) {
     assert_eq!(steps_of(&frames, purchase), want);
     let view = app.wait_finished(&c.access, purchase).await;
     assert_eq!(view["status"], "ROLLED_BACK");
-    sse.expect_silence(QUIET).await;
+    app.assert_quiet(&mut sse).await;
     // restored exactly once: the original stock, not more
     assert_eq!(app.inventory(p1).await, 20);
     assert_eq!(app.listed_inventory(p1).await, 20);
     assert_no_order_nor_payment(&app, &c.access, purchase).await;
+    assert_eq!(
+        app.faults.fired(Fault::StepFails(failing)),
+        2,
+        "delivered twice"
+    );
+    assert!(app.faults.fired(Fault::DuplicateDelivery) >= 2);
 }
 
 #[actix_rt::test]
@@ -111,8 +118,9 @@ async fn duplicate_delivery_insufficient_stock_changes_nothing() {
     let p1 = app.create_product("product1", 100, 3).await;
     let mut sse = app.subscribe(&c.access, None).await;
     let purchase = app.purchase_ok(&c.access, &[(p1, 4)]).await;
-    app.expect_refused_at_inventory(&mut sse, &c.access, purchase, WAIT, QUIET)
+    app.expect_refused_at_inventory(&mut sse, &c.access, purchase)
         .await;
+    assert!(app.faults.fired(Fault::DuplicateDelivery) >= 1);
     assert_eq!(app.inventory(p1).await, 3);
     // and a purchase that fits still succeeds exactly once
     let ok = app.purchase_ok(&c.access, &[(p1, 3)]).await;
@@ -130,6 +138,7 @@ async fn saga_actor_crash_is_restarted_without_duplicates() {
     let app = TestApp::spawn().await;
     app.faults.panic_sagas(1);
     succeeds_exactly_once(&app).await;
+    assert_eq!(app.faults.fired(Fault::SagaPanic), 1);
 }
 
 #[actix_rt::test]
@@ -137,6 +146,7 @@ async fn repeated_saga_actor_crashes_still_finish_once() {
     let app = TestApp::spawn().await;
     app.faults.panic_sagas(3);
     succeeds_exactly_once(&app).await;
+    assert_eq!(app.faults.fired(Fault::SagaPanic), 3);
 }
 
 #[actix_rt::test]
@@ -156,7 +166,10 @@ async fn crash_and_duplicate_delivery_during_compensation() {
         app.wait_finished(&c.access, purchase).await["status"],
         "ROLLED_BACK"
     );
-    sse.expect_silence(QUIET).await;
+    app.assert_quiet(&mut sse).await;
     assert_eq!(app.inventory(p1).await, 20);
     assert_no_order_nor_payment(&app, &c.access, purchase).await;
+    assert_eq!(app.faults.fired(Fault::SagaPanic), 2);
+    assert!(app.faults.fired(Fault::StepFails(Step::CreatePayment)) >= 1);
+    assert!(app.faults.fired(Fault::DuplicateDelivery) >= 1);
 }
