@@ -410,11 +410,10 @@ async fn sigterm_shuts_down_gracefully_and_keeps_the_data() {
     )
     .await;
     assert_eq!(status, 201);
+    #[allow(unsafe_code)] // libc has no safe kill(2)
     // SAFETY: kill(2) on the child we spawned.
-    assert_eq!(
-        unsafe { libc::kill(node.child.id() as i32, libc::SIGTERM) },
-        0
-    );
+    let signalled = unsafe { libc::kill(node.child.id() as i32, libc::SIGTERM) };
+    assert_eq!(signalled, 0);
     let mut exited = None;
     for _ in 0..100 {
         if let Some(status) = node.child.try_wait().unwrap() {
