@@ -7,22 +7,8 @@ use std::time::Duration;
 
 use crate::support::*;
 use sagashop::domain::purchase::Step;
-use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-async fn assert_no_order_nor_payment(app: &TestApp, token: &str, purchase: u64) {
-    let order = app
-        .get(&format!("/api/order/{purchase}"), Some(token))
-        .await;
-    assert_eq!(order.status, 404);
-    assert_eq!(order.json(), json!({"msg": "order not found"}));
-    let payment = app
-        .get(&format!("/api/payment/{purchase}"), Some(token))
-        .await;
-    assert_eq!(payment.status, 404);
-    assert_eq!(payment.json(), json!({"msg": "payment not found"}));
-}
 
 /// Runs one purchase with `failing` refused and checks stream, status and effects.
 async fn failing_step_is_compensated(failing: Step, name: &str) {
@@ -87,6 +73,28 @@ async fn refused_inventory_step_gives_the_inventory_failure_sequence() {
     assert_no_order_nor_payment(&app, &c.access, purchase).await;
 }
 
+/// With the payment step refused and the order's compensation failing `failures` times:
+/// the stream and the step log tell `want`, the purchase ends ROLLED_BACK, nothing follows,
+/// and both faults fired as often as injected.
+async fn payment_refused_and_rolled_back(
+    app: &TestApp,
+    sse: &mut SseStream,
+    token: &str,
+    purchase: u64,
+    want: &[(String, String)],
+    failures: u64,
+) {
+    let frames = sse.take(want.len(), DEADLINE).await;
+    assert_eq!(steps_of(&frames, purchase), want);
+    let view = app.wait_finished(token, purchase).await;
+    assert_eq!(view["status"], "ROLLED_BACK");
+    assert_eq!(view_steps(&view), want);
+    app.assert_quiet(sse).await;
+    assert_eq!(app.faults.fired(Fault::StepFails(Step::CreatePayment)), 1);
+    let compensation = Fault::CompensationFails(Step::CreateOrder);
+    assert_eq!(app.faults.fired(compensation), failures);
+}
+
 /// A compensation that fails fewer times than its budget is simply retried: the customer
 /// sees the ordinary compensation sequence, no STATUS_ROLLBACK_FAIL.
 #[actix_rt::test]
@@ -99,18 +107,7 @@ async fn compensation_errors_within_budget_are_invisible() {
     let mut sse = app.subscribe(&c.access, None).await;
     let purchase = app.purchase_ok(&c.access, &[(p1, 2)]).await;
     let want = compensation_path("CREATE_PAYMENT");
-    let frames = sse.take(want.len(), WAIT).await;
-    assert_eq!(steps_of(&frames, purchase), want);
-    let view = app.wait_finished(&c.access, purchase).await;
-    assert_eq!(view["status"], "ROLLED_BACK");
-    assert_eq!(view_steps(&view), want);
-    app.assert_quiet(&mut sse).await;
-    assert_eq!(app.faults.fired(Fault::StepFails(Step::CreatePayment)), 1);
-    assert_eq!(
-        app.faults
-            .fired(Fault::CompensationFails(Step::CreateOrder)),
-        3
-    );
+    payment_refused_and_rolled_back(&app, &mut sse, &c.access, purchase, &want, 3).await;
     assert_eq!(app.inventory(p1).await, 10);
     assert_no_order_nor_payment(&app, &c.access, purchase).await;
 }
@@ -138,18 +135,7 @@ async fn exhausted_compensation_reports_rollback_fail_once_then_recovers() {
     let mut sse = app.subscribe(&c.access, None).await;
     let purchase = app.purchase_ok(&c.access, &[(p1, 2)]).await;
     let want = rollback_fail_path();
-    let frames = sse.take(want.len(), Duration::from_secs(20)).await;
-    assert_eq!(steps_of(&frames, purchase), want);
-    let view = app.wait_finished(&c.access, purchase).await;
-    assert_eq!(view["status"], "ROLLED_BACK");
-    assert_eq!(view_steps(&view), want);
-    app.assert_quiet(&mut sse).await;
-    assert_eq!(app.faults.fired(Fault::StepFails(Step::CreatePayment)), 1);
-    assert_eq!(
-        app.faults
-            .fired(Fault::CompensationFails(Step::CreateOrder)),
-        7
-    );
+    payment_refused_and_rolled_back(&app, &mut sse, &c.access, purchase, &want, 7).await;
     assert_eq!(app.inventory(p1).await, 10);
     assert_eq!(app.listed_inventory(p1).await, 10);
     assert_no_order_nor_payment(&app, &c.access, purchase).await;

@@ -9,19 +9,6 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-async fn assert_no_order_nor_payment(app: &TestApp, token: &str, purchase: u64) {
-    let order = app
-        .get(&format!("/api/order/{purchase}"), Some(token))
-        .await;
-    assert_eq!(order.status, 404);
-    assert_eq!(order.json(), json!({"msg": "order not found"}));
-    let payment = app
-        .get(&format!("/api/payment/{purchase}"), Some(token))
-        .await;
-    assert_eq!(payment.status, 404);
-    assert_eq!(payment.json(), json!({"msg": "payment not found"}));
-}
-
 /// A successful two-item purchase: exactly six events, one order, one payment, stock once.
 async fn succeeds_exactly_once(app: &TestApp) {
     let c = app.sign_up().await;

@@ -402,17 +402,6 @@ async fn multi_item_amount_and_sorted_order_items() {
     assert_eq!(app.listed_inventory(p2).await, 58);
 }
 
-async fn assert_no_order_nor_payment(app: &TestApp, token: &str, purchase: u64) {
-    let order = app
-        .get(&format!("/api/order/{purchase}"), Some(token))
-        .await;
-    assert_msg(&order, 404, "order not found");
-    let payment = app
-        .get(&format!("/api/payment/{purchase}"), Some(token))
-        .await;
-    assert_msg(&payment, 404, "payment not found");
-}
-
 #[actix_rt::test]
 async fn insufficient_inventory_three_events_and_nothing_else() {
     let app = TestApp::spawn().await;

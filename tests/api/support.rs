@@ -480,6 +480,20 @@ impl TestApp {
     }
 }
 
+/// Asserts that `purchase` left neither an order nor a payment (both 404 with their message).
+pub async fn assert_no_order_nor_payment(app: &TestApp, token: &str, purchase: u64) {
+    for (record, msg) in [
+        ("order", "order not found"),
+        ("payment", "payment not found"),
+    ] {
+        let r = app
+            .get(&format!("/api/{record}/{purchase}"), Some(token))
+            .await;
+        assert_eq!(r.status, 404, "{record} of {purchase}");
+        assert_eq!(r.json(), json!({ "msg": msg }), "{record} of {purchase}");
+    }
+}
+
 /// `(step, status)` pairs of a purchase view's `steps`, in order.
 pub fn view_steps(view: &Value) -> Vec<(String, String)> {
     view["steps"]
