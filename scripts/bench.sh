@@ -20,7 +20,7 @@ DATE=$(date -u +%Y-%m-%d)
 OUT=bench/results/$DATE.json
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
-cargo build --release --quiet
+cargo build --release --quiet --features faults
 BIN=$CARGO_TARGET_DIR/release/sagashop
 
 runs=()

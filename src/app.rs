@@ -74,6 +74,7 @@ where
 
 /// Benchmark switch (`--hold-payments`): payment commands wait until the process gets
 /// SIGUSR1, so sagas pile up in flight.
+#[cfg(feature = "faults")]
 fn hold_payments_until_sigusr1(faults: Arc<Faults>) {
     faults.hold_step(Step::CreatePayment, true);
     tracing::warn!("payment step held until SIGUSR1 (--hold-payments)");
@@ -149,7 +150,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
     let (payment, payment_steps) =
         participant_thread(&mut arbiters, PaymentService::new(core), steps);
     if config.hold_payments {
+        #[cfg(feature = "faults")]
         hold_payments_until_sigusr1(faults.clone());
+        #[cfg(not(feature = "faults"))]
+        anyhow::bail!("--hold-payments needs a build with fault switches: --features faults");
     }
     let hub = ResultHub::default().start();
 

@@ -84,6 +84,7 @@ enum SagasCommand {
 /// instead of keeping them in per-thread arenas, which would hold ~20 MiB per thread that
 /// ever hashed a password.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)] // libc has no safe mallopt
 fn release_large_allocations() {
     // SAFETY: mallopt only changes allocator tuning; called before any other thread exists.
     unsafe {

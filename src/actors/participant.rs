@@ -28,16 +28,18 @@ pub trait StepRunner: Clone + Unpin + 'static {
 
 type Waiting = (StepCommand, oneshot::Sender<Result<StepOutcome, StepError>>);
 
-/// How often a participant whose step is held checks for its release.
-const HOLD_POLL: std::time::Duration = std::time::Duration::from_millis(100);
-
 /// The participant actor of one service.
 pub struct Participant<R: StepRunner> {
     runner: R,
     step: Step,
+    /// Read only by the hold switch, which exists only with the `faults` feature.
+    #[cfg_attr(not(feature = "faults"), allow(dead_code))]
     faults: Arc<Faults>,
     queue: Vec<Waiting>,
     busy: bool,
+    /// A fault switch holds this step and a wake-up on its release is armed.
+    #[cfg(feature = "faults")]
+    awaiting_release: bool,
 }
 
 impl<R: StepRunner> Participant<R> {
@@ -49,14 +51,36 @@ impl<R: StepRunner> Participant<R> {
             faults,
             queue: Vec::new(),
             busy: false,
+            #[cfg(feature = "faults")]
+            awaiting_release: false,
         }
     }
 
     /// Starts a batch unless one is running, nothing waits, or the step is held.
     fn maybe_flush(&mut self, ctx: &mut Context<Self>) {
-        if !self.busy && !self.queue.is_empty() && !self.faults.holds(self.step) {
-            self.flush(ctx);
+        if self.busy || self.queue.is_empty() {
+            return;
         }
+        #[cfg(feature = "faults")]
+        if self.faults.holds(self.step) {
+            self.flush_on_release(ctx);
+            return;
+        }
+        self.flush(ctx);
+    }
+
+    /// The step is held by a fault switch: flush as soon as it is released (a wake-up, not
+    /// a poll; one armed at a time).
+    #[cfg(feature = "faults")]
+    fn flush_on_release(&mut self, ctx: &mut Context<Self>) {
+        if std::mem::replace(&mut self.awaiting_release, true) {
+            return;
+        }
+        let released = self.faults.released(self.step);
+        ctx.spawn(released.into_actor(self).map(|(), act, ctx| {
+            act.awaiting_release = false;
+            act.maybe_flush(ctx);
+        }));
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
@@ -86,7 +110,6 @@ impl<R: StepRunner> Actor for Participant<R> {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(usize::MAX >> 4);
-        ctx.run_interval(HOLD_POLL, |act, ctx| act.maybe_flush(ctx));
     }
 }
 
@@ -94,6 +117,8 @@ impl<R: StepRunner> Handler<StepCommand> for Participant<R> {
     type Result = ResponseFuture<Result<StepOutcome, StepError>>;
 
     fn handle(&mut self, cmd: StepCommand, ctx: &mut Context<Self>) -> Self::Result {
+        #[cfg(feature = "faults")]
+        self.faults.hold_command(self.step);
         let (reply, answer) = oneshot::channel();
         self.queue.push((cmd, reply));
         self.maybe_flush(ctx);

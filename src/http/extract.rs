@@ -100,7 +100,7 @@ struct FoldedVisitor;
 impl<'de> Visitor<'de> for FoldedVisitor {
     type Value = Folded;
 
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("any JSON value")
     }
     fn visit_bool<E>(self, v: bool) -> Result<Folded, E> {

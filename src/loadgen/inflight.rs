@@ -61,8 +61,10 @@ pub(super) async fn run(args: &LoadgenArgs, n: u64) -> anyhow::Result<InflightRe
         .collect();
     actix_rt::time::sleep(Duration::from_secs(2)).await;
     let memory_while_held = server_memory(pid);
+    #[allow(unsafe_code)] // libc has no safe kill(2)
     // SAFETY: kill(2) with a pid the user gave; it only sends a signal.
-    if unsafe { libc::kill(pid as i32, libc::SIGUSR1) } != 0 {
+    let signalled = unsafe { libc::kill(pid as i32, libc::SIGUSR1) };
+    if signalled != 0 {
         anyhow::bail!("cannot signal pid {pid}");
     }
     let released = Instant::now();

@@ -5,7 +5,6 @@
 pub mod ceiling;
 mod inflight;
 mod invariants;
-pub mod sse;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -24,7 +23,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use sse::FrameParser;
+use sagashop::sse_client::Parser as FrameParser;
 
 /// Settings of `sagashop loadgen`.
 #[derive(Debug, Clone, Args)]

@@ -1,29 +1,13 @@
 //! Idempotent steps and durable sagas (API.md "Deliberately better" 2 and 3): every command
 //! delivered twice, or the saga actor crashing, must change nothing the customer can see.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use sagashop::domain::purchase::Step;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(15);
-const QUIET: Duration = Duration::from_millis(1500);
-
-async fn assert_no_order_nor_payment(app: &TestApp, token: &str, purchase: u64) {
-    let order = app
-        .get(&format!("/api/order/{purchase}"), Some(token))
-        .await;
-    assert_eq!(order.status, 404);
-    assert_eq!(order.json(), json!({"msg": "order not found"}));
-    let payment = app
-        .get(&format!("/api/payment/{purchase}"), Some(token))
-        .await;
-    assert_eq!(payment.status, 404);
-    assert_eq!(payment.json(), json!({"msg": "payment not found"}));
-}
 
 /// A successful two-item purchase: exactly six events, one order, one payment, stock once.
 async fn succeeds_exactly_once(app: &TestApp) {
@@ -37,7 +21,7 @@ async fn succeeds_exactly_once(app: &TestApp) {
     let view = app.wait_finished(&c.access, purchase).await;
     assert_eq!(view["status"], "SUCCEEDED");
     assert_eq!(view_steps(&view), expected(&HAPPY_PATH));
-    sse.expect_silence(QUIET).await;
+    app.assert_quiet(&mut sse).await;
     assert_eq!(app.inventory(p1).await, 18);
     assert_eq!(app.inventory(p2).await, 6);
     assert_eq!(app.listed_inventory(p1).await, 18);
@@ -73,6 +57,8 @@ async fn duplicate_delivery_success_applies_every_step_once() {
     let app = TestApp::spawn().await;
     app.faults.duplicate_deliveries(true);
     succeeds_exactly_once(&app).await;
+    // Each of the three steps at least (the quiet check's marker adds its own).
+    assert!(app.faults.fired(Fault::DuplicateDelivery) >= 3);
 }
 
 async fn duplicate_delivery_compensation(failing: Step, name: &str) {
@@ -88,11 +74,17 @@ async fn duplicate_delivery_compensation(failing: Step, name: &str) {
     assert_eq!(steps_of(&frames, purchase), want);
     let view = app.wait_finished(&c.access, purchase).await;
     assert_eq!(view["status"], "ROLLED_BACK");
-    sse.expect_silence(QUIET).await;
+    app.assert_quiet(&mut sse).await;
     // restored exactly once: the original stock, not more
     assert_eq!(app.inventory(p1).await, 20);
     assert_eq!(app.listed_inventory(p1).await, 20);
     assert_no_order_nor_payment(&app, &c.access, purchase).await;
+    assert_eq!(
+        app.faults.fired(Fault::StepFails(failing)),
+        2,
+        "delivered twice"
+    );
+    assert!(app.faults.fired(Fault::DuplicateDelivery) >= 2);
 }
 
 #[actix_rt::test]
@@ -113,8 +105,9 @@ async fn duplicate_delivery_insufficient_stock_changes_nothing() {
     let p1 = app.create_product("product1", 100, 3).await;
     let mut sse = app.subscribe(&c.access, None).await;
     let purchase = app.purchase_ok(&c.access, &[(p1, 4)]).await;
-    app.expect_refused_at_inventory(&mut sse, &c.access, purchase, WAIT, QUIET)
+    app.expect_refused_at_inventory(&mut sse, &c.access, purchase)
         .await;
+    assert!(app.faults.fired(Fault::DuplicateDelivery) >= 1);
     assert_eq!(app.inventory(p1).await, 3);
     // and a purchase that fits still succeeds exactly once
     let ok = app.purchase_ok(&c.access, &[(p1, 3)]).await;
@@ -132,6 +125,7 @@ async fn saga_actor_crash_is_restarted_without_duplicates() {
     let app = TestApp::spawn().await;
     app.faults.panic_sagas(1);
     succeeds_exactly_once(&app).await;
+    assert_eq!(app.faults.fired(Fault::SagaPanic), 1);
 }
 
 #[actix_rt::test]
@@ -139,6 +133,7 @@ async fn repeated_saga_actor_crashes_still_finish_once() {
     let app = TestApp::spawn().await;
     app.faults.panic_sagas(3);
     succeeds_exactly_once(&app).await;
+    assert_eq!(app.faults.fired(Fault::SagaPanic), 3);
 }
 
 #[actix_rt::test]
@@ -158,7 +153,10 @@ async fn crash_and_duplicate_delivery_during_compensation() {
         app.wait_finished(&c.access, purchase).await["status"],
         "ROLLED_BACK"
     );
-    sse.expect_silence(QUIET).await;
+    app.assert_quiet(&mut sse).await;
     assert_eq!(app.inventory(p1).await, 20);
     assert_no_order_nor_payment(&app, &c.access, purchase).await;
+    assert_eq!(app.faults.fired(Fault::SagaPanic), 2);
+    assert!(app.faults.fired(Fault::StepFails(Step::CreatePayment)) >= 1);
+    assert!(app.faults.fired(Fault::DuplicateDelivery) >= 1);
 }

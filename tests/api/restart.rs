@@ -1,9 +1,7 @@
 //! A second start on the same data directory keeps customers, products and the JWT secret
 //! (API.md "Secrets": embedded mode creates its secret once, in the data directory).
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use serde_json::json;
 
 #[actix_rt::test]
@@ -20,7 +18,17 @@ async fn a_restart_on_the_same_data_dir_keeps_accounts_products_and_tokens() {
         .json();
     let secret = std::fs::read_to_string(data.path().join("jwt_secret")).unwrap();
     assert!(!secret.trim().is_empty());
-    drop(first); // no more requests to the first instance
+    // Stopping the first instance frees its port and closes its files before the second
+    // opens them.
+    let first_url = first.url.clone();
+    drop(first);
+    let gone = awc::Client::default()
+        .get(format!("{first_url}/healthz"))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the first instance still answers: {gone:?}");
+    let port: u16 = first_url.rsplit(':').next().unwrap().parse().unwrap();
+    std::net::TcpListener::bind(("127.0.0.1", port)).expect("the first instance's port is free");
 
     // second instance on the same files
     let second = TestApp::spawn_in(data.path(), |_| {}).await;

@@ -2,11 +2,7 @@
 //! flight; once released, the whole backlog runs in batches (one transaction each) and every
 //! saga ends exactly as it would alone.
 
-mod common;
-
-use std::time::Duration;
-
-use common::*;
+use crate::support::*;
 use sagashop::domain::purchase::Step;
 
 #[actix_rt::test]
@@ -20,9 +16,11 @@ async fn a_held_backlog_completes_exactly_once_when_released() {
     let cart: &[(u64, i64)] = &[(p, 2)];
     let ids =
         futures_util::future::join_all((0..40).map(|_| app.purchase_ok(&c.access, cart))).await;
-    // Every saga reaches the payment step and waits there: 5 events each, then silence.
-    let before = sse.take(40 * 5, Duration::from_secs(20)).await;
-    sse.expect_silence(Duration::from_millis(500)).await;
+    // Every saga reaches the payment step and waits there: 5 events each, then nothing.
+    let before = sse.take(40 * 5, DEADLINE).await;
+    app.wait_fired(Fault::StepHeld(Step::CreatePayment), 40)
+        .await;
+    app.assert_quiet(&mut sse).await;
     for id in &ids {
         assert_eq!(
             steps_of(&before, *id),
@@ -45,8 +43,9 @@ async fn a_held_backlog_completes_exactly_once_when_released() {
     );
 
     app.faults.hold_step(Step::CreatePayment, false);
-    let after = sse.take(40, Duration::from_secs(20)).await;
-    sse.expect_silence(Duration::from_millis(500)).await;
+    let after = sse.take(40, DEADLINE).await;
+    app.assert_quiet(&mut sse).await;
+    assert_eq!(app.faults.fired(Fault::StepHeld(Step::CreatePayment)), 40);
     for id in &ids {
         assert_eq!(
             steps_of(&after, *id),
@@ -85,4 +84,8 @@ async fn a_participant_that_panics_keeps_serving_and_the_saga_completes() {
         "SUCCEEDED"
     );
     assert_eq!(app.inventory(p).await, 98);
+    assert_eq!(
+        app.faults.fired(Fault::ParticipantPanic(Step::CreateOrder)),
+        2
+    );
 }

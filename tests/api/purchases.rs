@@ -1,16 +1,13 @@
 //! Purchase API, saga outcomes and the SSE result stream, black-box over HTTP
 //! (ORIGINAL.md §16 items 26-49, as adjusted by API.md).
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::support::*;
 use futures_util::future::join;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(10);
-const QUIET: Duration = Duration::from_millis(1500);
 
 fn now_secs() -> i64 {
     SystemTime::now()
@@ -170,7 +167,7 @@ async fn unknown_product_is_404_and_no_event_follows() {
             .await;
         assert_msg(&r, 404, "product not found");
     }
-    sse.expect_silence(QUIET).await;
+    app.assert_quiet(&mut sse).await;
     assert_eq!(app.inventory(p).await, 10);
 }
 
@@ -232,7 +229,7 @@ async fn missing_payment_object_is_400_invalid_parameter() {
         let r = app.post("/api/purchase", Some(&c.access), &body).await;
         assert_msg(&r, 400, "invalid parameter");
     }
-    sse.expect_silence(QUIET).await;
+    app.assert_quiet(&mut sse).await;
     assert_eq!(app.inventory(p).await, 10);
 }
 
@@ -281,7 +278,7 @@ async fn result_without_stream_accept_is_json_null() {
 /// Checks a result frame's wire shape and returns its parsed data.
 fn check_frame(f: &SseFrame, purchase_id: u64) -> Value {
     assert_eq!(f.event.as_deref(), Some("data"), "{f:?}");
-    assert!(f.id.is_some(), "result frame without id: {}", f.raw);
+    assert!(f.event_id().is_some(), "result frame without id: {}", f.raw);
     let v: Value = serde_json::from_str(&f.data).unwrap();
     let ts = v["timestamp"].as_i64().expect("integer timestamp");
     assert!((ts - now_secs()).abs() <= 5, "timestamp {ts} not near now");
@@ -300,7 +297,7 @@ fn check_frame(f: &SseFrame, purchase_id: u64) -> Value {
 }
 
 fn assert_ids_increase(frames: &[SseFrame]) {
-    let ids: Vec<u64> = frames.iter().map(|f| f.id.unwrap()).collect();
+    let ids: Vec<u64> = frames.iter().map(|f| f.event_id().unwrap()).collect();
     assert!(
         ids.windows(2).all(|w| w[0] < w[1]),
         "ids not increasing: {ids:?}"
@@ -329,7 +326,7 @@ async fn stream_headers_and_happy_path_six_events() {
     }
     assert_eq!(steps_of(&frames, purchase), expected(&HAPPY_PATH));
     assert_ids_increase(&frames);
-    sse.expect_silence(QUIET).await;
+    app.assert_quiet(&mut sse).await;
 }
 
 #[actix_rt::test]
@@ -405,17 +402,6 @@ async fn multi_item_amount_and_sorted_order_items() {
     assert_eq!(app.listed_inventory(p2).await, 58);
 }
 
-async fn assert_no_order_nor_payment(app: &TestApp, token: &str, purchase: u64) {
-    let order = app
-        .get(&format!("/api/order/{purchase}"), Some(token))
-        .await;
-    assert_msg(&order, 404, "order not found");
-    let payment = app
-        .get(&format!("/api/payment/{purchase}"), Some(token))
-        .await;
-    assert_msg(&payment, 404, "payment not found");
-}
-
 #[actix_rt::test]
 async fn insufficient_inventory_three_events_and_nothing_else() {
     let app = TestApp::spawn().await;
@@ -431,7 +417,7 @@ async fn insufficient_inventory_three_events_and_nothing_else() {
     assert_ids_increase(&frames);
     let view = app.wait_finished(&c.access, purchase).await;
     assert_eq!(view["status"], "ROLLED_BACK");
-    sse.expect_silence(QUIET).await;
+    app.assert_quiet(&mut sse).await;
     assert_no_order_nor_payment(&app, &c.access, purchase).await;
     assert_eq!(app.inventory(p3).await, 5);
     assert_eq!(app.listed_inventory(p3).await, 5);
@@ -452,7 +438,7 @@ async fn exact_inventory_succeeds_then_one_more_fails() {
     );
     assert_eq!(app.inventory(p4).await, 0);
     let second = app.purchase_ok(&c.access, &[(p4, 1)]).await;
-    app.expect_refused_at_inventory(&mut sse, &c.access, second, WAIT, QUIET)
+    app.expect_refused_at_inventory(&mut sse, &c.access, second)
         .await;
     assert_eq!(app.inventory(p4).await, 0);
     assert_eq!(app.listed_inventory(p4).await, 0);
@@ -466,7 +452,7 @@ async fn duplicate_product_lines_fail_at_inventory() {
     let p1 = app.create_product("product1", 100, 1000).await;
     let mut sse = app.subscribe(&c.access, None).await;
     let purchase = app.purchase_ok(&c.access, &[(p1, 1), (p1, 1)]).await;
-    app.expect_refused_at_inventory(&mut sse, &c.access, purchase, WAIT, QUIET)
+    app.expect_refused_at_inventory(&mut sse, &c.access, purchase)
         .await;
     assert_eq!(app.inventory(p1).await, 1000);
     assert_eq!(app.listed_inventory(p1).await, 1000);
@@ -484,12 +470,12 @@ async fn customers_only_see_their_own_results() {
     let purchase = app.purchase_ok(&c1.access, &[(p1, 1)]).await;
     let frames = s1.take(6, WAIT).await;
     assert_eq!(steps_of(&frames, purchase), expected(&HAPPY_PATH));
-    s2.expect_silence(QUIET).await;
+    app.assert_quiet(&mut s2).await;
     // and C2's purchase reaches only C2
     let other = app.purchase_ok(&c2.access, &[(p1, 1)]).await;
     let frames = s2.take(6, WAIT).await;
     assert_eq!(steps_of(&frames, other), expected(&HAPPY_PATH));
-    s1.expect_silence(QUIET).await;
+    app.assert_quiet(&mut s1).await;
 }
 
 #[actix_rt::test]
@@ -507,11 +493,11 @@ async fn two_concurrent_purchases_stream_twelve_events_in_causal_order() {
     let frames = sse.take(12, WAIT).await;
     assert_eq!(steps_of(&frames, a), expected(&HAPPY_PATH));
     assert_eq!(steps_of(&frames, b), expected(&HAPPY_PATH));
-    let mut ids: Vec<u64> = frames.iter().map(|f| f.id.unwrap()).collect();
+    let mut ids: Vec<u64> = frames.iter().map(|f| f.event_id().unwrap()).collect();
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 12, "event ids must be distinct");
-    sse.expect_silence(QUIET).await;
+    app.assert_quiet(&mut sse).await;
     assert_eq!(app.inventory(p1).await, 997);
 }
 
@@ -526,7 +512,7 @@ async fn no_replay_without_last_event_id() {
         "SUCCEEDED"
     );
     let mut sse = app.subscribe(&c.access, None).await;
-    sse.expect_silence(QUIET).await;
+    app.assert_quiet(&mut sse).await;
 }
 
 #[actix_rt::test]
@@ -538,7 +524,7 @@ async fn resume_with_last_event_id_gets_exactly_the_missed_events() {
     let purchase = app.purchase_ok(&c.access, &[(p1, 1)]).await;
     let head = sse.take(3, WAIT).await;
     drop(sse);
-    let last = head.last().unwrap().id.unwrap();
+    let last = head.last().unwrap().event_id().unwrap();
     let mut sse = app.subscribe(&c.access, Some(last)).await;
     let tail = sse.take(3, WAIT).await;
     for f in &tail {
@@ -547,31 +533,38 @@ async fn resume_with_last_event_id_gets_exactly_the_missed_events() {
     let all: Vec<SseFrame> = head.iter().chain(&tail).cloned().collect();
     assert_eq!(steps_of(&all, purchase), expected(&HAPPY_PATH));
     assert_ids_increase(&all);
-    sse.expect_silence(QUIET).await;
+    app.assert_quiet(&mut sse).await;
 
     // Reconnecting after the saga finished replays from the log too.
     assert_eq!(
         app.wait_finished(&c.access, purchase).await["status"],
         "SUCCEEDED"
     );
-    let mut late = app.subscribe(&c.access, Some(head[0].id.unwrap())).await;
-    let rest = late.take(5, WAIT).await;
+    let mut late = app
+        .subscribe(&c.access, Some(head[0].event_id().unwrap()))
+        .await;
+    // The replay also holds the marker purchase of the quiet check above, after the rest.
+    let replayed = late.take(5 + 3, WAIT).await;
+    let marker = result_of(&replayed[5]).0;
+    assert_eq!(app.markers(), vec![marker]);
+    assert_eq!(steps_of(&replayed, marker), expected(&INVENTORY_FAILURE));
+    let rest = &replayed[..5];
     assert_eq!(
-        steps_of(&rest, purchase),
+        steps_of(rest, purchase),
         expected(&HAPPY_PATH[1..]),
         "replay after the first event"
     );
     assert_eq!(
-        rest.iter().map(|f| f.id).collect::<Vec<_>>(),
-        all[1..].iter().map(|f| f.id).collect::<Vec<_>>()
+        rest.iter().map(|f| f.event_id()).collect::<Vec<_>>(),
+        all[1..].iter().map(|f| f.event_id()).collect::<Vec<_>>()
     );
-    late.expect_silence(QUIET).await;
+    app.assert_quiet(&mut late).await;
 
     // ...followed by live events of a new purchase, with no duplicates.
     let next = app.purchase_ok(&c.access, &[(p1, 1)]).await;
     let live = late.take(6, WAIT).await;
     assert_eq!(steps_of(&live, next), expected(&HAPPY_PATH));
-    late.expect_silence(QUIET).await;
+    app.assert_quiet(&mut late).await;
 }
 
 #[actix_rt::test]
@@ -583,7 +576,7 @@ async fn resume_does_not_replay_other_customers_events() {
     let purchase = app.purchase_ok(&c1.access, &[(p1, 1)]).await;
     app.wait_finished(&c1.access, purchase).await;
     let mut sse = app.subscribe(&c2.access, Some(0)).await;
-    sse.expect_silence(QUIET).await;
+    app.assert_quiet(&mut sse).await;
 }
 
 #[actix_rt::test]
@@ -598,8 +591,7 @@ async fn two_streams_of_one_customer_both_get_everything() {
     let f2 = s2.take(6, WAIT).await;
     assert_eq!(steps_of(&f1, purchase), expected(&HAPPY_PATH));
     assert_eq!(f1, f2, "both streams carry the same frames");
-    s1.expect_silence(QUIET).await;
-    s2.expect_silence(Duration::from_millis(100)).await;
+    app.assert_all_quiet(&mut [&mut s1, &mut s2]).await;
 }
 
 #[actix_rt::test]
@@ -720,13 +712,13 @@ async fn resume_during_concurrent_sagas_loses_and_repeats_nothing() {
             futures_util::future::join_all((0..8).map(|_| app.purchase_ok(&c.access, one))).await;
         let head = sse.take(20 + round * 5, WAIT).await;
         drop(sse);
-        let last = head.last().unwrap().id.unwrap();
+        let last = head.last().unwrap().event_id().unwrap();
         for id in &ids {
             app.wait_finished(&c.access, *id).await;
         }
         let mut sse = app.subscribe(&c.access, Some(last)).await;
         let tail = sse.take(48 - head.len(), WAIT).await;
-        sse.expect_silence(Duration::from_millis(500)).await;
+        app.assert_quiet(&mut sse).await;
         let all: Vec<SseFrame> = head.iter().chain(&tail).cloned().collect();
         for id in &ids {
             assert_eq!(
@@ -735,7 +727,7 @@ async fn resume_during_concurrent_sagas_loses_and_repeats_nothing() {
                 "round {round}, purchase {id}"
             );
         }
-        let mut event_ids: Vec<u64> = all.iter().map(|f| f.id.unwrap()).collect();
+        let mut event_ids: Vec<u64> = all.iter().map(|f| f.event_id().unwrap()).collect();
         assert!(
             event_ids.windows(2).all(|w| w[0] < w[1]),
             "round {round}: frames not in id order: {event_ids:?}"
@@ -753,11 +745,10 @@ async fn idle_stream_gets_keep_alive_comments_and_stays_live() {
     let c = app.sign_up().await;
     let p1 = app.create_product("product1", 100, 10).await;
     let mut sse = app.subscribe(&c.access, None).await;
-    assert!(
-        sse.saw_raw(": keep-alive\n\n", Duration::from_secs(5))
-            .await,
-        "no keep-alive comment on an idle stream"
-    );
+    let idle = sse.next_block(Duration::from_secs(5)).await;
+    let idle = idle.expect("no keep-alive comment on an idle stream");
+    assert_eq!(idle.raw, ": keep-alive\n\n", "{idle:?}");
+    assert_eq!(idle.comments, vec!["keep-alive".to_owned()]);
     let purchase = app.purchase_ok(&c.access, &[(p1, 1)]).await;
     let frames = sse.take(6, WAIT).await;
     assert_eq!(steps_of(&frames, purchase), expected(&HAPPY_PATH));

@@ -2,9 +2,7 @@
 //! real binary against a real (embedded) sagashop (the figures it reports must match what
 //! happened, and its invariant check must pass), and the help a user reads.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use serde_json::Value;
 
 /// Runs the built `sagashop` binary with `args` off the actix thread (the app under test

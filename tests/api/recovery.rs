@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use awc::Client;
 use futures_util::StreamExt;
+use sagashop::sse_client::Parser;
 use serde_json::{Value, json};
+
+use crate::support::{DEADLINE, eventually, result_of};
 
 struct Node {
     child: Child,
@@ -59,15 +62,13 @@ async fn start(dir: &std::path::Path, port: u16) -> Node {
         url: format!("http://127.0.0.1:{port}"),
     };
     let client = Client::default();
-    for _ in 0..200 {
-        if let Ok(r) = client.get(format!("{}/healthz", node.url)).send().await
-            && r.status().is_success()
-        {
-            return node;
-        }
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("sagashop did not become healthy");
+    let healthy = eventually(DEADLINE, || async {
+        let r = client.get(format!("{}/healthz", node.url)).send().await;
+        r.is_ok_and(|r| r.status().is_success()).then_some(())
+    })
+    .await;
+    healthy.expect("sagashop did not become healthy");
+    node
 }
 
 async fn call(
@@ -100,9 +101,17 @@ async fn call(
     }
 }
 
-/// Every purchase id the customer's step log mentions (replayed with `Last-Event-ID: 0`).
-async fn purchases_in_log(client: &Client, url: &str, token: &str) -> BTreeSet<u64> {
-    let res = client
+/// Every purchase id the customer's step log mentions (replayed with `Last-Event-ID: 0`), read
+/// until the frames of a marker purchase (refused at the inventory step: more than the
+/// product's stock, so it changes nothing), which are published after everything logged so far.
+/// Returns the ids (the marker's not among them) and the marker's id.
+async fn purchases_in_log(
+    client: &Client,
+    url: &str,
+    token: &str,
+    product: u64,
+) -> (BTreeSet<u64>, u64) {
+    let mut res = client
         .get(format!("{url}/api/purchase/result"))
         .timeout(Duration::from_secs(3600))
         .insert_header(("Accept", "text/event-stream"))
@@ -111,22 +120,42 @@ async fn purchases_in_log(client: &Client, url: &str, token: &str) -> BTreeSet<u
         .send()
         .await
         .unwrap();
-    let mut body = res;
-    let mut text = String::new();
-    while let Ok(Some(Ok(chunk))) =
-        actix_rt::time::timeout(Duration::from_millis(1500), body.next()).await
-    {
-        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    let mut parser = Parser::default();
+    let mut frames = Vec::new();
+    let mut marker = None;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        while let Some(frame) = parser.next_frame() {
+            if frame.is_comment_only() {
+                continue;
+            }
+            if frame.data == "null" {
+                // Subscribed (and the replay is on its way): now the marker.
+                let (status, body) = call(
+                    client,
+                    "POST",
+                    format!("{url}/api/purchase"),
+                    Some(token),
+                    Some(json!({"purchase_items": [{"product_id": product, "amount": 1_000_000}], "payment": {"currency_code": "NT"}})),
+                )
+                .await;
+                assert_eq!(status, 201, "marker purchase: {body}");
+                marker = body["purchase_id"].as_u64();
+                continue;
+            }
+            let id = result_of(&frame).0;
+            if Some(id) == marker {
+                return (frames.into_iter().collect(), id);
+            }
+            frames.push(id);
+        }
+        let chunk = tokio::time::timeout_at(deadline, res.next())
+            .await
+            .expect("the marker purchase reaches the stream in time")
+            .expect("the stream stays open")
+            .unwrap();
+        parser.push(&chunk);
     }
-    text.lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| *d != "null")
-        .map(|d| {
-            serde_json::from_str::<Value>(d).unwrap()["purchase_id"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect()
 }
 
 #[actix_rt::test]
@@ -165,12 +194,14 @@ async fn sigkill_mid_flight_loses_and_doubles_nothing() {
     }
 
     // Fire purchases from several tasks and kill the node while they run.
+    let placed = std::rc::Rc::new(std::cell::Cell::new(0usize));
     let mut tasks = Vec::new();
     for t in 0..6usize {
         let client = client.clone();
         let url = node.url.clone();
         let token = tokens[t % 3].clone();
         let products = products.clone();
+        let placed = placed.clone();
         tasks.push(actix_rt::spawn(async move {
             let mut accepted = Vec::new();
             for i in 0..40usize {
@@ -188,7 +219,10 @@ async fn sigkill_mid_flight_loses_and_doubles_nothing() {
                 )
                 .await;
                 match status {
-                    201 => accepted.push(body["purchase_id"].as_u64().unwrap()),
+                    201 => {
+                        accepted.push(body["purchase_id"].as_u64().unwrap());
+                        placed.set(placed.get() + 1);
+                    }
                     0 => break, // the node is gone
                     other => panic!("unexpected status {other}"),
                 }
@@ -196,7 +230,8 @@ async fn sigkill_mid_flight_loses_and_doubles_nothing() {
             accepted
         }));
     }
-    actix_rt::time::sleep(Duration::from_millis(400)).await;
+    let busy = eventually(DEADLINE, || async { (placed.get() >= 30).then_some(()) }).await;
+    busy.expect("30 purchases accepted before the kill");
     node.kill();
     let mut accepted = BTreeSet::new();
     for task in tasks {
@@ -211,7 +246,8 @@ async fn sigkill_mid_flight_loses_and_doubles_nothing() {
     // Every purchase any customer's log knows of, plus every one we were told was accepted.
     let mut owner: BTreeMap<u64, String> = BTreeMap::new();
     for token in &tokens {
-        for id in purchases_in_log(&client, &node.url, token).await {
+        let (ids, _marker) = purchases_in_log(&client, &node.url, token, products[0]).await;
+        for id in ids {
             owner.insert(id, token.clone());
         }
     }
@@ -243,7 +279,7 @@ async fn sigkill_mid_flight_loses_and_doubles_nothing() {
     let mut sold: BTreeMap<u64, i64> = BTreeMap::new();
     let (mut succeeded, mut rolled_back) = (0, 0);
     for (id, token) in &owner {
-        let view = loop {
+        let finished = eventually(DEADLINE, || async {
             let (s, v) = call(
                 &client,
                 "GET",
@@ -253,11 +289,10 @@ async fn sigkill_mid_flight_loses_and_doubles_nothing() {
             )
             .await;
             assert_eq!(s, 200);
-            if v["status"] != "PENDING" {
-                break v;
-            }
-            actix_rt::time::sleep(Duration::from_millis(100)).await;
-        };
+            (v["status"] != "PENDING").then_some(v)
+        })
+        .await;
+        let view = finished.unwrap_or_else(|| panic!("purchase {id} did not finish"));
         let (order_status, order) = call(
             &client,
             "GET",
@@ -375,11 +410,10 @@ async fn sigterm_shuts_down_gracefully_and_keeps_the_data() {
     )
     .await;
     assert_eq!(status, 201);
+    #[allow(unsafe_code)] // libc has no safe kill(2)
     // SAFETY: kill(2) on the child we spawned.
-    assert_eq!(
-        unsafe { libc::kill(node.child.id() as i32, libc::SIGTERM) },
-        0
-    );
+    let signalled = unsafe { libc::kill(node.child.id() as i32, libc::SIGTERM) };
+    assert_eq!(signalled, 0);
     let mut exited = None;
     for _ in 0..100 {
         if let Some(status) = node.child.try_wait().unwrap() {

@@ -1,10 +1,8 @@
 //! The README's walkthrough, end to end, on the embedded default.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use serde_json::json;
 
 #[actix_rt::test]

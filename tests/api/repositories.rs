@@ -1,9 +1,10 @@
 //! The repository layer on both backends: every check runs against SQLite files and against
-//! the local MariaDB (a fresh set of databases per run). In CI (`CI` set) an unreachable
-//! MariaDB fails the test; elsewhere the MariaDB run says clearly that it did not run.
+//! the local MariaDB (a fresh set of databases per run, dropped even when the test fails). In
+//! CI (`CI` set) an unreachable MariaDB fails the test; elsewhere it is reported as SKIPPED.
 
 use std::sync::Arc;
 
+use crate::support::mariadb::Databases;
 use sagashop::config::{Config, ServiceDb};
 use sagashop::db::DbPool;
 use sagashop::db::accounts::{Accounts, Customer, PersonChange};
@@ -15,11 +16,6 @@ use sagashop::domain::purchase::{
     Currency, Purchase, PurchaseItem, Step, StepEvent, StepOutcome, StepStatus,
 };
 use sagashop::domain::saga::{Call, Saga, SagaState, StepCommand};
-
-fn mysql_server() -> String {
-    std::env::var("SAGASHOP_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
-}
 
 struct Repos {
     accounts: Accounts,
@@ -465,43 +461,14 @@ async fn repositories_on_sqlite() {
 
 #[actix_rt::test]
 async fn repositories_on_mariadb() {
-    let server = mysql_server();
-    let probe = diesel_async::AsyncMysqlConnection::establish(&server).await;
-    if let Err(e) = probe {
-        if std::env::var_os("CI").is_some() {
-            panic!("MariaDB at {server} is required in CI: {e}");
-        }
-        eprintln!("MariaDB tests DID NOT RUN: cannot reach {server}: {e}");
+    let Some(databases) = Databases::create("repositories").await else {
         return;
-    }
-    let run = format!(
-        "sagashop_test_{}_{}",
-        std::process::id(),
-        sagashop::clock::now_ms()
-    );
+    };
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::embedded(dir.path());
-    let url = |db: ServiceDb| Some(format!("{server}/{run}_{}", db.name()).into());
-    config.databases.account_database_url = url(ServiceDb::Account);
-    config.databases.product_database_url = url(ServiceDb::Product);
-    config.databases.order_database_url = url(ServiceDb::Order);
-    config.databases.payment_database_url = url(ServiceDb::Payment);
-    config.databases.saga_database_url = url(ServiceDb::Saga);
-    let repos = open(&config).await;
-    exercise(repos).await;
-    let mut conn = diesel_async::AsyncMysqlConnection::establish(&server)
-        .await
-        .unwrap();
-    for db in ServiceDb::ALL {
-        use diesel_async::RunQueryDsl;
-        diesel::sql_query(format!("DROP DATABASE `{run}_{}`", db.name()))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-    }
+    databases.configure(&mut config.databases);
+    exercise(open(&config).await).await;
 }
-
-use diesel_async::AsyncConnection as _;
 
 /// A data directory written before partitions (one global event sequence) opens with every
 /// saga and log entry in place, and new ids continue above the old ones, so a client's old

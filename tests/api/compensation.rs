@@ -3,29 +3,12 @@
 //! sent only after it committed; a compensation past its retry budget is reported as
 //! STATUS_ROLLBACK_FAIL once and retried until it succeeds.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use sagashop::domain::purchase::Step;
-use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(10);
-const QUIET: Duration = Duration::from_millis(1500);
-
-async fn assert_no_order_nor_payment(app: &TestApp, token: &str, purchase: u64) {
-    let order = app
-        .get(&format!("/api/order/{purchase}"), Some(token))
-        .await;
-    assert_eq!(order.status, 404);
-    assert_eq!(order.json(), json!({"msg": "order not found"}));
-    let payment = app
-        .get(&format!("/api/payment/{purchase}"), Some(token))
-        .await;
-    assert_eq!(payment.status, 404);
-    assert_eq!(payment.json(), json!({"msg": "payment not found"}));
-}
 
 /// Runs one purchase with `failing` refused and checks stream, status and effects.
 async fn failing_step_is_compensated(failing: Step, name: &str) {
@@ -39,12 +22,13 @@ async fn failing_step_is_compensated(failing: Step, name: &str) {
     let want = compensation_path(name);
     let frames = sse.take(want.len(), WAIT).await;
     assert_eq!(steps_of(&frames, purchase), want);
-    let ids: Vec<u64> = frames.iter().map(|f| f.id.unwrap()).collect();
+    let ids: Vec<u64> = frames.iter().map(|f| f.event_id().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     let view = app.wait_finished(&c.access, purchase).await;
     assert_eq!(view["status"], "ROLLED_BACK");
     assert_eq!(view_steps(&view), want);
-    sse.expect_silence(QUIET).await;
+    app.assert_quiet(&mut sse).await;
+    assert_eq!(app.faults.fired(Fault::StepFails(failing)), 1);
     assert_eq!(app.inventory(p1).await, 10);
     assert_eq!(app.inventory(p2).await, 5);
     assert_eq!(app.listed_inventory(p1).await, 10);
@@ -77,10 +61,38 @@ async fn refused_inventory_step_gives_the_inventory_failure_sequence() {
     app.faults.fail_step(Step::UpdateProductInventory, true);
     let mut sse = app.subscribe(&c.access, None).await;
     let purchase = app.purchase_ok(&c.access, &[(p1, 3)]).await;
-    app.expect_refused_at_inventory(&mut sse, &c.access, purchase, WAIT, QUIET)
+    app.expect_refused_at_inventory(&mut sse, &c.access, purchase)
         .await;
+    // The purchase, then the quiet check's marker purchase.
+    assert_eq!(
+        app.faults
+            .fired(Fault::StepFails(Step::UpdateProductInventory)),
+        2
+    );
     assert_eq!(app.inventory(p1).await, 10);
     assert_no_order_nor_payment(&app, &c.access, purchase).await;
+}
+
+/// With the payment step refused and the order's compensation failing `failures` times:
+/// the stream and the step log tell `want`, the purchase ends ROLLED_BACK, nothing follows,
+/// and both faults fired as often as injected.
+async fn payment_refused_and_rolled_back(
+    app: &TestApp,
+    sse: &mut SseStream,
+    token: &str,
+    purchase: u64,
+    want: &[(String, String)],
+    failures: u64,
+) {
+    let frames = sse.take(want.len(), DEADLINE).await;
+    assert_eq!(steps_of(&frames, purchase), want);
+    let view = app.wait_finished(token, purchase).await;
+    assert_eq!(view["status"], "ROLLED_BACK");
+    assert_eq!(view_steps(&view), want);
+    app.assert_quiet(sse).await;
+    assert_eq!(app.faults.fired(Fault::StepFails(Step::CreatePayment)), 1);
+    let compensation = Fault::CompensationFails(Step::CreateOrder);
+    assert_eq!(app.faults.fired(compensation), failures);
 }
 
 /// A compensation that fails fewer times than its budget is simply retried: the customer
@@ -95,11 +107,7 @@ async fn compensation_errors_within_budget_are_invisible() {
     let mut sse = app.subscribe(&c.access, None).await;
     let purchase = app.purchase_ok(&c.access, &[(p1, 2)]).await;
     let want = compensation_path("CREATE_PAYMENT");
-    let frames = sse.take(want.len(), WAIT).await;
-    assert_eq!(steps_of(&frames, purchase), want);
-    let view = app.wait_finished(&c.access, purchase).await;
-    assert_eq!(view["status"], "ROLLED_BACK");
-    sse.expect_silence(QUIET).await;
+    payment_refused_and_rolled_back(&app, &mut sse, &c.access, purchase, &want, 3).await;
     assert_eq!(app.inventory(p1).await, 10);
     assert_no_order_nor_payment(&app, &c.access, purchase).await;
 }
@@ -127,12 +135,7 @@ async fn exhausted_compensation_reports_rollback_fail_once_then_recovers() {
     let mut sse = app.subscribe(&c.access, None).await;
     let purchase = app.purchase_ok(&c.access, &[(p1, 2)]).await;
     let want = rollback_fail_path();
-    let frames = sse.take(want.len(), Duration::from_secs(20)).await;
-    assert_eq!(steps_of(&frames, purchase), want);
-    let view = app.wait_finished(&c.access, purchase).await;
-    assert_eq!(view["status"], "ROLLED_BACK");
-    assert_eq!(view_steps(&view), want);
-    sse.expect_silence(QUIET).await;
+    payment_refused_and_rolled_back(&app, &mut sse, &c.access, purchase, &want, 7).await;
     assert_eq!(app.inventory(p1).await, 10);
     assert_eq!(app.listed_inventory(p1).await, 10);
     assert_no_order_nor_payment(&app, &c.access, purchase).await;
@@ -157,8 +160,14 @@ async fn purchase_shows_rollback_failed_while_compensation_keeps_failing() {
         .wait_status(&c.access, purchase, "ROLLBACK_FAILED", WAIT)
         .await;
     assert_eq!(view_steps(&view), want[..8].to_vec());
-    // Retries go on (several backoff periods) without another event.
-    sse.expect_silence(Duration::from_secs(2)).await;
+    // Retries go on (three more failed attempts) without another event.
+    let failures = app
+        .faults
+        .fired(Fault::CompensationFails(Step::CreateOrder));
+    assert!(failures >= 2, "{failures} failures before ROLLBACK_FAILED");
+    app.wait_fired(Fault::CompensationFails(Step::CreateOrder), failures + 3)
+        .await;
+    app.assert_quiet(&mut sse).await;
     let view = app.purchase_view(&c.access, purchase).await;
     assert_eq!(view["status"], "ROLLBACK_FAILED");
     assert_eq!(view_steps(&view).len(), 8);
@@ -175,7 +184,7 @@ async fn purchase_shows_rollback_failed_while_compensation_keeps_failing() {
     let view = app.wait_finished(&c.access, purchase).await;
     assert_eq!(view["status"], "ROLLED_BACK");
     assert_eq!(view_steps(&view), want);
-    sse.expect_silence(QUIET).await;
+    app.assert_quiet(&mut sse).await;
     assert_eq!(app.inventory(p1).await, 10);
     assert_no_order_nor_payment(&app, &c.access, purchase).await;
 }

@@ -1,9 +1,7 @@
 //! Product scenarios (ORIGINAL.md §16 items 19-24, with API.md's "Deliberately better" changes):
 //! create, get, list and their validation.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 fn text(r: &Reply) -> String {

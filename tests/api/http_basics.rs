@@ -2,9 +2,7 @@
 //! routes and methods, body size limit, JSON whatever the Content-Type, unknown fields, path ids,
 //! health endpoints.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 const CORS: [(&str, &str); 5] = [

@@ -1,13 +1,11 @@
 //! Account scenarios (ORIGINAL.md §16 items 1-18, with API.md's "Deliberately better" changes):
 //! sign-up, login, refresh, the JWT layout, bearer extraction, person and shipping info.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::support::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::*;
 use serde_json::{Value, json};
 
 const SIGNUP: &str = "/api/account/auth/signup";

@@ -1,23 +1,41 @@
 //! Test harness: a real sagashop (embedded SQLite, actix-broker, in-process cache) started
 //! in-process on a random port, an HTTP client, and helpers to drive the public API.
+//!
+//! Tests wait for outcomes, never for time: every wait polls for a state (a purchase's
+//! status, a stream's frame, a fault counter) and fails at a deadline. "Nothing more arrives"
+//! is proven with a marker purchase ([`TestApp::assert_quiet`]), not with a pause.
 
-#![allow(dead_code)]
+pub mod mariadb;
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_rt::Arbiter;
 use awc::Client;
 use futures_util::StreamExt;
-use sagashop::actors::faults::Faults;
+pub use sagashop::actors::faults::{Fault, Faults};
 use sagashop::config::Config;
 use serde_json::{Value, json};
 
-/// A running sagashop and a client for it.
+/// How long any single wait of the harness may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// How long stopping an app's threads may take before the drop reports it.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// A running sagashop and a client for it. Dropping it stops the app: its HTTP server (the
+/// port is free again) and the threads that own its databases.
 pub struct TestApp {
     pub url: String,
     pub faults: Arc<Faults>,
     pub dir: tempfile::TempDir,
     pub client: Client,
+    server: actix_web::dev::ServerHandle,
+    /// The HTTP server's thread, then the app's database threads.
+    threads: Vec<Arbiter>,
+    marker_product: Cell<Option<u64>>,
+    markers: std::cell::RefCell<Vec<u64>>,
 }
 
 /// A response reduced to what tests look at.
@@ -99,14 +117,28 @@ impl TestApp {
         let app = sagashop::app::start(&config).await.expect("app starts");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let server = sagashop::app::http_server(app.state, listener, 1, false).unwrap();
-        actix_rt::spawn(server);
+        // The server runs on a thread of its own, so that a drop can wait for its stop.
+        let http = Arbiter::new();
+        let (started, server) = tokio::sync::oneshot::channel();
+        let state = app.state;
+        http.spawn_fn(move || {
+            let server = sagashop::app::http_server(state, listener, 1, false).unwrap();
+            let _ = started.send(server.handle());
+            actix_rt::spawn(server);
+        });
+        let server = server.await.expect("HTTP server starts");
         let client = Client::builder().timeout(Duration::from_secs(30)).finish();
+        let mut threads = vec![http];
+        threads.extend(app.arbiters);
         TestApp {
             url: format!("http://127.0.0.1:{port}"),
             faults: app.faults,
             dir,
             client,
+            server,
+            threads,
+            marker_product: Cell::new(None),
+            markers: Default::default(),
         }
     }
 
@@ -250,20 +282,18 @@ impl TestApp {
         r.json()["purchase_id"].as_u64().unwrap()
     }
 
-    /// Polls `GET /api/purchase/{id}` until the saga is no longer pending; returns its view.
+    /// Polls `GET /api/purchase/{id}` until the saga is in a terminal state (SUCCEEDED,
+    /// ROLLED_BACK or ROLLBACK_FAILED); returns its view (panics at the [`DEADLINE`]).
     pub async fn wait_finished(&self, token: &str, purchase_id: u64) -> Value {
-        for _ in 0..600 {
-            let r = self
-                .get(&format!("/api/purchase/{purchase_id}"), Some(token))
-                .await;
-            assert_eq!(r.status, 200);
-            let v = r.json();
-            if v["status"] != "PENDING" {
-                return v;
-            }
-            actix_rt::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("purchase {purchase_id} did not finish");
+        let view = eventually(DEADLINE, || async move {
+            let v = self.purchase_view(token, purchase_id).await;
+            let terminal = ["SUCCEEDED", "ROLLED_BACK", "ROLLBACK_FAILED"];
+            terminal
+                .contains(&v["status"].as_str().unwrap_or_default())
+                .then_some(v)
+        })
+        .await;
+        view.unwrap_or_else(|| panic!("purchase {purchase_id} did not finish"))
     }
 
     /// Opens the SSE stream and waits for its first frame (`data: null`: subscribed).
@@ -282,8 +312,9 @@ impl TestApp {
         let headers = res.headers().clone();
         let mut stream = SseStream {
             body: Box::pin(res.map(|c| c.map(|b| b.to_vec()).map_err(|e| e.to_string()))),
-            buf: Vec::new(),
+            parser: Default::default(),
             headers,
+            token: token.to_owned(),
         };
         let first = stream
             .next_frame(Duration::from_secs(10))
@@ -295,26 +326,18 @@ impl TestApp {
     }
 }
 
-/// One parsed SSE frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SseFrame {
-    pub id: Option<u64>,
-    pub event: Option<String>,
-    pub data: String,
-    /// The frame exactly as received.
-    pub raw: String,
-}
+/// One parsed SSE frame: the library's client parser is the only one the tests use.
+pub use sagashop::sse_client::Frame as SseFrame;
 
-impl SseFrame {
-    /// `(purchase_id, step, status)` of a result frame.
-    pub fn result(&self) -> (u64, String, String) {
-        let v: Value = serde_json::from_str(&self.data).unwrap();
-        (
-            v["purchase_id"].as_u64().unwrap(),
-            v["step"].as_str().unwrap().to_owned(),
-            v["status"].as_str().unwrap().to_owned(),
-        )
-    }
+/// `(purchase_id, step, status)` of a result frame.
+pub fn result_of(frame: &SseFrame) -> (u64, String, String) {
+    let v: Value = serde_json::from_str(&frame.data)
+        .unwrap_or_else(|e| panic!("result frame is not JSON ({e}): {}", frame.raw));
+    (
+        v["purchase_id"].as_u64().unwrap(),
+        v["step"].as_str().unwrap().to_owned(),
+        v["status"].as_str().unwrap().to_owned(),
+    )
 }
 
 type Body = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Vec<u8>, String>>>>;
@@ -322,46 +345,37 @@ type Body = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Vec<u8>, St
 /// A live SSE response body.
 pub struct SseStream {
     body: Body,
-    buf: Vec<u8>,
+    parser: sagashop::sse_client::Parser,
     pub headers: awc::http::header::HeaderMap,
+    /// The customer whose results the stream carries.
+    token: String,
 }
 
 impl SseStream {
-    /// The next frame that is not a comment, or `None` when none arrives within `wait`.
-    pub async fn next_frame(&mut self, wait: Duration) -> Option<SseFrame> {
+    /// The next frame, keep-alive comments included, or `None` when none arrives within
+    /// `wait` or the stream ends.
+    pub async fn next_block(&mut self, wait: Duration) -> Option<SseFrame> {
         let deadline = actix_rt::time::Instant::now() + wait;
         loop {
-            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\n\n") {
-                let raw: Vec<u8> = self.buf.drain(..pos + 2).collect();
-                let raw = String::from_utf8(raw).unwrap();
-                let mut frame = SseFrame {
-                    id: None,
-                    event: None,
-                    data: String::new(),
-                    raw: raw.clone(),
-                };
-                let mut comment_only = true;
-                for line in raw.lines() {
-                    if let Some(v) = line.strip_prefix("id: ") {
-                        frame.id = Some(v.parse().unwrap());
-                    } else if let Some(v) = line.strip_prefix("event: ") {
-                        frame.event = Some(v.to_owned());
-                    } else if let Some(v) = line.strip_prefix("data: ") {
-                        frame.data = v.to_owned();
-                    } else {
-                        continue;
-                    }
-                    comment_only = false;
-                }
-                if comment_only {
-                    continue;
-                }
+            if let Some(frame) = self.parser.next_frame() {
                 return Some(frame);
             }
             let left = deadline.checked_duration_since(actix_rt::time::Instant::now())?;
             match actix_rt::time::timeout(left, self.body.next()).await {
-                Ok(Some(Ok(chunk))) => self.buf.extend_from_slice(&chunk),
+                Ok(Some(Ok(chunk))) => self.parser.push(&chunk),
                 _ => return None,
+            }
+        }
+    }
+
+    /// The next frame that is not a comment, or `None` when none arrives within `wait`.
+    pub async fn next_frame(&mut self, wait: Duration) -> Option<SseFrame> {
+        let deadline = actix_rt::time::Instant::now() + wait;
+        loop {
+            let left = deadline.checked_duration_since(actix_rt::time::Instant::now())?;
+            let frame = self.next_block(left).await?;
+            if !frame.is_comment_only() {
+                return Some(frame);
             }
         }
     }
@@ -376,13 +390,6 @@ impl SseStream {
             }
         }
         frames
-    }
-
-    /// Asserts that no result frame arrives within `wait`.
-    pub async fn expect_silence(&mut self, wait: Duration) {
-        if let Some(f) = self.next_frame(wait).await {
-            panic!("unexpected frame: {f:?}");
-        }
     }
 }
 
@@ -407,7 +414,7 @@ pub const INVENTORY_FAILURE: [(&str, &str); 3] = [
 pub fn steps_of(frames: &[SseFrame], purchase_id: u64) -> Vec<(String, String)> {
     frames
         .iter()
-        .map(SseFrame::result)
+        .map(result_of)
         .filter(|(p, _, _)| *p == purchase_id)
         .map(|(_, s, st)| (s, st))
         .collect()
@@ -457,18 +464,33 @@ impl TestApp {
         status: &str,
         wait: Duration,
     ) -> Value {
-        let deadline = std::time::Instant::now() + wait;
-        loop {
+        let last = &Cell::new(Value::Null);
+        let view = eventually(wait, || async move {
             let v = self.purchase_view(token, purchase_id).await;
-            if v["status"] == status {
-                return v;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "purchase {purchase_id} never reached {status}: {v}"
-            );
-            actix_rt::time::sleep(Duration::from_millis(25)).await;
-        }
+            last.set(v.clone());
+            (v["status"] == status).then_some(v)
+        })
+        .await;
+        view.unwrap_or_else(|| {
+            panic!(
+                "purchase {purchase_id} never reached {status}: {}",
+                last.take()
+            )
+        })
+    }
+}
+
+/// Asserts that `purchase` left neither an order nor a payment (both 404 with their message).
+pub async fn assert_no_order_nor_payment(app: &TestApp, token: &str, purchase: u64) {
+    for (record, msg) in [
+        ("order", "order not found"),
+        ("payment", "payment not found"),
+    ] {
+        let r = app
+            .get(&format!("/api/{record}/{purchase}"), Some(token))
+            .await;
+        assert_eq!(r.status, 404, "{record} of {purchase}");
+        assert_eq!(r.json(), json!({ "msg": msg }), "{record} of {purchase}");
     }
 }
 
@@ -514,47 +536,149 @@ impl TestApp {
     }
 }
 
-impl SseStream {
-    /// Reads raw bytes until `needle` appears in what is buffered; false after `wait`.
-    /// Buffered frames stay available to `next_frame`.
-    pub async fn saw_raw(&mut self, needle: &str, wait: Duration) -> bool {
-        let deadline = actix_rt::time::Instant::now() + wait;
-        loop {
-            if self
-                .buf
-                .windows(needle.len())
-                .any(|w| w == needle.as_bytes())
-            {
-                return true;
-            }
-            let Some(left) = deadline.checked_duration_since(actix_rt::time::Instant::now()) else {
-                return false;
-            };
-            match actix_rt::time::timeout(left, self.body.next()).await {
-                Ok(Some(Ok(chunk))) => self.buf.extend_from_slice(&chunk),
-                _ => return false,
-            }
-        }
-    }
-}
-
 impl TestApp {
     /// Waits for a purchase refused by the inventory step: exactly its three events on
-    /// `sse` within `wait`, status ROLLED_BACK, then nothing more for `quiet`.
+    /// `sse`, status ROLLED_BACK with the same step log, and nothing more on the stream.
     pub async fn expect_refused_at_inventory(
         &self,
         sse: &mut SseStream,
         token: &str,
         purchase_id: u64,
-        wait: Duration,
-        quiet: Duration,
     ) {
-        let frames = sse.take(3, wait).await;
+        let frames = sse.take(3, DEADLINE).await;
         assert_eq!(steps_of(&frames, purchase_id), expected(&INVENTORY_FAILURE));
-        assert_eq!(
-            self.wait_finished(token, purchase_id).await["status"],
-            "ROLLED_BACK"
+        let view = self.wait_finished(token, purchase_id).await;
+        assert_eq!(view["status"], "ROLLED_BACK");
+        assert_eq!(view_steps(&view), expected(&INVENTORY_FAILURE));
+        self.assert_quiet(sse).await;
+    }
+
+    /// A product with one unit in stock that purchases of two units (markers) are refused.
+    async fn marker_product(&self) -> u64 {
+        if let Some(id) = self.marker_product.get() {
+            return id;
+        }
+        let id = self.create_product("marker", 1, 1).await;
+        self.marker_product.set(Some(id));
+        id
+    }
+
+    /// Runs a marker purchase for the streams' customer (all `streams` must carry the same
+    /// customer): it is refused at the inventory step, so it changes nothing but the log.
+    /// Events are published in commit order, so every frame a stream was going to get for
+    /// what happened before the marker arrives before the marker's first frame. Returns, per
+    /// stream, the result frames read before the marker; the marker's own frames are
+    /// consumed and checked.
+    pub async fn frames_before_marker(&self, streams: &mut [&mut SseStream]) -> Vec<Vec<SseFrame>> {
+        let token = streams[0].token.clone();
+        assert!(
+            streams.iter().all(|s| s.token == token),
+            "one customer only"
         );
-        sse.expect_silence(quiet).await;
+        let product = self.marker_product().await;
+        let marker = self.purchase_ok(&token, &[(product, 2)]).await;
+        self.markers.borrow_mut().push(marker);
+        let mut before = Vec::new();
+        for sse in streams.iter_mut() {
+            let mut frames = Vec::new();
+            let first = loop {
+                let f = sse.next_frame(DEADLINE).await.unwrap_or_else(|| {
+                    panic!("marker purchase {marker} never reached the stream after {frames:?}")
+                });
+                if result_of(&f).0 == marker {
+                    break f;
+                }
+                frames.push(f);
+            };
+            let mut own = vec![first];
+            own.extend(sse.take(2, DEADLINE).await);
+            assert_eq!(steps_of(&own, marker), expected(&INVENTORY_FAILURE));
+            before.push(frames);
+        }
+        let view = self.wait_finished(&token, marker).await;
+        assert_eq!(view_steps(&view), expected(&INVENTORY_FAILURE));
+        before
+    }
+
+    /// The marker purchases run so far (they are in the step log, and so in replays).
+    pub fn markers(&self) -> Vec<u64> {
+        self.markers.borrow().clone()
+    }
+
+    /// Asserts that nothing more arrives on `sse` for anything that happened so far (see
+    /// [`TestApp::frames_before_marker`]); no waiting for time.
+    pub async fn assert_quiet(&self, sse: &mut SseStream) {
+        self.assert_all_quiet(&mut [sse]).await;
+    }
+
+    /// [`TestApp::assert_quiet`] for several streams of one customer.
+    pub async fn assert_all_quiet(&self, streams: &mut [&mut SseStream]) {
+        for extra in self.frames_before_marker(streams).await {
+            assert!(extra.is_empty(), "unexpected frames: {extra:?}");
+        }
+    }
+
+    /// Polls the fault counter until `fault` fired at least `times` times (panics at the
+    /// [`DEADLINE`]); returns the count.
+    pub async fn wait_fired(&self, fault: Fault, times: u64) -> u64 {
+        let fired = eventually(DEADLINE, || async move {
+            let n = self.faults.fired(fault);
+            (n >= times).then_some(n)
+        })
+        .await;
+        fired.unwrap_or_else(|| {
+            panic!(
+                "{fault:?} fired {} times, not {times}",
+                self.faults.fired(fault)
+            )
+        })
+    }
+}
+
+/// Polls `check` (every few milliseconds) until it gives a value; `None` once `wait` is over.
+pub async fn eventually<T, F, Fut>(wait: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+impl Drop for TestApp {
+    /// Stops the HTTP server (waiting until its port is closed), then the app's threads.
+    fn drop(&mut self) {
+        let (stopped, server_stopped) = std::sync::mpsc::channel();
+        let stop = self.server.stop(false);
+        self.threads[0].spawn(async move {
+            stop.await;
+            let _ = stopped.send(());
+        });
+        let server_ok = server_stopped.recv_timeout(STOP_WAIT).is_ok();
+        let threads = std::mem::take(&mut self.threads);
+        let (joined, all_joined) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for thread in threads {
+                thread.stop();
+                let _ = thread.join();
+            }
+            let _ = joined.send(());
+        });
+        let threads_ok = all_joined.recv_timeout(STOP_WAIT).is_ok();
+        let stopped = server_ok && threads_ok;
+        if !stopped && !std::thread::panicking() {
+            panic!(
+                "app at {} did not stop (server {server_ok}, threads {threads_ok})",
+                self.url
+            );
+        }
     }
 }

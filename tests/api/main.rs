@@ -1,0 +1,19 @@
+//! The black-box tests, in one binary so the test crate links once: every module drives real
+//! sagashop instances (started by [`support::TestApp`] or as the real binary) over HTTP and SSE.
+
+mod support;
+
+mod accounts;
+mod batching;
+mod compensation;
+mod concurrency;
+mod http_basics;
+mod idempotency;
+mod loadgen;
+mod mariadb_api;
+mod products;
+mod purchases;
+mod recovery;
+mod repositories;
+mod restart;
+mod smoke;
