@@ -179,14 +179,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
     if !resumed.is_empty() {
         tracing::info!(count = resumed.len(), "resuming unfinished sagas");
     }
-    let supervisor = SagaSupervisor::new(
-        deps,
-        SupervisorSettings {
-            max_in_flight: config.max_sagas_in_flight,
-        },
-        resumed,
-    )
-    .start();
+    // The supervisor and every saga actor it starts live on a thread of their own, stopped
+    // with the application's other threads.
+    let settings = SupervisorSettings {
+        max_in_flight: config.max_sagas_in_flight,
+    };
+    let supervisor = on_own_thread(&mut arbiters, SagaSupervisor::new(deps, settings, resumed));
 
     let state = AppState {
         account,

@@ -13,6 +13,7 @@ mod loadgen;
 mod mariadb_api;
 mod products;
 mod purchases;
+mod quarantine;
 mod recovery;
 mod repositories;
 mod restart;

@@ -15,7 +15,7 @@ use sagashop::db::sagas::{SagaWrite, Sagas, WriteOutcome};
 use sagashop::domain::purchase::{
     Currency, Purchase, PurchaseItem, Step, StepEvent, StepOutcome, StepStatus,
 };
-use sagashop::domain::saga::{Call, Saga, SagaState, StepCommand};
+use sagashop::domain::saga::{Call, Retry, Saga, SagaState, StepCommand};
 
 struct Repos {
     accounts: Accounts,
@@ -410,6 +410,22 @@ async fn saga_store(sagas: &Sagas) {
     assert!(matches!(out[0], WriteOutcome::Failed(_)), "{out:?}");
     assert_eq!(committed_ids(&out[1]), vec![6]);
     assert_eq!(sagas.by_id(1002).await.unwrap().unwrap().version, 1);
+
+    // The retry budget a saga has spent is stored with it, so a restart keeps it.
+    let spent = Saga {
+        state: Executing(UPI),
+        retry: Retry {
+            attempts: 2,
+            since_ms: 12_345,
+        },
+    };
+    let w = SagaWrite {
+        saga: spent,
+        ..saga_write(&c, 1, 1, Executing(UPI), &[])
+    };
+    let out = sagas.commit(1, &owned, &[w]).await.unwrap();
+    assert!(matches!(out[0], WriteOutcome::Committed(_)), "{out:?}");
+    assert_eq!(sagas.by_id(1002).await.unwrap().unwrap().status, Ok(spent));
 
     // Reads: unfinished sagas, a customer's events after an id.
     let unfinished: Vec<u64> = sagas
