@@ -1,31 +1,23 @@
 //! The order service: the order step of the purchase saga and `GET /api/order/{id}`.
 
-use std::sync::Arc;
-
 use actix::Recipient;
 
-use super::faults::Faults;
 use super::messages::*;
 use super::{ServiceError, ServiceResult};
 use crate::db::orders::Orders;
-use crate::{service_actor, step_runner};
+use crate::service_actor;
 
 /// The order service's logic, independent of actix.
 #[derive(Clone)]
 pub struct OrderCore {
     repo: Orders,
     products: Recipient<GetProducts>,
-    faults: Arc<Faults>,
 }
 
 impl OrderCore {
     /// Core over the order repository; product details come from the product service.
-    pub fn new(repo: Orders, products: Recipient<GetProducts>, faults: Arc<Faults>) -> Self {
-        Self {
-            repo,
-            products,
-            faults,
-        }
+    pub fn new(repo: Orders, products: Recipient<GetProducts>) -> Self {
+        Self { repo, products }
     }
 
     async fn get(&self, msg: GetOrder) -> ServiceResult<OrderView> {
@@ -70,5 +62,3 @@ service_actor!(
     GetOrder => get,
 }
 );
-
-step_runner!(OrderCore);

@@ -1,24 +1,20 @@
 //! The payment service: the payment step of the purchase saga and `GET /api/payment/{id}`.
 
-use std::sync::Arc;
-
-use super::faults::Faults;
 use super::messages::*;
 use super::{ServiceError, ServiceResult};
 use crate::db::payments::Payments;
-use crate::{service_actor, step_runner};
+use crate::service_actor;
 
 /// The payment service's logic, independent of actix.
 #[derive(Clone)]
 pub struct PaymentCore {
     repo: Payments,
-    faults: Arc<Faults>,
 }
 
 impl PaymentCore {
     /// Core over the payment repository.
-    pub fn new(repo: Payments, faults: Arc<Faults>) -> Self {
-        Self { repo, faults }
+    pub fn new(repo: Payments) -> Self {
+        Self { repo }
     }
 
     async fn get(&self, msg: GetPayment) -> ServiceResult<PaymentView> {
@@ -40,5 +36,3 @@ service_actor!(
     GetPayment => get,
 }
 );
-
-step_runner!(PaymentCore);

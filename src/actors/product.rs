@@ -1,14 +1,11 @@
 //! The product service: the catalog, and the inventory step of the purchase saga.
 
-use std::sync::Arc;
-
-use super::faults::Faults;
 use super::messages::*;
 use super::{ServiceError, ServiceResult};
 use crate::cache::{Cache, keys};
 use crate::db::products::{Product, Products};
 use crate::domain::ids::IdGenerator;
-use crate::{service_actor, step_runner};
+use crate::service_actor;
 
 /// The product service's logic, independent of actix.
 #[derive(Clone)]
@@ -16,7 +13,6 @@ pub struct ProductCore {
     repo: Products,
     cache: Cache,
     ids: IdGenerator,
-    faults: Arc<Faults>,
 }
 
 fn info(p: Product) -> ProductInfo {
@@ -31,13 +27,8 @@ fn info(p: Product) -> ProductInfo {
 
 impl ProductCore {
     /// Core over the product repository.
-    pub fn new(repo: Products, cache: Cache, ids: IdGenerator, faults: Arc<Faults>) -> Self {
-        Self {
-            repo,
-            cache,
-            ids,
-            faults,
-        }
+    pub fn new(repo: Products, cache: Cache, ids: IdGenerator) -> Self {
+        Self { repo, cache, ids }
     }
 
     async fn create(&self, msg: CreateProduct) -> ServiceResult<u64> {
@@ -121,5 +112,3 @@ service_actor!(
     ListProducts => list,
 }
 );
-
-step_runner!(ProductCore);
