@@ -1,11 +1,13 @@
 //! The order service: the order step of the purchase saga and `GET /api/order/{id}`.
 
+use std::sync::Arc;
+
 use actix::Recipient;
 
 use super::messages::*;
+use super::service::{Serve, Service};
 use super::{ServiceError, ServiceResult};
 use crate::db::orders::Orders;
-use crate::service_actor;
 
 /// The order service's logic, independent of actix.
 #[derive(Clone)]
@@ -19,8 +21,10 @@ impl OrderCore {
     pub fn new(repo: Orders, products: Recipient<GetProducts>) -> Self {
         Self { repo, products }
     }
+}
 
-    async fn get(&self, msg: GetOrder) -> ServiceResult<OrderView> {
+impl Serve<GetOrder> for OrderCore {
+    async fn serve(self: Arc<Self>, msg: GetOrder) -> ServiceResult<OrderView> {
         let lines = self.repo.lines(msg.id).await?;
         // Another customer's order answers exactly as a missing one (no existence leak).
         if lines.is_empty()
@@ -56,9 +60,5 @@ impl OrderCore {
     }
 }
 
-service_actor!(
-    /// The order service actor.
-    OrderService(OrderCore) {
-    GetOrder => get,
-}
-);
+/// The order service actor.
+pub type OrderService = Service<OrderCore>;

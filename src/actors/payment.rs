@@ -1,9 +1,11 @@
 //! The payment service: the payment step of the purchase saga and `GET /api/payment/{id}`.
 
+use std::sync::Arc;
+
 use super::messages::*;
+use super::service::{Serve, Service};
 use super::{ServiceError, ServiceResult};
 use crate::db::payments::Payments;
-use crate::service_actor;
 
 /// The payment service's logic, independent of actix.
 #[derive(Clone)]
@@ -16,8 +18,10 @@ impl PaymentCore {
     pub fn new(repo: Payments) -> Self {
         Self { repo }
     }
+}
 
-    async fn get(&self, msg: GetPayment) -> ServiceResult<PaymentView> {
+impl Serve<GetPayment> for PaymentCore {
+    async fn serve(self: Arc<Self>, msg: GetPayment) -> ServiceResult<PaymentView> {
         match self.repo.by_id(msg.id).await? {
             // Another customer's payment answers exactly as a missing one (no existence leak).
             Some(p) if p.customer_id as u64 == msg.customer_id => Ok(PaymentView {
@@ -30,9 +34,5 @@ impl PaymentCore {
     }
 }
 
-service_actor!(
-    /// The payment service actor.
-    PaymentService(PaymentCore) {
-    GetPayment => get,
-}
-);
+/// The payment service actor.
+pub type PaymentService = Service<PaymentCore>;
