@@ -111,7 +111,7 @@ impl DbPool {
 ///
 /// **Query functions**, whose first parameter is `&mut Conn`:
 ///
-/// ```ignore
+/// ```text
 /// backend_queries! {
 ///     /// The product with this id.
 ///     pub async fn by_id(conn: &mut Conn, id: i64) -> Result<Option<Product>, DbError> {
@@ -123,7 +123,7 @@ impl DbPool {
 /// expands to one copy per backend, plus a function of the same name that runs it on a
 /// connection from a [`DbPool`] (the return type must be `Result<_, DbError>`):
 ///
-/// ```ignore
+/// ```text
 /// mod mysql {
 ///     use super::*;
 ///     pub type Conn = diesel_async::AsyncMysqlConnection;
@@ -145,7 +145,7 @@ impl DbPool {
 /// **A trait implementation** for both connection types, so that generic code (`C: Trait`)
 /// can run backend-specific queries (see `db::ledger`):
 ///
-/// ```ignore
+/// ```text
 /// backend_queries! {
 ///     impl Ledger for Conn { /* methods on `&mut self` */ }
 /// }
