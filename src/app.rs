@@ -13,7 +13,7 @@ use crate::actors::account::{AccountCore, AccountService};
 use crate::actors::faults::Faults;
 use crate::actors::messages::StepCommand;
 use crate::actors::order::{OrderCore, OrderService};
-use crate::actors::participant::{Participant, StepRunner};
+use crate::actors::participant::Participant;
 use crate::actors::payment::{PaymentCore, PaymentService};
 use crate::actors::product::{ProductCore, ProductService};
 use crate::actors::results::ResultHub;
@@ -25,6 +25,7 @@ use crate::auth::{secret, tokens::TokenIssuer};
 use crate::cache::Cache;
 use crate::config::{Config, DatabaseOptions, ServiceDb};
 use crate::db::accounts::Accounts;
+use crate::db::ledger::StepRepository;
 use crate::db::open::open;
 use crate::db::orders::Orders;
 use crate::db::payments::Payments;
@@ -63,7 +64,7 @@ fn participant_thread<A, R>(
 ) -> (actix::Addr<A>, actix::Recipient<StepCommand>)
 where
     A: Actor<Context = actix::Context<A>> + Send,
-    R: StepRunner + Send,
+    R: StepRepository + Send,
 {
     let arbiter = Arbiter::new();
     let addr = A::start_in_arbiter(&arbiter.handle(), |_| service);
@@ -129,24 +130,22 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
             tokens.clone(),
         )),
     );
-    let core = ProductCore::new(
-        Products::new(pool(ServiceDb::Product)),
-        cache.clone(),
-        ids.clone(),
+    let products = Products::new(pool(ServiceDb::Product));
+    let steps = Participant::new(
+        products.clone(),
+        Step::UpdateProductInventory,
         faults.clone(),
     );
-    let steps = Participant::new(core.clone(), Step::UpdateProductInventory, faults.clone());
+    let core = ProductCore::new(products, cache.clone(), ids.clone());
     let (product, product_steps) =
         participant_thread(&mut arbiters, ProductService::new(core), steps);
-    let core = OrderCore::new(
-        Orders::new(pool(ServiceDb::Order)),
-        product.clone().recipient(),
-        faults.clone(),
-    );
-    let steps = Participant::new(core.clone(), Step::CreateOrder, faults.clone());
+    let orders = Orders::new(pool(ServiceDb::Order));
+    let steps = Participant::new(orders.clone(), Step::CreateOrder, faults.clone());
+    let core = OrderCore::new(orders, product.clone().recipient());
     let (order, order_steps) = participant_thread(&mut arbiters, OrderService::new(core), steps);
-    let core = PaymentCore::new(Payments::new(pool(ServiceDb::Payment)), faults.clone());
-    let steps = Participant::new(core.clone(), Step::CreatePayment, faults.clone());
+    let payments = Payments::new(pool(ServiceDb::Payment));
+    let steps = Participant::new(payments.clone(), Step::CreatePayment, faults.clone());
+    let core = PaymentCore::new(payments);
     let (payment, payment_steps) =
         participant_thread(&mut arbiters, PaymentService::new(core), steps);
     if config.hold_payments {

@@ -1,14 +1,16 @@
 //! The account service: sign-up, login, token refresh and customer info, over the account
 //! database and the cache.
 
+use std::sync::Arc;
+
 use super::messages::*;
+use super::service::{Serve, Service};
 use super::{ServiceError, ServiceResult};
 use crate::auth::password;
 use crate::auth::tokens::{TokenError, TokenIssuer, TokenPair};
 use crate::cache::{Cache, keys};
 use crate::db::accounts::{Accounts, Customer, PersonChange, ShippingChange};
 use crate::domain::{email, ids::IdGenerator};
-use crate::service_actor;
 
 /// The account service's logic, independent of actix.
 #[derive(Clone)]
@@ -39,8 +41,10 @@ impl AccountCore {
             .issue(customer_id, crate::clock::now_secs() as u64)
             .map_err(|e| ServiceError::Internal(e.to_string()))
     }
+}
 
-    async fn sign_up(&self, msg: SignUp) -> ServiceResult<TokenPair> {
+impl Serve<SignUp> for AccountCore {
+    async fn serve(self: Arc<Self>, msg: SignUp) -> ServiceResult<TokenPair> {
         let id = self.ids.next();
         let plain = msg.password;
         let password_hash = blocking(move || password::hash(&plain))
@@ -61,8 +65,10 @@ impl AccountCore {
         self.repo.insert(&customer).await?;
         self.issue(id)
     }
+}
 
-    async fn log_in(&self, msg: LogIn) -> ServiceResult<TokenPair> {
+impl Serve<LogIn> for AccountCore {
+    async fn serve(self: Arc<Self>, msg: LogIn) -> ServiceResult<TokenPair> {
         let customer = self
             .repo
             .by_email_key(&email::unique_key(&msg.email))
@@ -77,8 +83,10 @@ impl AccountCore {
         }
         self.issue(customer.id as u64)
     }
+}
 
-    async fn refresh(&self, msg: RefreshTokens) -> ServiceResult<TokenPair> {
+impl Serve<RefreshTokens> for AccountCore {
+    async fn serve(self: Arc<Self>, msg: RefreshTokens) -> ServiceResult<TokenPair> {
         let id = self
             .tokens
             .check_refresh(&msg.refresh_token)
@@ -96,8 +104,10 @@ impl AccountCore {
         }
         self.issue(id)
     }
+}
 
-    async fn person(&self, msg: GetPerson) -> ServiceResult<PersonInfo> {
+impl Serve<GetPerson> for AccountCore {
+    async fn serve(self: Arc<Self>, msg: GetPerson) -> ServiceResult<PersonInfo> {
         let repo = &self.repo;
         self.cache
             .get_or_load(&keys::person(msg.customer_id), || async {
@@ -110,8 +120,10 @@ impl AccountCore {
             .await?
             .ok_or(ServiceError::CustomerNotFound)
     }
+}
 
-    async fn shipping(&self, msg: GetShipping) -> ServiceResult<ShippingInfo> {
+impl Serve<GetShipping> for AccountCore {
+    async fn serve(self: Arc<Self>, msg: GetShipping) -> ServiceResult<ShippingInfo> {
         let repo = &self.repo;
         self.cache
             .get_or_load(&keys::shipping(msg.customer_id), || async {
@@ -123,8 +135,10 @@ impl AccountCore {
             .await?
             .ok_or(ServiceError::CustomerNotFound)
     }
+}
 
-    async fn update_person(&self, msg: UpdatePerson) -> ServiceResult<()> {
+impl Serve<UpdatePerson> for AccountCore {
+    async fn serve(self: Arc<Self>, msg: UpdatePerson) -> ServiceResult<()> {
         let info = &msg.info;
         let key = email::unique_key(&info.email);
         let change = PersonChange {
@@ -137,8 +151,10 @@ impl AccountCore {
         self.cache.invalidate(&keys::person(msg.customer_id)).await;
         Ok(())
     }
+}
 
-    async fn update_shipping(&self, msg: UpdateShipping) -> ServiceResult<()> {
+impl Serve<UpdateShipping> for AccountCore {
+    async fn serve(self: Arc<Self>, msg: UpdateShipping) -> ServiceResult<()> {
         let change = ShippingChange {
             address: &msg.info.address,
             phone_number: &msg.info.phone_number,
@@ -151,15 +167,5 @@ impl AccountCore {
     }
 }
 
-service_actor!(
-    /// The account service actor.
-    AccountService(AccountCore) {
-    SignUp => sign_up,
-    LogIn => log_in,
-    RefreshTokens => refresh,
-    GetPerson => person,
-    GetShipping => shipping,
-    UpdatePerson => update_person,
-    UpdateShipping => update_shipping,
-}
-);
+/// The account service actor.
+pub type AccountService = Service<AccountCore>;

@@ -4,31 +4,27 @@ use std::sync::Arc;
 
 use actix::Recipient;
 
-use super::faults::Faults;
 use super::messages::*;
+use super::service::{Serve, Service};
 use super::{ServiceError, ServiceResult};
 use crate::db::orders::Orders;
-use crate::{service_actor, step_runner};
 
 /// The order service's logic, independent of actix.
 #[derive(Clone)]
 pub struct OrderCore {
     repo: Orders,
     products: Recipient<GetProducts>,
-    faults: Arc<Faults>,
 }
 
 impl OrderCore {
     /// Core over the order repository; product details come from the product service.
-    pub fn new(repo: Orders, products: Recipient<GetProducts>, faults: Arc<Faults>) -> Self {
-        Self {
-            repo,
-            products,
-            faults,
-        }
+    pub fn new(repo: Orders, products: Recipient<GetProducts>) -> Self {
+        Self { repo, products }
     }
+}
 
-    async fn get(&self, msg: GetOrder) -> ServiceResult<OrderView> {
+impl Serve<GetOrder> for OrderCore {
+    async fn serve(self: Arc<Self>, msg: GetOrder) -> ServiceResult<OrderView> {
         let lines = self.repo.lines(msg.id).await?;
         // Another customer's order answers exactly as a missing one (no existence leak).
         if lines.is_empty()
@@ -64,11 +60,5 @@ impl OrderCore {
     }
 }
 
-service_actor!(
-    /// The order service actor.
-    OrderService(OrderCore) {
-    GetOrder => get,
-}
-);
-
-step_runner!(OrderCore);
+/// The order service actor.
+pub type OrderService = Service<OrderCore>;

@@ -3,9 +3,7 @@
 //! under load many sagas' steps share one transaction (one fsync) while a lone command still
 //! runs at once. Replies go out only after their batch has committed.
 
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -14,26 +12,18 @@ use tokio::sync::oneshot;
 
 use super::faults::Faults;
 use super::messages::{StepCommand, StepError};
-use crate::db::DbError;
+use crate::db::ledger::StepRepository;
 use crate::domain::purchase::{Step, StepOutcome};
 
 /// A batch's answers, one per command, in order.
 pub type StepResults = Vec<Result<StepOutcome, StepError>>;
 
-/// What a participant does with a batch of commands (its service's core implements it).
-pub trait StepRunner: Clone + Unpin + 'static {
-    /// Runs the commands; one answer per command, in order.
-    fn run(&self, commands: Vec<StepCommand>) -> Pin<Box<dyn Future<Output = StepResults>>>;
-}
-
 type Waiting = (StepCommand, oneshot::Sender<Result<StepOutcome, StepError>>);
 
-/// The participant actor of one service.
-pub struct Participant<R: StepRunner> {
-    runner: R,
+/// The participant actor of one service, running its commands on the service's repository.
+pub struct Participant<R: StepRepository> {
+    repo: R,
     step: Step,
-    /// Read only by the hold switch, which exists only with the `faults` feature.
-    #[cfg_attr(not(feature = "faults"), allow(dead_code))]
     faults: Arc<Faults>,
     queue: Vec<Waiting>,
     busy: bool,
@@ -42,11 +32,11 @@ pub struct Participant<R: StepRunner> {
     awaiting_release: bool,
 }
 
-impl<R: StepRunner> Participant<R> {
-    /// Participant running the commands of `step` with `runner`.
-    pub fn new(runner: R, step: Step, faults: Arc<Faults>) -> Self {
+impl<R: StepRepository> Participant<R> {
+    /// Participant running the commands of `step` on `repo`.
+    pub fn new(repo: R, step: Step, faults: Arc<Faults>) -> Self {
         Self {
-            runner,
+            repo,
             step,
             faults,
             queue: Vec::new(),
@@ -88,7 +78,9 @@ impl<R: StepRunner> Participant<R> {
             std::mem::take(&mut self.queue).into_iter().unzip();
         self.busy = true;
         let count = commands.len();
-        let run = AssertUnwindSafe(self.runner.run(commands)).catch_unwind();
+        let (repo, faults) = (self.repo.clone(), self.faults.clone());
+        let run = async move { run_batch(&faults, &repo, commands).await };
+        let run = AssertUnwindSafe(run).catch_unwind();
         ctx.spawn(run.into_actor(self).map(move |ran, act, ctx| {
             // A panic fails this batch like an infrastructure error (the sagas retry) instead
             // of killing the participant, which would leave every saga waiting on it.
@@ -105,7 +97,7 @@ impl<R: StepRunner> Participant<R> {
     }
 }
 
-impl<R: StepRunner> Actor for Participant<R> {
+impl<R: StepRepository> Actor for Participant<R> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
@@ -113,7 +105,7 @@ impl<R: StepRunner> Actor for Participant<R> {
     }
 }
 
-impl<R: StepRunner> Handler<StepCommand> for Participant<R> {
+impl<R: StepRepository> Handler<StepCommand> for Participant<R> {
     type Result = ResponseFuture<Result<StepOutcome, StepError>>;
 
     fn handle(&mut self, cmd: StepCommand, ctx: &mut Context<Self>) -> Self::Result {
@@ -130,16 +122,12 @@ impl<R: StepRunner> Handler<StepCommand> for Participant<R> {
     }
 }
 
-/// Runs a batch through a repository's `run_steps`, after the fault switches had their say.
-pub async fn run_batch<F, Fut>(
+/// Runs a batch through the repository's `run_steps`, after the fault switches had their say.
+async fn run_batch(
     faults: &Faults,
+    repo: &impl StepRepository,
     commands: Vec<StepCommand>,
-    run_steps: F,
-) -> StepResults
-where
-    F: FnOnce(Vec<StepCommand>) -> Fut,
-    Fut: Future<Output = Result<Vec<Result<StepOutcome, DbError>>, DbError>>,
-{
+) -> StepResults {
     for c in &commands {
         faults.maybe_panic_participant(c.call.step());
     }
@@ -152,7 +140,7 @@ where
         .map(|(c, _)| c)
         .collect();
     let mut outcomes: Box<dyn Iterator<Item = Result<StepOutcome, StepError>>> =
-        match run_steps(ops).await {
+        match repo.run_steps(&ops).await {
             Ok(all) => Box::new(all.into_iter().map(|r| r.map_err(StepError::from))),
             Err(e) => {
                 let e = StepError::from(e);
@@ -166,28 +154,4 @@ where
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err(StepError("no result".into()))))
         .collect()
-}
-
-/// Implements [`StepRunner`] for a core with `faults` and a repository `repo` that has
-/// `run_steps`.
-#[macro_export]
-macro_rules! step_runner {
-    ($core:ty) => {
-        impl $crate::actors::participant::StepRunner for $core {
-            fn run(
-                &self,
-                commands: Vec<$crate::actors::messages::StepCommand>,
-            ) -> std::pin::Pin<
-                Box<dyn std::future::Future<Output = $crate::actors::participant::StepResults>>,
-            > {
-                let core = self.clone();
-                Box::pin(async move {
-                    $crate::actors::participant::run_batch(&core.faults, commands, async |ops| {
-                        core.repo.run_steps(&ops).await
-                    })
-                    .await
-                })
-            }
-        }
-    };
 }

@@ -2,26 +2,26 @@
 
 use std::sync::Arc;
 
-use super::faults::Faults;
 use super::messages::*;
+use super::service::{Serve, Service};
 use super::{ServiceError, ServiceResult};
 use crate::db::payments::Payments;
-use crate::{service_actor, step_runner};
 
 /// The payment service's logic, independent of actix.
 #[derive(Clone)]
 pub struct PaymentCore {
     repo: Payments,
-    faults: Arc<Faults>,
 }
 
 impl PaymentCore {
     /// Core over the payment repository.
-    pub fn new(repo: Payments, faults: Arc<Faults>) -> Self {
-        Self { repo, faults }
+    pub fn new(repo: Payments) -> Self {
+        Self { repo }
     }
+}
 
-    async fn get(&self, msg: GetPayment) -> ServiceResult<PaymentView> {
+impl Serve<GetPayment> for PaymentCore {
+    async fn serve(self: Arc<Self>, msg: GetPayment) -> ServiceResult<PaymentView> {
         match self.repo.by_id(msg.id).await? {
             // Another customer's payment answers exactly as a missing one (no existence leak).
             Some(p) if p.customer_id as u64 == msg.customer_id => Ok(PaymentView {
@@ -34,11 +34,5 @@ impl PaymentCore {
     }
 }
 
-service_actor!(
-    /// The payment service actor.
-    PaymentService(PaymentCore) {
-    GetPayment => get,
-}
-);
-
-step_runner!(PaymentCore);
+/// The payment service actor.
+pub type PaymentService = Service<PaymentCore>;

@@ -2,13 +2,12 @@
 
 use std::sync::Arc;
 
-use super::faults::Faults;
 use super::messages::*;
+use super::service::{Serve, Service};
 use super::{ServiceError, ServiceResult};
 use crate::cache::{Cache, keys};
 use crate::db::products::{Product, Products};
 use crate::domain::ids::IdGenerator;
-use crate::{service_actor, step_runner};
 
 /// The product service's logic, independent of actix.
 #[derive(Clone)]
@@ -16,7 +15,6 @@ pub struct ProductCore {
     repo: Products,
     cache: Cache,
     ids: IdGenerator,
-    faults: Arc<Faults>,
 }
 
 fn info(p: Product) -> ProductInfo {
@@ -31,16 +29,23 @@ fn info(p: Product) -> ProductInfo {
 
 impl ProductCore {
     /// Core over the product repository.
-    pub fn new(repo: Products, cache: Cache, ids: IdGenerator, faults: Arc<Faults>) -> Self {
-        Self {
-            repo,
-            cache,
-            ids,
-            faults,
-        }
+    pub fn new(repo: Products, cache: Cache, ids: IdGenerator) -> Self {
+        Self { repo, cache, ids }
     }
 
-    async fn create(&self, msg: CreateProduct) -> ServiceResult<u64> {
+    /// Cache-aside read of the parts of a product that never change.
+    async fn info(&self, id: u64) -> ServiceResult<Option<ProductInfo>> {
+        let repo = &self.repo;
+        self.cache
+            .get_or_load(&keys::product(id), || async {
+                Ok::<_, ServiceError>(repo.by_id(id).await?.map(info))
+            })
+            .await
+    }
+}
+
+impl Serve<CreateProduct> for ProductCore {
+    async fn serve(self: Arc<Self>, msg: CreateProduct) -> ServiceResult<u64> {
         let id = self.ids.next();
         let product = Product {
             id: id as i64,
@@ -54,19 +59,11 @@ impl ProductCore {
         self.repo.insert(&product).await?;
         Ok(id)
     }
+}
 
-    /// Cache-aside read of the parts of a product that never change.
-    async fn info(&self, id: u64) -> ServiceResult<Option<ProductInfo>> {
-        let repo = &self.repo;
-        self.cache
-            .get_or_load(&keys::product(id), || async {
-                Ok::<_, ServiceError>(repo.by_id(id).await?.map(info))
-            })
-            .await
-    }
-
+impl Serve<GetProduct> for ProductCore {
     /// Cached info plus the current stock: stock changed by sagas is never served stale.
-    async fn get(&self, msg: GetProduct) -> ServiceResult<ProductDetail> {
+    async fn serve(self: Arc<Self>, msg: GetProduct) -> ServiceResult<ProductDetail> {
         let info = self
             .info(msg.id)
             .await?
@@ -85,8 +82,10 @@ impl ProductCore {
             inventory,
         })
     }
+}
 
-    async fn get_many(&self, msg: GetProducts) -> ServiceResult<Vec<ProductInfo>> {
+impl Serve<GetProducts> for ProductCore {
+    async fn serve(self: Arc<Self>, msg: GetProducts) -> ServiceResult<Vec<ProductInfo>> {
         let mut found = Vec::with_capacity(msg.ids.len());
         for id in msg.ids {
             if let Some(info) = self.info(id).await? {
@@ -95,8 +94,10 @@ impl ProductCore {
         }
         Ok(found)
     }
+}
 
-    async fn list(&self, msg: ListProducts) -> ServiceResult<Vec<CatalogLine>> {
+impl Serve<ListProducts> for ProductCore {
+    async fn serve(self: Arc<Self>, msg: ListProducts) -> ServiceResult<Vec<CatalogLine>> {
         Ok(self
             .repo
             .page(msg.offset, msg.size)
@@ -112,14 +113,5 @@ impl ProductCore {
     }
 }
 
-service_actor!(
-    /// The product service actor.
-    ProductService(ProductCore) {
-    CreateProduct => create,
-    GetProduct => get,
-    GetProducts => get_many,
-    ListProducts => list,
-}
-);
-
-step_runner!(ProductCore);
+/// The product service actor.
+pub type ProductService = Service<ProductCore>;

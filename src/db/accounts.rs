@@ -5,7 +5,7 @@ use diesel_async::RunQueryDsl;
 
 use super::schema::customers;
 use super::{DbError, DbPool};
-use crate::{backend_queries, on_conn};
+use crate::backend_queries;
 
 /// A customer row as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -42,12 +42,12 @@ pub struct ShippingChange<'a> {
 }
 
 backend_queries! {
-    pub async fn insert(conn: &mut Conn, c: &Customer) -> Result<(), DbError> {
+    async fn insert(conn: &mut Conn, c: &Customer) -> Result<(), DbError> {
         diesel::insert_into(customers::table).values(c).execute(conn).await?;
         Ok(())
     }
 
-    pub async fn by_id(conn: &mut Conn, id: i64) -> Result<Option<Customer>, DbError> {
+    async fn by_id(conn: &mut Conn, id: i64) -> Result<Option<Customer>, DbError> {
         Ok(customers::table
             .find(id)
             .select(Customer::as_select())
@@ -56,7 +56,7 @@ backend_queries! {
             .optional()?)
     }
 
-    pub async fn by_email_key(conn: &mut Conn, key: &str) -> Result<Option<Customer>, DbError> {
+    async fn by_email_key(conn: &mut Conn, key: &str) -> Result<Option<Customer>, DbError> {
         Ok(customers::table
             .filter(customers::email_key.eq(key))
             .select(Customer::as_select())
@@ -65,12 +65,12 @@ backend_queries! {
             .optional()?)
     }
 
-    pub async fn update_person(conn: &mut Conn, id: i64, change: &PersonChange<'_>) -> Result<(), DbError> {
+    async fn update_person(conn: &mut Conn, id: i64, change: &PersonChange<'_>) -> Result<(), DbError> {
         diesel::update(customers::table.find(id)).set(change).execute(conn).await?;
         Ok(())
     }
 
-    pub async fn update_shipping(conn: &mut Conn, id: i64, change: &ShippingChange<'_>) -> Result<(), DbError> {
+    async fn update_shipping(conn: &mut Conn, id: i64, change: &ShippingChange<'_>) -> Result<(), DbError> {
         diesel::update(customers::table.find(id)).set(change).execute(conn).await?;
         Ok(())
     }
@@ -90,22 +90,22 @@ impl Accounts {
 
     /// Stores a new customer; `Duplicate` when the email or phone is taken.
     pub async fn insert(&self, customer: &Customer) -> Result<(), DbError> {
-        on_conn!(self.pool, insert(customer))
+        insert(&self.pool, customer).await
     }
 
     /// The customer with this id.
     pub async fn by_id(&self, id: u64) -> Result<Option<Customer>, DbError> {
-        on_conn!(self.pool, by_id(id as i64))
+        by_id(&self.pool, id as i64).await
     }
 
     /// The customer whose email has this unique key (see `domain::email::unique_key`).
     pub async fn by_email_key(&self, key: &str) -> Result<Option<Customer>, DbError> {
-        on_conn!(self.pool, by_email_key(key))
+        by_email_key(&self.pool, key).await
     }
 
     /// Changes name and email; `Duplicate` when the email belongs to someone else.
     pub async fn update_person(&self, id: u64, change: &PersonChange<'_>) -> Result<(), DbError> {
-        on_conn!(self.pool, update_person(id as i64, change))
+        update_person(&self.pool, id as i64, change).await
     }
 
     /// Changes address and phone; `Duplicate` when the phone belongs to someone else.
@@ -114,6 +114,6 @@ impl Accounts {
         id: u64,
         change: &ShippingChange<'_>,
     ) -> Result<(), DbError> {
-        on_conn!(self.pool, update_shipping(id as i64, change))
+        update_shipping(&self.pool, id as i64, change).await
     }
 }

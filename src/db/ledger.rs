@@ -6,13 +6,16 @@
 //! Every transaction here starts with a write, so SQLite takes its write lock up front and
 //! waits on `busy_timeout` instead of failing on a lock upgrade.
 
+use std::future::Future;
+
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncConnection, RunQueryDsl, TransactionManager};
 
 use super::DbError;
 use super::schema::step_ledger;
 use crate::backend_queries;
-use crate::domain::purchase::StepOutcome;
+use crate::domain::purchase::{Purchase, StepOutcome};
+use crate::domain::saga::{Call, StepCommand};
 
 const APPLIED: &str = "applied";
 const FAILED: &str = "failed";
@@ -37,140 +40,195 @@ fn entry(purchase_id: i64, status: &str, detail: &str) -> LedgerEntry {
     }
 }
 
-backend_queries! {
+/// The ledger's queries on one connection type, so that the step functions below are
+/// written once, generic over the connection. `backend_queries!` implements it for both.
+pub trait Ledger: AsyncConnection {
     /// Claims the first execution of a purchase's step; false when it was already recorded.
-    pub async fn claim(conn: &mut Conn, purchase_id: i64) -> Result<bool, DbError> {
-        let n = diesel::insert_or_ignore_into(step_ledger::table)
-            .values(entry(purchase_id, APPLIED, ""))
-            .execute(conn)
-            .await?;
-        Ok(n == 1)
-    }
+    fn claim(&mut self, purchase_id: i64) -> impl Future<Output = Result<bool, DbError>> + Send;
 
     /// Records a business failure, unless an outcome is already recorded.
-    pub async fn record_failure(conn: &mut Conn, purchase_id: i64, reason: &str) -> Result<(), DbError> {
-        diesel::insert_or_ignore_into(step_ledger::table)
-            .values(entry(purchase_id, FAILED, reason))
-            .execute(conn)
-            .await?;
-        Ok(())
-    }
+    fn record_failure(
+        &mut self,
+        purchase_id: i64,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
 
     /// The outcome recorded for a purchase (a compensated step answers as rejected).
-    pub async fn recorded_outcome(conn: &mut Conn, purchase_id: i64) -> Result<StepOutcome, DbError> {
-        let row: LedgerEntry = step_ledger::table
-            .find(purchase_id)
-            .select(LedgerEntry::as_select())
-            .first(conn)
-            .await?;
-        Ok(match row.status.as_str() {
-            APPLIED => StepOutcome::Applied,
-            FAILED => StepOutcome::Rejected(row.detail),
-            _ => StepOutcome::Rejected("already compensated".to_owned()),
-        })
-    }
+    fn recorded_outcome(
+        &mut self,
+        purchase_id: i64,
+    ) -> impl Future<Output = Result<StepOutcome, DbError>> + Send;
 
     /// Marks a purchase compensated; true when an applied effect must now be undone.
-    pub async fn start_compensation(conn: &mut Conn, purchase_id: i64) -> Result<bool, DbError> {
-        let now = crate::clock::now_ms();
-        let undone = diesel::update(
-            step_ledger::table
-                .find(purchase_id)
-                .filter(step_ledger::status.eq(APPLIED)),
-        )
-        .set((step_ledger::status.eq(COMPENSATED), step_ledger::updated_at.eq(now)))
-        .execute(conn)
-        .await?;
-        if undone == 1 {
-            return Ok(true);
+    fn start_compensation(
+        &mut self,
+        purchase_id: i64,
+    ) -> impl Future<Output = Result<bool, DbError>> + Send;
+}
+
+backend_queries! {
+    impl Ledger for Conn {
+        async fn claim(&mut self, purchase_id: i64) -> Result<bool, DbError> {
+            let n = diesel::insert_or_ignore_into(step_ledger::table)
+                .values(entry(purchase_id, APPLIED, ""))
+                .execute(self)
+                .await?;
+            Ok(n == 1)
         }
-        // Nothing applied: leave a tombstone so a late forward command is refused.
-        diesel::insert_or_ignore_into(step_ledger::table)
-            .values(entry(purchase_id, COMPENSATED, ""))
-            .execute(conn)
-            .await?;
-        diesel::update(step_ledger::table.find(purchase_id))
+
+        async fn record_failure(&mut self, purchase_id: i64, reason: &str) -> Result<(), DbError> {
+            diesel::insert_or_ignore_into(step_ledger::table)
+                .values(entry(purchase_id, FAILED, reason))
+                .execute(self)
+                .await?;
+            Ok(())
+        }
+
+        async fn recorded_outcome(&mut self, purchase_id: i64) -> Result<StepOutcome, DbError> {
+            let row: LedgerEntry = step_ledger::table
+                .find(purchase_id)
+                .select(LedgerEntry::as_select())
+                .first(self)
+                .await?;
+            Ok(match row.status.as_str() {
+                APPLIED => StepOutcome::Applied,
+                FAILED => StepOutcome::Rejected(row.detail),
+                _ => StepOutcome::Rejected("already compensated".to_owned()),
+            })
+        }
+
+        async fn start_compensation(&mut self, purchase_id: i64) -> Result<bool, DbError> {
+            let now = crate::clock::now_ms();
+            let undone = diesel::update(
+                step_ledger::table
+                    .find(purchase_id)
+                    .filter(step_ledger::status.eq(APPLIED)),
+            )
             .set((step_ledger::status.eq(COMPENSATED), step_ledger::updated_at.eq(now)))
-            .execute(conn)
+            .execute(self)
             .await?;
-        Ok(false)
+            if undone == 1 {
+                return Ok(true);
+            }
+            // Nothing applied: leave a tombstone so a late forward command is refused.
+            diesel::insert_or_ignore_into(step_ledger::table)
+                .values(entry(purchase_id, COMPENSATED, ""))
+                .execute(self)
+                .await?;
+            diesel::update(step_ledger::table.find(purchase_id))
+                .set((step_ledger::status.eq(COMPENSATED), step_ledger::updated_at.eq(now)))
+                .execute(self)
+                .await?;
+            Ok(false)
+        }
     }
 }
 
-/// Defines `run_steps(conn, ops)` for a participant from its `$execute(conn, &Purchase)` and
-/// `$compensate(conn, purchase_id)` functions: every op runs in its own savepoint inside one
-/// transaction, so a batch costs one commit (one fsync) and one op's failure spares the others.
-/// The per-op results hold only if the whole transaction commits.
-#[macro_export]
-macro_rules! step_batch_fn {
-    ($execute:ident, $compensate:ident) => {
-        pub async fn run_steps(
-            conn: &mut Conn,
-            ops: &[$crate::domain::saga::StepCommand],
-        ) -> Result<Vec<Result<StepOutcome, DbError>>, DbError> {
-            use diesel_async::AsyncConnection as _;
-            conn.transaction::<_, DbError, _>(async |c| {
-                let mut out = Vec::with_capacity(ops.len());
-                for op in ops {
-                    out.push(match op.call {
-                        $crate::domain::saga::Call::Execute(_) => $execute(c, &op.purchase).await,
-                        $crate::domain::saga::Call::Compensate(_) => {
-                            $compensate(c, op.purchase.purchase_id as i64)
-                                .await
-                                .map(|()| StepOutcome::Applied)
-                        }
-                    });
-                }
-                Ok(out)
-            })
-            .await
+/// Runs `body` in a transaction (a savepoint when one is already open): committed when it
+/// returns `Ok`, rolled back when it returns `Err`.
+///
+/// This is what `AsyncConnection::transaction` does, but it takes a plain async closure:
+/// diesel-async asks its callback for a `Send` future, which generic code cannot promise
+/// for a closure it is given. Nothing here needs `Send` (each database is used from its
+/// own arbiter thread); callers with concrete types still get `Send` futures when theirs are.
+pub async fn in_transaction<C: AsyncConnection, T>(
+    conn: &mut C,
+    body: impl AsyncFnOnce(&mut C) -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    C::TransactionManager::begin_transaction(conn).await?;
+    match body(conn).await {
+        Ok(value) => {
+            C::TransactionManager::commit_transaction(conn).await?;
+            Ok(value)
         }
-    };
+        Err(error) => match C::TransactionManager::rollback_transaction(conn).await {
+            // A broken transaction manager is a consequence of `error`: report the cause.
+            Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(error),
+            Err(rollback) => Err(rollback.into()),
+        },
+    }
 }
 
-/// Runs a forward step at most once per purchase. `$apply` runs inside the transaction that
-/// claims the ledger row; returning `DbError::Rejected` rolls it back and records the failure.
-/// Evaluates to `Result<StepOutcome, DbError>`.
-#[macro_export]
-macro_rules! ledgered_step {
-    ($conn:expr, $purchase_id:expr, |$c:ident| $apply:block) => {{
-        use diesel_async::AsyncConnection as _;
-        let purchase_id: i64 = $purchase_id;
-        let claimed = $conn
-            .transaction::<bool, $crate::db::DbError, _>(async |$c| {
-                if !ledger::claim($c, purchase_id).await? {
-                    return Ok(false);
-                }
-                $apply;
-                Ok(true)
-            })
-            .await;
-        match claimed {
-            Ok(true) => Ok($crate::domain::purchase::StepOutcome::Applied),
-            Ok(false) => ledger::recorded_outcome($conn, purchase_id).await,
-            Err($crate::db::DbError::Rejected(reason)) => {
-                ledger::record_failure($conn, purchase_id, &reason).await?;
-                ledger::recorded_outcome($conn, purchase_id).await
-            }
-            Err(e) => Err(e),
+/// Runs a forward step at most once per purchase. `apply` runs inside the transaction that
+/// claims the ledger row; when it returns `DbError::Rejected` (a business refusal) the
+/// transaction, effect and claim, rolls back and the refusal is recorded instead. A purchase
+/// already recorded (a redelivery, or a compensation that came first) gets its recorded
+/// outcome and `apply` does not run.
+pub async fn step<C: Ledger>(
+    conn: &mut C,
+    purchase_id: i64,
+    apply: impl AsyncFnOnce(&mut C) -> Result<(), DbError>,
+) -> Result<StepOutcome, DbError> {
+    let claimed = in_transaction(conn, async |c| {
+        if !c.claim(purchase_id).await? {
+            return Ok(false);
         }
-    }};
+        apply(c).await?;
+        Ok(true)
+    })
+    .await;
+    match claimed {
+        Ok(true) => Ok(StepOutcome::Applied),
+        Ok(false) => conn.recorded_outcome(purchase_id).await,
+        Err(DbError::Rejected(reason)) => {
+            conn.record_failure(purchase_id, &reason).await?;
+            conn.recorded_outcome(purchase_id).await
+        }
+        Err(e) => Err(e),
+    }
 }
 
-/// Compensates a step at most once per purchase: `$undo` runs, in the same transaction as the
-/// ledger update, only when the step's effect was applied. Evaluates to `Result<(), DbError>`.
-#[macro_export]
-macro_rules! ledgered_compensation {
-    ($conn:expr, $purchase_id:expr, |$c:ident| $undo:block) => {{
-        use diesel_async::AsyncConnection as _;
-        let purchase_id: i64 = $purchase_id;
-        $conn
-            .transaction::<(), $crate::db::DbError, _>(async |$c| {
-                if ledger::start_compensation($c, purchase_id).await? {
-                    $undo;
-                }
-                Ok(())
-            })
-            .await
-    }};
+/// Compensates a step at most once per purchase: `undo` runs, in the same transaction as
+/// the ledger update, only when the step's effect was applied. A compensation that finds
+/// nothing applied leaves a tombstone, so a late forward command is refused.
+pub async fn compensation<C: Ledger>(
+    conn: &mut C,
+    purchase_id: i64,
+    undo: impl AsyncFnOnce(&mut C) -> Result<(), DbError>,
+) -> Result<(), DbError> {
+    in_transaction(conn, async |c| {
+        if c.start_compensation(purchase_id).await? {
+            undo(c).await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Runs a participant's batch of commands with its `execute` and `compensate` functions
+/// (which use [`step`] and [`compensation`]): every command runs in its own savepoint inside
+/// one transaction, so a batch costs one commit (one fsync) and one command's failure spares
+/// the others. The per-command results hold only if the whole transaction commits.
+pub async fn batch<C: Ledger>(
+    conn: &mut C,
+    commands: &[StepCommand],
+    execute: impl AsyncFn(&mut C, &Purchase) -> Result<StepOutcome, DbError>,
+    compensate: impl AsyncFn(&mut C, i64) -> Result<(), DbError>,
+) -> BatchResults {
+    in_transaction(conn, async |c| {
+        let mut out = Vec::with_capacity(commands.len());
+        for command in commands {
+            let purchase = &command.purchase;
+            out.push(match command.call {
+                Call::Execute(_) => execute(c, purchase).await,
+                Call::Compensate(_) => compensate(c, purchase.purchase_id as i64)
+                    .await
+                    .map(|()| StepOutcome::Applied),
+            });
+        }
+        Ok(out)
+    })
+    .await
+}
+
+/// A batch's answers, one per command, in order; `Err` when the batch's transaction failed
+/// as a whole (then no command had an effect).
+pub type BatchResults = Result<Vec<Result<StepOutcome, DbError>>, DbError>;
+
+/// A repository whose database runs saga step commands (products, orders, payments): what
+/// a step participant needs of it, so one participant type serves all three.
+pub trait StepRepository: Clone + Unpin + 'static {
+    /// Runs a batch of step commands and compensations with [`batch`]: one transaction,
+    /// one savepoint per command.
+    fn run_steps(&self, commands: &[StepCommand]) -> impl Future<Output = BatchResults>;
 }

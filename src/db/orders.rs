@@ -3,11 +3,12 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
+use super::ledger::{self, BatchResults, StepRepository};
 use super::schema::orders;
 use super::{DbError, DbPool};
+use crate::backend_queries;
 use crate::domain::purchase::{Purchase, StepOutcome};
 use crate::domain::saga::StepCommand;
-use crate::{backend_queries, ledgered_compensation, ledgered_step, on_conn, step_batch_fn};
 
 /// An order line as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -34,25 +35,31 @@ fn lines_of(purchase: &Purchase) -> Vec<OrderLine> {
 }
 
 backend_queries! {
-    pub async fn create(conn: &mut Conn, purchase: &Purchase) -> Result<StepOutcome, DbError> {
+    async fn create(conn: &mut Conn, purchase: &Purchase) -> Result<StepOutcome, DbError> {
         let lines = lines_of(purchase);
-        ledgered_step!(conn, purchase.purchase_id as i64, |c| {
+        ledger::step(conn, purchase.purchase_id as i64, async |c| {
             // One statement per row: SQLite's sync wrapper has no multi-row INSERT.
             for line in &lines {
                 diesel::insert_into(orders::table).values(line).execute(c).await?;
             }
+            Ok(())
         })
+        .await
     }
 
-    pub async fn remove(conn: &mut Conn, purchase_id: i64) -> Result<(), DbError> {
-        ledgered_compensation!(conn, purchase_id, |c| {
+    async fn remove(conn: &mut Conn, purchase_id: i64) -> Result<(), DbError> {
+        ledger::compensation(conn, purchase_id, async |c| {
             diesel::delete(orders::table.filter(orders::id.eq(purchase_id))).execute(c).await?;
+            Ok(())
         })
+        .await
     }
 
-    step_batch_fn!(create, remove);
+    async fn run_steps(conn: &mut Conn, commands: &[StepCommand]) -> BatchResults {
+        ledger::batch(conn, commands, create, remove).await
+    }
 
-    pub async fn lines(conn: &mut Conn, id: i64) -> Result<Vec<OrderLine>, DbError> {
+    async fn lines(conn: &mut Conn, id: i64) -> Result<Vec<OrderLine>, DbError> {
         Ok(orders::table
             .filter(orders::id.eq(id))
             .order(orders::product_id)
@@ -76,24 +83,22 @@ impl Orders {
 
     /// Creates the purchase's order, once.
     pub async fn create(&self, purchase: &Purchase) -> Result<StepOutcome, DbError> {
-        on_conn!(self.pool, create(purchase))
-    }
-
-    /// Runs a batch of order steps and compensations in one transaction.
-    pub async fn run_steps(
-        &self,
-        ops: &[StepCommand],
-    ) -> Result<Vec<Result<StepOutcome, DbError>>, DbError> {
-        on_conn!(self.pool, run_steps(ops))
+        create(&self.pool, purchase).await
     }
 
     /// Deletes the purchase's order, once; a no-op when there is none.
     pub async fn remove(&self, purchase_id: u64) -> Result<(), DbError> {
-        on_conn!(self.pool, remove(purchase_id as i64))
+        remove(&self.pool, purchase_id as i64).await
     }
 
     /// The order's lines sorted by product id (empty when there is no such order).
     pub async fn lines(&self, id: u64) -> Result<Vec<OrderLine>, DbError> {
-        on_conn!(self.pool, lines(id as i64))
+        lines(&self.pool, id as i64).await
+    }
+}
+
+impl StepRepository for Orders {
+    async fn run_steps(&self, commands: &[StepCommand]) -> BatchResults {
+        run_steps(&self.pool, commands).await
     }
 }

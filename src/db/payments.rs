@@ -3,11 +3,12 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
+use super::ledger::{self, BatchResults, StepRepository};
 use super::schema::payments;
 use super::{DbError, DbPool};
+use crate::backend_queries;
 use crate::domain::purchase::{Purchase, StepOutcome};
 use crate::domain::saga::StepCommand;
-use crate::{backend_queries, ledgered_compensation, ledgered_step, on_conn, step_batch_fn};
 
 /// A payment as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -20,27 +21,33 @@ pub struct Payment {
 }
 
 backend_queries! {
-    pub async fn create(conn: &mut Conn, purchase: &Purchase) -> Result<StepOutcome, DbError> {
+    async fn create(conn: &mut Conn, purchase: &Purchase) -> Result<StepOutcome, DbError> {
         let payment = Payment {
             id: purchase.purchase_id as i64,
             customer_id: purchase.customer_id as i64,
             currency_code: purchase.currency.code().to_owned(),
             amount: purchase.amount,
         };
-        ledgered_step!(conn, payment.id, |c| {
+        ledger::step(conn, payment.id, async |c| {
             diesel::insert_into(payments::table).values(&payment).execute(c).await?;
+            Ok(())
         })
+        .await
     }
 
-    pub async fn remove(conn: &mut Conn, purchase_id: i64) -> Result<(), DbError> {
-        ledgered_compensation!(conn, purchase_id, |c| {
+    async fn remove(conn: &mut Conn, purchase_id: i64) -> Result<(), DbError> {
+        ledger::compensation(conn, purchase_id, async |c| {
             diesel::delete(payments::table.find(purchase_id)).execute(c).await?;
+            Ok(())
         })
+        .await
     }
 
-    step_batch_fn!(create, remove);
+    async fn run_steps(conn: &mut Conn, commands: &[StepCommand]) -> BatchResults {
+        ledger::batch(conn, commands, create, remove).await
+    }
 
-    pub async fn by_id(conn: &mut Conn, id: i64) -> Result<Option<Payment>, DbError> {
+    async fn by_id(conn: &mut Conn, id: i64) -> Result<Option<Payment>, DbError> {
         Ok(payments::table
             .find(id)
             .select(Payment::as_select())
@@ -64,24 +71,22 @@ impl Payments {
 
     /// Records the purchase's payment, once.
     pub async fn create(&self, purchase: &Purchase) -> Result<StepOutcome, DbError> {
-        on_conn!(self.pool, create(purchase))
-    }
-
-    /// Runs a batch of payment steps and compensations in one transaction.
-    pub async fn run_steps(
-        &self,
-        ops: &[StepCommand],
-    ) -> Result<Vec<Result<StepOutcome, DbError>>, DbError> {
-        on_conn!(self.pool, run_steps(ops))
+        create(&self.pool, purchase).await
     }
 
     /// Deletes the purchase's payment, once; a no-op when there is none.
     pub async fn remove(&self, purchase_id: u64) -> Result<(), DbError> {
-        on_conn!(self.pool, remove(purchase_id as i64))
+        remove(&self.pool, purchase_id as i64).await
     }
 
     /// The payment with this id.
     pub async fn by_id(&self, id: u64) -> Result<Option<Payment>, DbError> {
-        on_conn!(self.pool, by_id(id as i64))
+        by_id(&self.pool, id as i64).await
+    }
+}
+
+impl StepRepository for Payments {
+    async fn run_steps(&self, commands: &[StepCommand]) -> BatchResults {
+        run_steps(&self.pool, commands).await
     }
 }

@@ -1,5 +1,5 @@
 //! One pool type for both backends: MySQL through diesel-async, SQLite through its sync
-//! wrapper. Repositories write each query once and [`backend_queries!`] expands it per backend.
+//! wrapper. Repositories write each query once and [`backend_queries!`] compiles it per backend.
 
 use diesel::SqliteConnection;
 use diesel_async::pooled_connection::deadpool::Pool;
@@ -102,43 +102,86 @@ impl DbPool {
     }
 }
 
-/// Defines the given query functions twice, once per backend, in modules `mysql_queries` and
-/// `sqlite_queries`, each with its own `Conn` type. Call them through [`on_conn!`].
+/// Writes database code once and compiles it once per backend.
+///
+/// diesel-async has no connection type that serves both MySQL and SQLite, and a query's
+/// diesel type is only executable on a concrete connection (a generic version needs one
+/// `where` bound per query shape). So the same text is compiled twice, with `Conn` standing
+/// for each connection type. Two forms:
+///
+/// **Query functions**, whose first parameter is `&mut Conn`:
+///
+/// ```text
+/// backend_queries! {
+///     /// The product with this id.
+///     pub async fn by_id(conn: &mut Conn, id: i64) -> Result<Option<Product>, DbError> {
+///         /* diesel code on `conn` */
+///     }
+/// }
+/// ```
+///
+/// expands to one copy per backend, plus a function of the same name that runs it on a
+/// connection from a [`DbPool`] (the return type must be `Result<_, DbError>`):
+///
+/// ```text
+/// mod mysql {
+///     use super::*;
+///     pub type Conn = diesel_async::AsyncMysqlConnection;
+///     pub async fn by_id(conn: &mut Conn, id: i64) -> Result<Option<Product>, DbError> { /* .. */ }
+/// }
+/// mod sqlite { /* the same, with `pub type Conn = SqliteConn;` */ }
+///
+/// /// The product with this id.
+/// pub async fn by_id(pool: &DbPool, id: i64) -> Result<Option<Product>, DbError> {
+///     match pool {
+///         DbPool::Mysql(p) => mysql::by_id(&mut *p.get().await?, id).await,
+///         DbPool::Sqlite(p) => sqlite::by_id(&mut *p.get().await?, id).await,
+///     }
+/// }
+/// ```
+///
+/// Inside a backend module the functions call each other's same-backend copy by name.
+///
+/// **A trait implementation** for both connection types, so that generic code (`C: Trait`)
+/// can run backend-specific queries (see `db::ledger`):
+///
+/// ```text
+/// backend_queries! {
+///     impl Ledger for Conn { /* methods on `&mut self` */ }
+/// }
+/// // expands to
+/// impl Ledger for diesel_async::AsyncMysqlConnection { /* .. */ }
+/// impl Ledger for SqliteConn { /* .. */ }
+/// ```
 #[macro_export]
 macro_rules! backend_queries {
-    ($($item:item)*) => {
-        #[allow(unused_imports)]
-        pub mod mysql_queries {
-            use super::*;
-            /// The connection these queries run on.
-            pub type Conn = diesel_async::AsyncMysqlConnection;
-            use $crate::db::ledger::mysql_queries as ledger;
-            $($item)*
-        }
-        #[allow(unused_imports)]
-        pub mod sqlite_queries {
-            use super::*;
-            /// The connection these queries run on.
-            pub type Conn = $crate::db::pool::SqliteConn;
-            use $crate::db::ledger::sqlite_queries as ledger;
-            $($item)*
-        }
+    (impl $trait:ident for Conn { $($body:tt)* }) => {
+        impl $trait for diesel_async::AsyncMysqlConnection { $($body)* }
+        impl $trait for $crate::db::pool::SqliteConn { $($body)* }
     };
-}
-
-/// Runs a query function from [`backend_queries!`] on a pooled connection of `pool`.
-#[macro_export]
-macro_rules! on_conn {
-    ($pool:expr, $f:ident($($arg:expr),* $(,)?)) => {
-        match &$pool {
-            $crate::db::DbPool::Mysql(p) => {
-                let mut conn = p.get().await?;
-                mysql_queries::$f(&mut conn, $($arg),*).await
-            }
-            $crate::db::DbPool::Sqlite(p) => {
-                let mut conn = p.get().await?;
-                sqlite_queries::$f(&mut conn, $($arg),*).await
-            }
+    ($(
+        $(#[$attr:meta])*
+        $vis:vis async fn $name:ident($conn:ident: &mut Conn $(, $arg:ident: $ty:ty)* $(,)?)
+            -> $ret:ty $body:block
+    )*) => {
+        mod mysql {
+            use super::*;
+            pub type Conn = diesel_async::AsyncMysqlConnection;
+            $(pub async fn $name($conn: &mut Conn $(, $arg: $ty)*) -> $ret $body)*
         }
+        mod sqlite {
+            use super::*;
+            pub type Conn = $crate::db::pool::SqliteConn;
+            $(pub async fn $name($conn: &mut Conn $(, $arg: $ty)*) -> $ret $body)*
+        }
+        $(
+            $(#[$attr])*
+            $vis async fn $name(pool: &$crate::db::DbPool $(, $arg: $ty)*) -> $ret {
+                match pool {
+                    $crate::db::DbPool::Mysql(p) => mysql::$name(&mut *p.get().await?, $($arg),*).await,
+                    $crate::db::DbPool::Sqlite(p) => sqlite::$name(&mut *p.get().await?, $($arg),*).await,
+                }
+            }
+        )*
     };
 }

@@ -3,11 +3,12 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
+use super::ledger::{self, BatchResults, StepRepository};
 use super::schema::{products, reservations};
 use super::{DbError, DbPool};
+use crate::backend_queries;
 use crate::domain::purchase::{Purchase, PurchaseItem, StepOutcome};
 use crate::domain::saga::StepCommand;
-use crate::{backend_queries, ledgered_compensation, ledgered_step, on_conn, step_batch_fn};
 
 /// A product row as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -46,12 +47,12 @@ pub const DUPLICATE_ITEMS: &str = "duplicate product in purchase";
 pub const INSUFFICIENT_INVENTORY: &str = "insufficient inventory";
 
 backend_queries! {
-    pub async fn insert(conn: &mut Conn, p: &Product) -> Result<(), DbError> {
+    async fn insert(conn: &mut Conn, p: &Product) -> Result<(), DbError> {
         diesel::insert_into(products::table).values(p).execute(conn).await?;
         Ok(())
     }
 
-    pub async fn by_id(conn: &mut Conn, id: i64) -> Result<Option<Product>, DbError> {
+    async fn by_id(conn: &mut Conn, id: i64) -> Result<Option<Product>, DbError> {
         Ok(products::table
             .find(id)
             .select(Product::as_select())
@@ -60,7 +61,7 @@ backend_queries! {
             .optional()?)
     }
 
-    pub async fn inventory(conn: &mut Conn, id: i64) -> Result<Option<i64>, DbError> {
+    async fn inventory(conn: &mut Conn, id: i64) -> Result<Option<i64>, DbError> {
         Ok(products::table
             .find(id)
             .select(products::inventory)
@@ -69,7 +70,7 @@ backend_queries! {
             .optional()?)
     }
 
-    pub async fn page(conn: &mut Conn, offset: i64, size: i64) -> Result<Vec<CatalogEntry>, DbError> {
+    async fn page(conn: &mut Conn, offset: i64, size: i64) -> Result<Vec<CatalogEntry>, DbError> {
         Ok(products::table
             .order(products::id)
             .limit(size)
@@ -79,11 +80,11 @@ backend_queries! {
             .await?)
     }
 
-    pub async fn reserve(conn: &mut Conn, purchase: &Purchase) -> Result<StepOutcome, DbError> {
+    async fn reserve(conn: &mut Conn, purchase: &Purchase) -> Result<StepOutcome, DbError> {
         let purchase_id = purchase.purchase_id as i64;
         let mut sorted: Vec<PurchaseItem> = purchase.items.clone();
         sorted.sort_by_key(|i| i.product_id);
-        ledgered_step!(conn, purchase_id, |c| {
+        ledger::step(conn, purchase_id, async |c| {
             if sorted.windows(2).any(|w| w[0].product_id == w[1].product_id) {
                 return Err(DbError::Rejected(DUPLICATE_ITEMS.to_owned()));
             }
@@ -105,11 +106,13 @@ backend_queries! {
                 let row = Reservation { purchase_id, product_id: i.product_id as i64, amount: i.amount };
                 diesel::insert_into(reservations::table).values(&row).execute(c).await?;
             }
+            Ok(())
         })
+        .await
     }
 
-    pub async fn release(conn: &mut Conn, purchase_id: i64) -> Result<(), DbError> {
-        ledgered_compensation!(conn, purchase_id, |c| {
+    async fn release(conn: &mut Conn, purchase_id: i64) -> Result<(), DbError> {
+        ledger::compensation(conn, purchase_id, async |c| {
             let taken: Vec<Reservation> = reservations::table
                 .filter(reservations::purchase_id.eq(purchase_id))
                 .order(reservations::product_id)
@@ -122,10 +125,14 @@ backend_queries! {
                     .execute(c)
                     .await?;
             }
+            Ok(())
         })
+        .await
     }
 
-    step_batch_fn!(reserve, release);
+    async fn run_steps(conn: &mut Conn, commands: &[StepCommand]) -> BatchResults {
+        ledger::batch(conn, commands, reserve, release).await
+    }
 }
 
 /// Repository of the product database.
@@ -142,42 +149,37 @@ impl Products {
 
     /// Stores a new product.
     pub async fn insert(&self, product: &Product) -> Result<(), DbError> {
-        on_conn!(self.pool, insert(product))
+        insert(&self.pool, product).await
     }
 
     /// The product with this id.
     pub async fn by_id(&self, id: u64) -> Result<Option<Product>, DbError> {
-        on_conn!(self.pool, by_id(id as i64))
+        by_id(&self.pool, id as i64).await
     }
 
     /// The product's current stock (never cached: sagas change it).
     pub async fn inventory(&self, id: u64) -> Result<Option<i64>, DbError> {
-        on_conn!(self.pool, inventory(id as i64))
+        inventory(&self.pool, id as i64).await
     }
 
     /// One page of the catalog, ordered by id (creation order).
     pub async fn page(&self, offset: u64, size: u64) -> Result<Vec<CatalogEntry>, DbError> {
-        on_conn!(
-            self.pool,
-            page(offset.min(i64::MAX as u64) as i64, size as i64)
-        )
+        page(&self.pool, offset.min(i64::MAX as u64) as i64, size as i64).await
     }
 
     /// Takes a purchase's items from stock, all or nothing, once per purchase.
     pub async fn reserve(&self, purchase: &Purchase) -> Result<StepOutcome, DbError> {
-        on_conn!(self.pool, reserve(purchase))
-    }
-
-    /// Runs a batch of inventory steps and compensations in one transaction.
-    pub async fn run_steps(
-        &self,
-        ops: &[StepCommand],
-    ) -> Result<Vec<Result<StepOutcome, DbError>>, DbError> {
-        on_conn!(self.pool, run_steps(ops))
+        reserve(&self.pool, purchase).await
     }
 
     /// Gives back exactly what a purchase took, once; a no-op when it took nothing.
     pub async fn release(&self, purchase_id: u64) -> Result<(), DbError> {
-        on_conn!(self.pool, release(purchase_id as i64))
+        release(&self.pool, purchase_id as i64).await
+    }
+}
+
+impl StepRepository for Products {
+    async fn run_steps(&self, commands: &[StepCommand]) -> BatchResults {
+        run_steps(&self.pool, commands).await
     }
 }

@@ -12,10 +12,10 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::schema::{partitions, saga_events, sagas, store_meta};
 use super::{DbError, DbPool};
+use crate::backend_queries;
 use crate::domain::partition::{self, PartitionId};
 use crate::domain::purchase::{Currency, Purchase, PurchaseResult, Step, StepEvent, StepStatus};
 use crate::domain::saga::{Retry, Saga, SagaState, replay};
-use crate::{backend_queries, on_conn};
 
 /// A saga as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -215,52 +215,52 @@ const META_COUNT: &str = "partition_count";
 const META_HASH: &str = "partition_hash";
 
 backend_queries! {
-    /// Writes one saga's row (insert or versioned update); `Ok(None)` when it was applied.
-    pub(super) async fn write_row(c: &mut Conn, w: &SagaWrite, now: i64) -> Result<Option<WriteOutcome>, DbError> {
-        let id = w.purchase.purchase_id as i64;
-        let written = if w.from_version == 0 {
-            match diesel::insert_into(sagas::table).values(new_row(w, now)).execute(c).await {
-                Ok(n) => n,
-                Err(diesel::result::Error::DatabaseError(
-                    diesel::result::DatabaseErrorKind::UniqueViolation,
-                    _,
-                )) => 0,
-                Err(e) => return Err(e.into()),
-            }
-        } else {
-            diesel::update(sagas::table.find(id).filter(sagas::version.eq(w.from_version as i64)))
-                .set((
-                    sagas::state.eq(w.saga.state.to_string()),
-                    sagas::finished.eq(w.saga.state.is_terminal()),
-                    sagas::version.eq(w.from_version as i64 + 1),
-                    sagas::attempts.eq(w.saga.retry.attempts as i32),
-                    sagas::retry_since.eq(w.saga.retry.since_ms),
-                    sagas::updated_at.eq(now),
-                ))
-                .execute(c)
-                .await?
-        };
-        if written == 1 {
-            return Ok(None);
-        }
-        // Applied already when the saga is exactly where this write takes it: same version,
-        // same state. Any other position means another writer's view won.
-        let found: Option<(i64, String)> = sagas::table
-            .find(id)
-            .select((sagas::version, sagas::state))
-            .first(c)
-            .await
-            .optional()?;
-        Ok(Some(if found == Some((w.from_version as i64 + 1, w.saga.state.to_string())) {
-            WriteOutcome::AlreadyApplied
-        } else {
-            WriteOutcome::Conflict
-        }))
-    }
-
     /// One transaction: per partition (ascending), fence and number, write the rows, append
     /// the log entries of the rows that were written.
-    pub(super) async fn commit(conn: &mut Conn, owner: i32, owned: &Ownership, writes: &[SagaWrite], now: i64) -> Result<Vec<WriteOutcome>, DbError> {
+    async fn commit(conn: &mut Conn, owner: i32, owned: &Ownership, writes: &[SagaWrite], now: i64) -> Result<Vec<WriteOutcome>, DbError> {
+        /// Writes one saga's row (insert or versioned update); `Ok(None)` when it was applied.
+        async fn write_row(c: &mut Conn, w: &SagaWrite, now: i64) -> Result<Option<WriteOutcome>, DbError> {
+            let id = w.purchase.purchase_id as i64;
+            let written = if w.from_version == 0 {
+                match diesel::insert_into(sagas::table).values(new_row(w, now)).execute(c).await {
+                    Ok(n) => n,
+                    Err(diesel::result::Error::DatabaseError(
+                        diesel::result::DatabaseErrorKind::UniqueViolation,
+                        _,
+                    )) => 0,
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                diesel::update(sagas::table.find(id).filter(sagas::version.eq(w.from_version as i64)))
+                    .set((
+                        sagas::state.eq(w.saga.state.to_string()),
+                        sagas::finished.eq(w.saga.state.is_terminal()),
+                        sagas::version.eq(w.from_version as i64 + 1),
+                        sagas::attempts.eq(w.saga.retry.attempts as i32),
+                        sagas::retry_since.eq(w.saga.retry.since_ms),
+                        sagas::updated_at.eq(now),
+                    ))
+                    .execute(c)
+                    .await?
+            };
+            if written == 1 {
+                return Ok(None);
+            }
+            // Applied already when the saga is exactly where this write takes it: same version,
+            // same state. Any other position means another writer's view won.
+            let found: Option<(i64, String)> = sagas::table
+                .find(id)
+                .select((sagas::version, sagas::state))
+                .first(c)
+                .await
+                .optional()?;
+            Ok(Some(if found == Some((w.from_version as i64 + 1, w.saga.state.to_string())) {
+                WriteOutcome::AlreadyApplied
+            } else {
+                WriteOutcome::Conflict
+            }))
+        }
+
         conn.transaction::<_, DbError, _>(async |c| {
             let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; writes.len()];
             let mut by_partition: BTreeMap<PartitionId, Vec<usize>> = BTreeMap::new();
@@ -341,7 +341,7 @@ backend_queries! {
         .await
     }
 
-    pub(super) async fn rows_of(conn: &mut Conn, ids: &[i64]) -> Result<Vec<SagaRow>, DbError> {
+    async fn rows_of(conn: &mut Conn, ids: &[i64]) -> Result<Vec<SagaRow>, DbError> {
         Ok(sagas::table
             .filter(sagas::purchase_id.eq_any(ids))
             .order(sagas::purchase_id)
@@ -350,7 +350,7 @@ backend_queries! {
             .await?)
     }
 
-    pub(super) async fn logs_of(conn: &mut Conn, ids: &[i64]) -> Result<Vec<EventRow>, DbError> {
+    async fn logs_of(conn: &mut Conn, ids: &[i64]) -> Result<Vec<EventRow>, DbError> {
         Ok(saga_events::table
             .filter(saga_events::purchase_id.eq_any(ids))
             .order((saga_events::purchase_id, saga_events::saga_seq))
@@ -359,7 +359,7 @@ backend_queries! {
             .await?)
     }
 
-    pub(super) async fn unfinished_ids(conn: &mut Conn, after: i64, limit: i64) -> Result<Vec<i64>, DbError> {
+    async fn unfinished_ids(conn: &mut Conn, after: i64, limit: i64) -> Result<Vec<i64>, DbError> {
         Ok(sagas::table
             .filter(sagas::finished.eq(false))
             .filter(sagas::purchase_id.gt(after))
@@ -371,7 +371,7 @@ backend_queries! {
             .await?)
     }
 
-    pub(super) async fn released_ids(conn: &mut Conn) -> Result<Vec<i64>, DbError> {
+    async fn released_ids(conn: &mut Conn) -> Result<Vec<i64>, DbError> {
         Ok(sagas::table
             .filter(sagas::retry_requested.eq(true))
             .select(sagas::purchase_id)
@@ -379,7 +379,7 @@ backend_queries! {
             .await?)
     }
 
-    pub(super) async fn customer_events_after(conn: &mut Conn, customer_id: i64, after: i64, limit: i64) -> Result<Vec<EventRow>, DbError> {
+    async fn customer_events_after(conn: &mut Conn, customer_id: i64, after: i64, limit: i64) -> Result<Vec<EventRow>, DbError> {
         Ok(saga_events::table
             .filter(saga_events::customer_id.eq(customer_id))
             .filter(saga_events::event_id.gt(after))
@@ -390,7 +390,7 @@ backend_queries! {
             .await?)
     }
 
-    pub(super) async fn set_quarantine(conn: &mut Conn, id: i64, reason: Option<String>, retry_requested: bool, now: i64) -> Result<usize, DbError> {
+    async fn set_quarantine(conn: &mut Conn, id: i64, reason: Option<String>, retry_requested: bool, now: i64) -> Result<usize, DbError> {
         Ok(diesel::update(sagas::table.find(id))
             .set((
                 sagas::quarantine.eq(reason),
@@ -401,7 +401,7 @@ backend_queries! {
             .await?)
     }
 
-    pub(super) async fn release(conn: &mut Conn, id: i64, now: i64) -> Result<usize, DbError> {
+    async fn release(conn: &mut Conn, id: i64, now: i64) -> Result<usize, DbError> {
         Ok(diesel::update(sagas::table.find(id).filter(sagas::quarantine.is_not_null()))
             .set((
                 sagas::quarantine.eq(None::<String>),
@@ -412,7 +412,7 @@ backend_queries! {
             .await?)
     }
 
-    pub(super) async fn quarantined(conn: &mut Conn) -> Result<Vec<(i64, i64, Option<String>, i64)>, DbError> {
+    async fn quarantined(conn: &mut Conn) -> Result<Vec<(i64, i64, Option<String>, i64)>, DbError> {
         Ok(sagas::table
             .filter(sagas::quarantine.is_not_null())
             .order(sagas::purchase_id)
@@ -423,7 +423,7 @@ backend_queries! {
 
     /// Creates the partitions of a new store, or checks an existing store's settings; assigns
     /// rows carried over from the single-sequence store; takes every partition for `owner`.
-    pub(super) async fn own_all(conn: &mut Conn, count: u32, owner: i32) -> Result<Vec<(i32, i64)>, DbError> {
+    async fn own_all(conn: &mut Conn, count: u32, owner: i32) -> Result<Vec<(i32, i64)>, DbError> {
         conn.transaction::<_, DbError, _>(async |c| {
             let meta: Vec<(String, String)> = store_meta::table
                 .select((store_meta::name, store_meta::value))
@@ -526,7 +526,7 @@ impl Sagas {
     /// store's settings) and takes every one of them for `node`: the embedded case, where one
     /// node owns the whole store. Answers what the node now owns.
     pub async fn own_all(&self, count: u32, node: u16) -> Result<Ownership, DbError> {
-        let owned = on_conn!(self.pool, own_all(count, i32::from(node)))?;
+        let owned = own_all(&self.pool, count, i32::from(node)).await?;
         Ok(owned
             .into_iter()
             .map(|(p, epoch)| (PartitionId(p as u32), epoch as u64))
@@ -542,14 +542,14 @@ impl Sagas {
         writes: &[SagaWrite],
     ) -> Result<Vec<WriteOutcome>, DbError> {
         let now = crate::clock::now_ms();
-        on_conn!(self.pool, commit(i32::from(node), owned, writes, now))
+        commit(&self.pool, i32::from(node), owned, writes, now).await
     }
 
     /// Several sagas with their logs, in id order (missing ids are left out).
     pub async fn load(&self, ids: &[u64]) -> Result<Vec<StoredSaga>, DbError> {
         let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-        let rows = on_conn!(self.pool, rows_of(&ids))?;
-        let logs = on_conn!(self.pool, logs_of(&ids))?;
+        let rows = rows_of(&self.pool, &ids).await?;
+        let logs = logs_of(&self.pool, &ids).await?;
         Ok(group_logs(rows, logs))
     }
 
@@ -560,14 +560,15 @@ impl Sagas {
 
     /// A page of unfinished, unquarantined sagas with ids above `after`, in id order.
     pub async fn unfinished(&self, after: u64, limit: u64) -> Result<Vec<StoredSaga>, DbError> {
-        let ids = on_conn!(self.pool, unfinished_ids(after as i64, limit as i64))?;
+        let ids = unfinished_ids(&self.pool, after as i64, limit as i64).await?;
         let ids: Vec<u64> = ids.into_iter().map(|i| i as u64).collect();
         self.load(&ids).await
     }
 
     /// Sagas released from quarantine by `sagashop sagas retry`, not yet picked up.
     pub async fn released(&self) -> Result<Vec<u64>, DbError> {
-        Ok(on_conn!(self.pool, released_ids())?
+        Ok(released_ids(&self.pool)
+            .await?
             .into_iter()
             .map(|i| i as u64)
             .collect())
@@ -581,14 +582,13 @@ impl Sagas {
         after: u64,
         limit: u64,
     ) -> Result<Vec<PurchaseResult>, DbError> {
-        let rows = on_conn!(
-            self.pool,
-            customer_events_after(
-                customer_id as i64,
-                after.min(i64::MAX as u64) as i64,
-                limit as i64
-            )
-        )?;
+        let rows = customer_events_after(
+            &self.pool,
+            customer_id as i64,
+            after.min(i64::MAX as u64) as i64,
+            limit as i64,
+        )
+        .await?;
         Ok(rows
             .into_iter()
             .filter_map(|e| {
@@ -611,10 +611,7 @@ impl Sagas {
     pub async fn quarantine(&self, purchase_id: u64, reason: &str) -> Result<(), DbError> {
         let now = crate::clock::now_ms();
         let reason = Some(reason.chars().take(2000).collect::<String>());
-        on_conn!(
-            self.pool,
-            set_quarantine(purchase_id as i64, reason, false, now)
-        )?;
+        set_quarantine(&self.pool, purchase_id as i64, reason, false, now).await?;
         Ok(())
     }
 
@@ -622,23 +619,21 @@ impl Sagas {
     /// such saga.
     pub async fn request_retry(&self, purchase_id: u64) -> Result<bool, DbError> {
         let now = crate::clock::now_ms();
-        let n = on_conn!(self.pool, release(purchase_id as i64, now))?;
+        let n = release(&self.pool, purchase_id as i64, now).await?;
         Ok(n == 1)
     }
 
     /// Marks a released saga as picked up.
     pub async fn picked_up(&self, purchase_id: u64) -> Result<(), DbError> {
         let now = crate::clock::now_ms();
-        on_conn!(
-            self.pool,
-            set_quarantine(purchase_id as i64, None, false, now)
-        )?;
+        set_quarantine(&self.pool, purchase_id as i64, None, false, now).await?;
         Ok(())
     }
 
     /// Every quarantined saga, in id order.
     pub async fn quarantined(&self) -> Result<Vec<Quarantined>, DbError> {
-        Ok(on_conn!(self.pool, quarantined())?
+        Ok(quarantined(&self.pool)
+            .await?
             .into_iter()
             .map(|(id, customer, reason, at)| Quarantined {
                 purchase_id: id as u64,

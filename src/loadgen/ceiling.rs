@@ -10,11 +10,11 @@ use diesel::sql_types::BigInt;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use serde::Serialize;
 
+use sagashop::backend_queries;
 use sagashop::config::ServiceDb;
 use sagashop::db::open::{DbLocation, create_mysql_database, migrate};
 use sagashop::db::{DbError, DbPool};
 use sagashop::secrets::DatabaseUrl;
-use sagashop::{backend_queries, on_conn};
 
 backend_queries! {
     pub async fn create_table(conn: &mut Conn) -> Result<(), DbError> {
@@ -70,7 +70,7 @@ pub async fn probe(
             (DbPool::sqlite(&path, pool_size)?, "sqlite")
         }
     };
-    on_conn!(pool, create_table())?;
+    create_table(&pool).await?;
     let next_id = Rc::new(Cell::new(0i64));
     let commits = Rc::new(Cell::new(0u64));
     let started = Instant::now();
@@ -82,7 +82,7 @@ pub async fn probe(
             while Instant::now() < deadline {
                 let id = next_id.get();
                 next_id.set(id + 1);
-                let done: Result<(), DbError> = async { on_conn!(pool, commit_one(id)) }.await;
+                let done: Result<(), DbError> = async { commit_one(&pool, id).await }.await;
                 done?;
                 commits.set(commits.get() + 1);
             }

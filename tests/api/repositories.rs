@@ -8,6 +8,7 @@ use crate::support::mariadb::Databases;
 use sagashop::config::{Config, ServiceDb};
 use sagashop::db::DbPool;
 use sagashop::db::accounts::{Accounts, Customer, PersonChange};
+use sagashop::db::ledger::StepRepository;
 use sagashop::db::orders::Orders;
 use sagashop::db::payments::Payments;
 use sagashop::db::products::{INSUFFICIENT_INVENTORY, Product, Products};
