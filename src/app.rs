@@ -23,6 +23,7 @@ use crate::actors::store::SagaStore;
 use crate::actors::supervisor::{SagaSupervisor, SupervisorSettings, load_unfinished};
 use crate::auth::{secret, tokens::TokenIssuer};
 use crate::cache::Cache;
+use crate::clock::Clock;
 use crate::config::{Config, DatabaseOptions, ServiceDb};
 use crate::db::accounts::Accounts;
 use crate::db::ledger::StepRepository;
@@ -39,6 +40,8 @@ use crate::http::{AppState, SseSettings, cors::cors, routes};
 pub struct Application {
     pub state: AppState,
     pub faults: Arc<Faults>,
+    /// The clock every component tells time by (tests move it forward).
+    pub clock: Clock,
     /// The threads owning each database (stopped with the application).
     pub arbiters: Vec<Arbiter>,
 }
@@ -112,12 +115,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
             .expect("every database opened")
     };
     let faults = Arc::new(Faults::default());
+    let clock = Clock::system();
     let ids = IdGenerator::new(config.machine_id);
     let cache = Cache::local(std::time::Duration::from_secs(config.cache_ttl_seconds));
     let tokens = TokenIssuer::new(
         secret.expose(),
         config.jwt_access_token_expire_second,
         config.jwt_refresh_token_expire_second,
+        clock.clone(),
     );
 
     let mut arbiters = Vec::new();
@@ -128,6 +133,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
             cache.clone(),
             ids.clone(),
             tokens.clone(),
+            clock.clone(),
         )),
     );
     let products = Products::new(pool(ServiceDb::Product));
@@ -136,7 +142,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
         Step::UpdateProductInventory,
         faults.clone(),
     );
-    let core = ProductCore::new(products, cache.clone(), ids.clone());
+    let core = ProductCore::new(products, cache.clone(), ids.clone(), clock.clone());
     let (product, product_steps) =
         participant_thread(&mut arbiters, ProductService::new(core), steps);
     let orders = Orders::new(pool(ServiceDb::Order));
@@ -158,7 +164,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
 
     let store_thread = Arbiter::new();
     let store = SagaStore::start(
-        Sagas::new(pool(ServiceDb::Saga)),
+        Sagas::new(pool(ServiceDb::Saga), clock.clone()),
         config.machine_id,
         config.partitions,
         &store_thread.handle(),
@@ -173,6 +179,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
             retry: config.retry_policy(),
         },
         faults: faults.clone(),
+        clock: clock.clone(),
     };
     let resumed = load_unfinished(&store).await?;
     if !resumed.is_empty() {
@@ -204,6 +211,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
     Ok(Application {
         state,
         faults,
+        clock,
         arbiters,
     })
 }
@@ -253,7 +261,7 @@ pub async fn migrate(databases: DatabaseOptions) -> anyhow::Result<()> {
 
 /// `sagashop sagas quarantined`: the sagas set aside because their stored log does not replay.
 pub async fn list_quarantined(databases: &DatabaseOptions) -> anyhow::Result<()> {
-    let sagas = Sagas::new(open(databases, ServiceDb::Saga).await?);
+    let sagas = Sagas::new(open(databases, ServiceDb::Saga).await?, Clock::system());
     let found = sagas.quarantined().await?;
     if found.is_empty() {
         println!("no quarantined sagas");
@@ -273,7 +281,7 @@ pub async fn retry_quarantined(
     databases: &DatabaseOptions,
     purchase_id: u64,
 ) -> anyhow::Result<()> {
-    let sagas = Sagas::new(open(databases, ServiceDb::Saga).await?);
+    let sagas = Sagas::new(open(databases, ServiceDb::Saga).await?, Clock::system());
     if !sagas.request_retry(purchase_id).await? {
         anyhow::bail!("saga {purchase_id} is not quarantined");
     }

@@ -9,6 +9,7 @@ use super::{ServiceError, ServiceResult};
 use crate::auth::password;
 use crate::auth::tokens::{TokenError, TokenIssuer, TokenPair};
 use crate::cache::{Cache, keys};
+use crate::clock::Clock;
 use crate::db::accounts::{Accounts, Customer, PersonChange, ShippingChange};
 use crate::domain::{email, ids::IdGenerator};
 
@@ -19,6 +20,7 @@ pub struct AccountCore {
     cache: Cache,
     ids: IdGenerator,
     tokens: TokenIssuer,
+    clock: Clock,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ServiceResult<T> {
@@ -27,18 +29,25 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 impl AccountCore {
     /// Core over the account repository.
-    pub fn new(repo: Accounts, cache: Cache, ids: IdGenerator, tokens: TokenIssuer) -> Self {
+    pub fn new(
+        repo: Accounts,
+        cache: Cache,
+        ids: IdGenerator,
+        tokens: TokenIssuer,
+        clock: Clock,
+    ) -> Self {
         Self {
             repo,
             cache,
             ids,
             tokens,
+            clock,
         }
     }
 
     fn issue(&self, customer_id: u64) -> ServiceResult<TokenPair> {
         self.tokens
-            .issue(customer_id, crate::clock::now_secs() as u64)
+            .issue(customer_id)
             .map_err(|e| ServiceError::Internal(e.to_string()))
     }
 }
@@ -60,7 +69,7 @@ impl Serve<SignUp> for AccountCore {
             address: msg.address,
             phone_number: msg.phone_number,
             password_hash,
-            created_at: crate::clock::now_ms(),
+            created_at: self.clock.now_ms(),
         };
         self.repo.insert(&customer).await?;
         self.issue(id)

@@ -6,6 +6,7 @@ use super::messages::*;
 use super::service::{Serve, Service};
 use super::{ServiceError, ServiceResult};
 use crate::cache::{Cache, keys};
+use crate::clock::Clock;
 use crate::db::products::{Product, Products};
 use crate::domain::ids::IdGenerator;
 
@@ -15,6 +16,7 @@ pub struct ProductCore {
     repo: Products,
     cache: Cache,
     ids: IdGenerator,
+    clock: Clock,
 }
 
 fn info(p: Product) -> ProductInfo {
@@ -29,8 +31,13 @@ fn info(p: Product) -> ProductInfo {
 
 impl ProductCore {
     /// Core over the product repository.
-    pub fn new(repo: Products, cache: Cache, ids: IdGenerator) -> Self {
-        Self { repo, cache, ids }
+    pub fn new(repo: Products, cache: Cache, ids: IdGenerator, clock: Clock) -> Self {
+        Self {
+            repo,
+            cache,
+            ids,
+            clock,
+        }
     }
 
     /// Cache-aside read of the parts of a product that never change.
@@ -54,7 +61,7 @@ impl Serve<CreateProduct> for ProductCore {
             brand_name: msg.brand_name,
             price: msg.price,
             inventory: msg.inventory,
-            created_at: crate::clock::now_ms(),
+            created_at: self.clock.now_ms(),
         };
         self.repo.insert(&product).await?;
         Ok(id)

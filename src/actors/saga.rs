@@ -10,6 +10,7 @@ use actix::prelude::*;
 use super::faults::Faults;
 use super::router::{DispatchError, ServiceRouter};
 use super::store::SagaStore;
+use crate::clock::Clock;
 use crate::db::DbError;
 use crate::db::sagas::{SagaWrite, WriteOutcome};
 use crate::domain::partition::PartitionId;
@@ -37,6 +38,7 @@ pub struct SagaDeps {
     pub store: SagaStore,
     pub policy: SagaPolicy,
     pub faults: Arc<Faults>,
+    pub clock: Clock,
 }
 
 /// Tells the supervisor a saga reached a terminal state.
@@ -85,7 +87,7 @@ impl SagaActor {
 
     /// Decide, commit, then act.
     fn on_event(&mut self, event: SagaEvent, ctx: &mut Context<Self>) {
-        let now = crate::clock::now_ms();
+        let now = self.deps.clock.now_ms();
         let transition = match next(self.at.saga, event, &self.deps.policy.retry, now) {
             Ok(t) => t,
             Err(e) => {

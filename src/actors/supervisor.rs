@@ -146,7 +146,7 @@ impl Handler<AcceptPurchase> for SagaSupervisor {
         if self.running.len() + self.accepting >= self.settings.max_in_flight {
             return Box::pin(fut::ready(Err(ServiceError::Busy)));
         }
-        let now = crate::clock::now_ms();
+        let now = self.deps.clock.now_ms();
         let start = next(Saga::NEW, SagaEvent::Start, &self.deps.policy.retry, now)
             .expect("a new saga can start");
         let purchase = Arc::new(msg.purchase);

@@ -6,6 +6,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Clock;
+
 /// `{"alg":"HS256","typ":"JWT"}` in the original's key order (jsonwebtoken writes typ first).
 const HEADER_B64: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
 
@@ -43,25 +45,24 @@ pub struct TokenIssuer {
     decoding: DecodingKey,
     access_ttl: u64,
     refresh_ttl: u64,
+    clock: Clock,
 }
 
 impl TokenIssuer {
-    /// Issuer for `secret` with lifetimes in seconds.
-    pub fn new(secret: &str, access_ttl: u64, refresh_ttl: u64) -> Self {
+    /// Issuer for `secret` with lifetimes in seconds, telling time by `clock`.
+    pub fn new(secret: &str, access_ttl: u64, refresh_ttl: u64, clock: Clock) -> Self {
         Self {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             access_ttl,
             refresh_ttl,
+            clock,
         }
     }
 
-    /// A new access + refresh pair for a customer, both stamped with the same `now`.
-    pub fn issue(
-        &self,
-        customer_id: u64,
-        now: u64,
-    ) -> Result<TokenPair, jsonwebtoken::errors::Error> {
+    /// A new access + refresh pair for a customer, both stamped with the same time.
+    pub fn issue(&self, customer_id: u64) -> Result<TokenPair, jsonwebtoken::errors::Error> {
+        let now = self.clock.now_secs().max(0) as u64;
         let sign = |refresh: bool, ttl: u64| {
             let claims = Claims {
                 customer_id,
@@ -114,7 +115,7 @@ impl TokenIssuer {
         )?;
         // `now >= exp` is expired, as the original (jsonwebtoken alone allows now == exp).
         if let Some(exp) = data.claims.exp
-            && crate::clock::now_secs() as u64 >= exp
+            && self.clock.now_secs().max(0) as u64 >= exp
         {
             return Err(TokenError::Expired);
         }
@@ -127,13 +128,17 @@ mod tests {
     use super::*;
 
     fn issuer() -> TokenIssuer {
-        TokenIssuer::new("s3cret", 100, 200)
+        TokenIssuer::new("s3cret", 100, 200, Clock::system())
+    }
+
+    /// An issuer whose clock stands at `secs`.
+    fn issuer_at(secs: i64) -> TokenIssuer {
+        TokenIssuer::new("s3cret", 100, 200, Clock::fixed(secs * 1000))
     }
 
     #[test]
     fn pair_round_trips_and_kinds_are_not_interchangeable() {
-        let now = crate::clock::now_secs() as u64;
-        let pair = issuer().issue(42, now).unwrap();
+        let pair = issuer().issue(42).unwrap();
         assert_eq!(issuer().check_access(&pair.access_token), Ok(42));
         assert_eq!(issuer().check_refresh(&pair.refresh_token), Ok(42));
         assert_eq!(
@@ -148,7 +153,7 @@ mod tests {
 
     #[test]
     fn claims_have_the_original_names_and_order() {
-        let pair = issuer().issue(7, 1000).unwrap();
+        let pair = issuer_at(1000).issue(7).unwrap();
         let payload = pair.access_token.split('.').nth(1).unwrap();
         let header = pair.access_token.split('.').next().unwrap();
         assert_eq!(header, "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9");
@@ -161,17 +166,24 @@ mod tests {
 
     #[test]
     fn expiry_is_reported_only_for_a_good_signature() {
-        let pair = issuer().issue(7, 1000).unwrap();
+        let issuer = issuer_at(1000);
+        let pair = issuer.issue(7).unwrap();
+        let clock = issuer.clock.clone();
+        clock.advance(std::time::Duration::from_secs(99));
+        assert_eq!(issuer.check_access(&pair.access_token), Ok(7));
+        clock.advance(std::time::Duration::from_secs(1));
         assert_eq!(
-            issuer().check_access(&pair.access_token),
-            Err(TokenError::Expired)
+            issuer.check_access(&pair.access_token),
+            Err(TokenError::Expired),
+            "expired at exp, as the original"
         );
-        let other = TokenIssuer::new("other", 100, 200);
+        assert_eq!(issuer.check_refresh(&pair.refresh_token), Ok(7));
+        let other = TokenIssuer::new("other", 100, 200, Clock::fixed(1_000_000));
         assert_eq!(
             other.check_access(&pair.access_token),
             Err(TokenError::Invalid)
         );
-        assert_eq!(issuer().check_access("garbage"), Err(TokenError::Invalid));
+        assert_eq!(issuer.check_access("garbage"), Err(TokenError::Invalid));
     }
 
     #[test]
@@ -179,7 +191,7 @@ mod tests {
         let claims = Claims {
             customer_id: 7,
             refresh: false,
-            exp: Some(crate::clock::now_secs() as u64 + 600),
+            exp: Some(Clock::system().now_secs() as u64 + 600),
         };
         let sign = |alg| {
             let key = EncodingKey::from_secret(b"s3cret");

@@ -36,7 +36,7 @@ fn entry(purchase_id: i64, status: &str, detail: &str) -> LedgerEntry {
         purchase_id,
         status: status.to_owned(),
         detail: detail.chars().take(255).collect(),
-        updated_at: crate::clock::now_ms(),
+        updated_at: crate::clock::Clock::system().now_ms(),
     }
 }
 
@@ -98,7 +98,7 @@ backend_queries! {
         }
 
         async fn start_compensation(&mut self, purchase_id: i64) -> Result<bool, DbError> {
-            let now = crate::clock::now_ms();
+            let now = crate::clock::Clock::system().now_ms();
             let undone = diesel::update(
                 step_ledger::table
                     .find(purchase_id)

@@ -13,6 +13,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use super::schema::{partitions, saga_events, sagas, store_meta};
 use super::{DbError, DbPool};
 use crate::backend_queries;
+use crate::clock::Clock;
 use crate::domain::partition::{self, PartitionId};
 use crate::domain::purchase::{Currency, Purchase, PurchaseResult, Step, StepEvent, StepStatus};
 use crate::domain::saga::{Retry, Saga, SagaState, replay};
@@ -504,6 +505,7 @@ backend_queries! {
 #[derive(Clone)]
 pub struct Sagas {
     pool: DbPool,
+    clock: Clock,
 }
 
 fn group_logs(rows: Vec<SagaRow>, logs: Vec<EventRow>) -> Vec<StoredSaga> {
@@ -517,9 +519,9 @@ fn group_logs(rows: Vec<SagaRow>, logs: Vec<EventRow>) -> Vec<StoredSaga> {
 }
 
 impl Sagas {
-    /// Repository over an opened saga database.
-    pub fn new(pool: DbPool) -> Self {
-        Self { pool }
+    /// Repository over an opened saga database, stamping rows with `clock`'s time.
+    pub fn new(pool: DbPool, clock: Clock) -> Self {
+        Self { pool, clock }
     }
 
     /// Prepares the store's `count` partitions (creating them, or checking an existing
@@ -541,7 +543,7 @@ impl Sagas {
         owned: &Ownership,
         writes: &[SagaWrite],
     ) -> Result<Vec<WriteOutcome>, DbError> {
-        let now = crate::clock::now_ms();
+        let now = self.clock.now_ms();
         commit(&self.pool, i32::from(node), owned, writes, now).await
     }
 
@@ -609,7 +611,7 @@ impl Sagas {
 
     /// Sets a saga aside: it is not run until released; the reason is kept for operators.
     pub async fn quarantine(&self, purchase_id: u64, reason: &str) -> Result<(), DbError> {
-        let now = crate::clock::now_ms();
+        let now = self.clock.now_ms();
         let reason = Some(reason.chars().take(2000).collect::<String>());
         set_quarantine(&self.pool, purchase_id as i64, reason, false, now).await?;
         Ok(())
@@ -618,14 +620,14 @@ impl Sagas {
     /// Releases a quarantined saga so that its node runs it again; false when there is no
     /// such saga.
     pub async fn request_retry(&self, purchase_id: u64) -> Result<bool, DbError> {
-        let now = crate::clock::now_ms();
+        let now = self.clock.now_ms();
         let n = release(&self.pool, purchase_id as i64, now).await?;
         Ok(n == 1)
     }
 
     /// Marks a released saga as picked up.
     pub async fn picked_up(&self, purchase_id: u64) -> Result<(), DbError> {
-        let now = crate::clock::now_ms();
+        let now = self.clock.now_ms();
         set_quarantine(&self.pool, purchase_id as i64, None, false, now).await?;
         Ok(())
     }

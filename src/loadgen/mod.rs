@@ -211,7 +211,7 @@ pub(crate) async fn setup(
     client: &Client,
     args: &LoadgenArgs,
 ) -> anyhow::Result<(Vec<Shopper>, Vec<Item>, Item)> {
-    let run = sagashop::clock::now_ms();
+    let run = sagashop::clock::Clock::system().now_ms();
     let mut shoppers = Vec::new();
     for i in 0..args.customers {
         let body = json!({"password":"loadgen-pass","firstname":"load","lastname":"gen","email":format!("loadgen-{run}-{i}@example.com"),"address":"bench","phone_number":format!("{run}{i}")});

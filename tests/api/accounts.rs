@@ -430,12 +430,12 @@ async fn refresh_rejects_access_tokens_garbage_and_missing_fields() {
 
 #[actix_rt::test]
 async fn expired_refresh_token_is_token_expired_only_when_the_signature_is_good() {
-    let app = TestApp::spawn_with(|c| c.jwt_refresh_token_expire_second = 2).await;
+    let app = TestApp::spawn_with(|c| c.jwt_refresh_token_expire_second = 60).await;
     let c = app.sign_up().await;
     let body = json!({"refresh_token": c.refresh});
     token_pair(&app.post(REFRESH, None, &body).await, 200);
 
-    actix_rt::time::sleep(Duration::from_millis(2100)).await;
+    app.clock.advance(Duration::from_secs(61));
     assert_msg(&app.post(REFRESH, None, &body).await, 401, "token expired");
 
     let past = now() - 10;
@@ -575,12 +575,12 @@ async fn every_unusable_authorization_is_401_with_an_empty_body() {
 
 #[actix_rt::test]
 async fn expired_access_token_is_401_token_expired_everywhere() {
-    let app = TestApp::spawn_with(|c| c.jwt_access_token_expire_second = 2).await;
+    let app = TestApp::spawn_with(|c| c.jwt_access_token_expire_second = 60).await;
     let p = app.create_product("expiring", 10, 10).await;
     let c = app.sign_up().await;
     assert_eq!(person(&app, &c.access).await["email"], json!(c.email));
 
-    actix_rt::time::sleep(Duration::from_millis(2100)).await;
+    app.clock.advance(Duration::from_secs(61));
     assert_msg(
         &app.get(PERSON, Some(&c.access)).await,
         401,

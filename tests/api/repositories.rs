@@ -37,7 +37,7 @@ async fn open(config: &Config) -> Repos {
         products: Products::new(pool(ServiceDb::Product)),
         orders: Orders::new(pool(ServiceDb::Order)),
         payments: Payments::new(pool(ServiceDb::Payment)),
-        sagas: Sagas::new(pool(ServiceDb::Saga)),
+        sagas: Sagas::new(pool(ServiceDb::Saga), sagashop::clock::Clock::system()),
     }
 }
 

@@ -29,6 +29,8 @@ const STOP_WAIT: Duration = Duration::from_secs(10);
 pub struct TestApp {
     pub url: String,
     pub faults: Arc<Faults>,
+    /// The app's clock: a test moves it forward instead of sleeping.
+    pub clock: sagashop::clock::Clock,
     pub dir: tempfile::TempDir,
     pub client: Client,
     server: actix_web::dev::ServerHandle,
@@ -133,6 +135,7 @@ impl TestApp {
         TestApp {
             url: format!("http://127.0.0.1:{port}"),
             faults: app.faults,
+            clock: app.clock,
             dir,
             client,
             server,

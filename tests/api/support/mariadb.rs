@@ -37,7 +37,7 @@ impl Databases {
         let run = format!(
             "sagashop_{name}_{}_{}",
             std::process::id(),
-            sagashop::clock::now_ms()
+            sagashop::clock::Clock::system().now_ms()
         );
         Some(Self { server, run })
     }
