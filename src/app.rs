@@ -2,6 +2,7 @@
 //! `sagashop serve` and the tests start the application through the same functions.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::Actor;
 use actix_rt::Arbiter;
@@ -27,14 +28,14 @@ use crate::clock::Clock;
 use crate::config::{Config, DatabaseOptions, ServiceDb};
 use crate::db::accounts::Accounts;
 use crate::db::ledger::StepRepository;
-use crate::db::open::open;
+use crate::db::open::{DbLocation, open};
 use crate::db::orders::Orders;
 use crate::db::payments::Payments;
 use crate::db::products::Products;
 use crate::db::sagas::Sagas;
 use crate::domain::ids::IdGenerator;
 use crate::domain::purchase::Step;
-use crate::http::{AppState, SseSettings, cors::cors, routes};
+use crate::http::{AppState, HttpSettings, SseSettings, cors::cors, routes};
 
 /// A started application: what HTTP needs, plus the test-only fault switches.
 pub struct Application {
@@ -42,8 +43,50 @@ pub struct Application {
     pub faults: Arc<Faults>,
     /// The clock every component tells time by (tests move it forward).
     pub clock: Clock,
+    /// How the HTTP server is to treat connections.
+    pub http: HttpSettings,
+    /// Held while the application runs: no second process opens the same data directory.
+    pub data_dir_lock: Option<std::fs::File>,
     /// The threads owning each database (stopped with the application).
     pub arbiters: Vec<Arbiter>,
+}
+
+/// Takes an exclusive lock on the data directory when any database is an embedded SQLite
+/// file there: two processes writing one SQLite store would break its one-writer model.
+fn lock_data_dir(databases: &DatabaseOptions) -> anyhow::Result<Option<std::fs::File>> {
+    let embedded = ServiceDb::ALL
+        .iter()
+        .any(|db| !matches!(DbLocation::resolve(databases, *db), DbLocation::Mysql(_)));
+    if !embedded {
+        return Ok(None);
+    }
+    let dir = &databases.data_dir;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("sagashop.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another sagashop process is using the data directory {} (it holds {}); \
+             stop it, or give this one its own --data-dir",
+            dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
+}
+
+/// Raises the soft limit on open files up to the hard limit: every connection and SSE stream
+/// holds a descriptor.
+fn raise_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+    }
 }
 
 /// Starts `actor` on a thread of its own: it owns a database whose calls block while they
@@ -105,6 +148,8 @@ pub async fn open_databases(
 
 /// Starts every actor on the current actix System and resumes unfinished sagas.
 pub async fn start(config: &Config) -> anyhow::Result<Application> {
+    let data_dir_lock = lock_data_dir(&config.databases)?;
+    raise_file_limit();
     let secret = secret::load_or_create(config)?;
     let pools = open_databases(&config.databases).await?;
     let pool = |db: ServiceDb| {
@@ -202,6 +247,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
         store,
         tokens,
         ids,
+        body_timeout: std::time::Duration::from_millis(config.client_request_timeout_ms),
         sse: SseSettings {
             buffer: config.sse_buffer,
             keep_alive: std::time::Duration::from_secs(config.sse_keepalive_seconds),
@@ -212,17 +258,23 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
         state,
         faults,
         clock,
+        http: HttpSettings {
+            workers: config.workers,
+            max_connections: config.max_connections,
+            client_request_timeout: Duration::from_millis(config.client_request_timeout_ms),
+            keep_alive: Duration::from_secs(config.keep_alive_seconds),
+            signals: true,
+        },
+        data_dir_lock,
         arbiters,
     })
 }
 
-/// The HTTP server over a started application, bound to `listener`. `workers` 0 means one
-/// per core; `signals` makes SIGINT/SIGTERM shut it down gracefully (off in tests).
+/// The HTTP server over a started application, bound to `listener`.
 pub fn http_server(
     state: AppState,
     listener: std::net::TcpListener,
-    workers: usize,
-    signals: bool,
+    settings: &HttpSettings,
 ) -> std::io::Result<actix_web::dev::Server> {
     let data = web::Data::new(state);
     let mut server = HttpServer::new(move || {
@@ -232,11 +284,15 @@ pub fn http_server(
             .wrap(TracingLogger::default())
             .configure(routes::configure)
     })
-    .shutdown_timeout(5);
-    if workers > 0 {
-        server = server.workers(workers);
+    .shutdown_timeout(5)
+    .max_connections(settings.max_connections)
+    .client_request_timeout(settings.client_request_timeout)
+    .client_disconnect_timeout(Duration::from_secs(1))
+    .keep_alive(settings.keep_alive);
+    if settings.workers > 0 {
+        server = server.workers(settings.workers);
     }
-    if !signals {
+    if !settings.signals {
         server = server.disable_signals();
     }
     Ok(server.listen(listener)?.run())
@@ -247,7 +303,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let app = start(&config).await?;
     let listener = std::net::TcpListener::bind(config.listen)?;
     tracing::info!(listen = %config.listen, data_dir = %config.databases.data_dir.display(), "sagashop serving");
-    http_server(app.state, listener, config.workers, true)?.await?;
+    http_server(app.state, listener, &app.http)?.await?;
     Ok(())
 }
 

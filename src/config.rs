@@ -151,6 +151,23 @@ pub struct Config {
     #[arg(long, env = "SAGASHOP_WORKERS", default_value_t = 0)]
     pub workers: usize,
 
+    /// Most open connections per HTTP worker; more wait in the listen backlog.
+    #[arg(long, env = "SAGASHOP_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Milliseconds a client has to send a request's head, and then its whole body (a
+    /// client that trickles bytes gets 408 instead of holding a worker).
+    #[arg(
+        long,
+        env = "SAGASHOP_CLIENT_REQUEST_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub client_request_timeout_ms: u64,
+
+    /// Seconds an idle keep-alive connection is kept open.
+    #[arg(long, env = "SAGASHOP_KEEP_ALIVE_SECONDS", default_value_t = 15)]
+    pub keep_alive_seconds: u64,
+
     /// Where the service databases live (listed last: they carry their own help heading).
     #[command(flatten)]
     pub databases: DatabaseOptions,

@@ -20,6 +20,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("payload too large")]
     PayloadTooLarge,
+    /// The body did not arrive within the client request timeout.
+    #[error("request timeout")]
+    RequestTimeout,
     #[error("not found")]
     RouteNotFound,
 }
@@ -43,6 +46,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::Service(e) => match e {
                 S::InvalidParameter | S::Duplicate => StatusCode::BAD_REQUEST,

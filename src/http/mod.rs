@@ -35,6 +35,22 @@ pub struct SseSettings {
     pub keep_alive: Duration,
 }
 
+/// How the HTTP server treats connections: bounded, with timeouts, so that slow or idle
+/// clients cannot hold workers or file descriptors.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpSettings {
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Open connections per worker.
+    pub max_connections: usize,
+    /// Time a client has to send a request's head (and, in the JSON extractor, its body).
+    pub client_request_timeout: Duration,
+    /// Idle keep-alive connections are closed after this.
+    pub keep_alive: Duration,
+    /// SIGINT/SIGTERM stop the server gracefully (off in tests).
+    pub signals: bool,
+}
+
 /// What handlers reach: actor addresses and the few stateless helpers.
 #[derive(Clone)]
 pub struct AppState {
@@ -48,5 +64,7 @@ pub struct AppState {
     pub tokens: TokenIssuer,
     pub ids: IdGenerator,
     pub sse: SseSettings,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
     pub databases: Vec<(&'static str, DbPool)>,
 }

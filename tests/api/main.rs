@@ -9,6 +9,7 @@ mod compensation;
 mod concurrency;
 mod http_basics;
 mod idempotency;
+mod limits;
 mod loadgen;
 mod mariadb_api;
 mod products;

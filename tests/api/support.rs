@@ -32,6 +32,8 @@ pub struct TestApp {
     /// The app's clock: a test moves it forward instead of sleeping.
     pub clock: sagashop::clock::Clock,
     pub dir: tempfile::TempDir,
+    /// The app's lock on its data directory, released when the app stops.
+    data_dir_lock: Option<std::fs::File>,
     pub client: Client,
     server: actix_web::dev::ServerHandle,
     /// The HTTP server's thread, then the app's database threads.
@@ -123,8 +125,13 @@ impl TestApp {
         let http = Arbiter::new();
         let (started, server) = tokio::sync::oneshot::channel();
         let state = app.state;
+        let settings = sagashop::http::HttpSettings {
+            workers: 1,
+            signals: false,
+            ..app.http
+        };
         http.spawn_fn(move || {
-            let server = sagashop::app::http_server(state, listener, 1, false).unwrap();
+            let server = sagashop::app::http_server(state, listener, &settings).unwrap();
             let _ = started.send(server.handle());
             actix_rt::spawn(server);
         });
@@ -136,6 +143,7 @@ impl TestApp {
             url: format!("http://127.0.0.1:{port}"),
             faults: app.faults,
             clock: app.clock,
+            data_dir_lock: app.data_dir_lock,
             dir,
             client,
             server,
@@ -676,6 +684,8 @@ impl Drop for TestApp {
             let _ = joined.send(());
         });
         let threads_ok = all_joined.recv_timeout(STOP_WAIT).is_ok();
+        // The data directory is free for another instance once the app's threads are gone.
+        drop(self.data_dir_lock.take());
         let stopped = server_ok && threads_ok;
         if !stopped && !std::thread::panicking() {
             panic!(
