@@ -17,7 +17,7 @@ use crate::actors::order::{OrderCore, OrderService};
 use crate::actors::participant::Participant;
 use crate::actors::payment::{PaymentCore, PaymentService};
 use crate::actors::product::{ProductCore, ProductService};
-use crate::actors::results::ResultHub;
+use crate::actors::results::{ResultHub, StreamLimits};
 use crate::actors::router::ServiceRouter;
 use crate::actors::saga::{SagaDeps, SagaPolicy};
 use crate::actors::store::SagaStore;
@@ -205,7 +205,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
         #[cfg(not(feature = "faults"))]
         anyhow::bail!("--hold-payments needs a build with fault switches: --features faults");
     }
-    let hub = ResultHub::default().start();
+    let hub = ResultHub::new(StreamLimits {
+        per_customer: config.sse_max_per_customer,
+        total: config.sse_max_streams,
+    })
+    .start();
 
     let store_thread = Arbiter::new();
     let store = SagaStore::start(
@@ -251,6 +255,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
         sse: SseSettings {
             buffer: config.sse_buffer,
             keep_alive: std::time::Duration::from_secs(config.sse_keepalive_seconds),
+            replay_page: config.sse_replay_page.max(1),
         },
         databases: pools.iter().map(|(db, p)| (db.name(), p.clone())).collect(),
     };

@@ -136,6 +136,18 @@ pub struct Config {
     #[arg(long, env = "SAGASHOP_SSE_BUFFER", default_value_t = 1024)]
     pub sse_buffer: usize,
 
+    /// Result streams one customer may hold open; more get 429.
+    #[arg(long, env = "SAGASHOP_SSE_MAX_PER_CUSTOMER", default_value_t = 8)]
+    pub sse_max_per_customer: usize,
+
+    /// Result streams the node holds open in all; more get 503.
+    #[arg(long, env = "SAGASHOP_SSE_MAX_STREAMS", default_value_t = 10_000)]
+    pub sse_max_streams: usize,
+
+    /// Step-log entries read per query while a resumed stream catches up (tests set it low).
+    #[arg(long, hide = true, default_value_t = 500)]
+    pub sse_replay_page: u64,
+
     /// Partitions of a new saga store (fixed when the store is created; an existing store
     /// with another count refuses to open).
     #[arg(long, env = "SAGASHOP_PARTITIONS", default_value_t = crate::domain::partition::DEFAULT_COUNT,

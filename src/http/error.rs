@@ -20,6 +20,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("payload too large")]
     PayloadTooLarge,
+    /// The customer already has as many result streams open as allowed.
+    #[error("too many result streams")]
+    TooManyStreams,
     /// The body did not arrive within the client request timeout.
     #[error("request timeout")]
     RequestTimeout,
@@ -47,6 +50,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::Service(e) => match e {
                 S::InvalidParameter | S::Duplicate => StatusCode::BAD_REQUEST,

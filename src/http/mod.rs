@@ -31,8 +31,12 @@ use crate::domain::ids::IdGenerator;
 /// SSE stream settings.
 #[derive(Debug, Clone, Copy)]
 pub struct SseSettings {
+    /// Results buffered per live stream before a slow client is dropped.
     pub buffer: usize,
+    /// Silence after which a `: keep-alive` comment is sent.
     pub keep_alive: Duration,
+    /// Step-log entries read per query while a resumed stream catches up.
+    pub replay_page: u64,
 }
 
 /// How the HTTP server treats connections: bounded, with timeouts, so that slow or idle

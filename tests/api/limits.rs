@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::*;
 
@@ -112,4 +112,101 @@ async fn a_second_process_cannot_open_a_data_directory_in_use() {
     );
     // The first one is unaffected.
     assert_eq!(app.get("/healthz", None).await.status, 200);
+}
+
+/// `GET /api/purchase/result` as a stream, without waiting for its first frame: the status.
+async fn open_stream(
+    app: &TestApp,
+    token: &str,
+) -> (
+    u16,
+    Value,
+    Option<awc::ClientResponse<impl futures_util::Stream>>,
+) {
+    let mut res = app
+        .client
+        .get(format!("{}/api/purchase/result", app.url))
+        .timeout(Duration::from_secs(3600))
+        .insert_header(("Accept", "text/event-stream"))
+        .insert_header(("Authorization", format!("Bearer {token}")))
+        .send()
+        .await
+        .expect("answered");
+    let status = res.status().as_u16();
+    if status == 200 {
+        return (status, Value::Null, Some(res));
+    }
+    let body = res.body().await.unwrap();
+    (status, serde_json::from_slice(&body).unwrap(), None)
+}
+
+#[actix_rt::test]
+async fn result_streams_are_limited_per_customer_and_in_all() {
+    let app = TestApp::spawn_with(|c| {
+        c.sse_max_per_customer = 2;
+        c.sse_max_streams = 3;
+    })
+    .await;
+    let (a, b, c) = (
+        app.sign_up().await,
+        app.sign_up().await,
+        app.sign_up().await,
+    );
+    let first = app.subscribe(&a.access, None).await;
+    let _second = app.subscribe(&a.access, None).await;
+    let (status, body, _) = open_stream(&app, &a.access).await;
+    assert_eq!(
+        (status, body),
+        (429, json!({"msg": "too many result streams"}))
+    );
+    let _third = app.subscribe(&b.access, None).await;
+    let (status, body, _) = open_stream(&app, &c.access).await;
+    assert_eq!((status, body), (503, json!({"msg": "server busy"})));
+
+    // Purchases go on while every stream is taken.
+    let product = app.create_product("limited", 10, 10).await;
+    let id = app.purchase_ok(&a.access, &[(product, 1)]).await;
+    assert_eq!(
+        app.wait_finished(&a.access, id).await["status"],
+        "SUCCEEDED"
+    );
+
+    // A client that leaves frees its place: the hub does not keep closed streams.
+    drop(first);
+    let reopened = eventually(DEADLINE, || async {
+        let (status, _, res) = open_stream(&app, &c.access).await;
+        (status == 200).then_some(res)
+    })
+    .await;
+    assert!(
+        reopened.is_some(),
+        "a closed stream's place was never freed"
+    );
+}
+
+#[actix_rt::test]
+async fn a_resumed_stream_catches_up_page_by_page_and_goes_live_without_gap_or_repeat() {
+    let app = TestApp::spawn_with(|c| c.sse_replay_page = 2).await;
+    let customer = app.sign_up().await;
+    let product = app.create_product("paged", 10, 100).await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let id = app.purchase_ok(&customer.access, &[(product, 1)]).await;
+        app.wait_finished(&customer.access, id).await;
+        ids.push(id);
+    }
+    // 24 events so far; resume after the third one, in pages of two, while more purchases
+    // commit during the catch-up.
+    let mut sse = app.subscribe(&customer.access, Some(3)).await;
+    let more = app.purchase_ok(&customer.access, &[(product, 1)]).await;
+    let frames = sse.take(21 + 6, Duration::from_secs(20)).await;
+    let got: Vec<u64> = frames
+        .iter()
+        .map(|f| f.id.as_deref().unwrap().parse().unwrap())
+        .collect();
+    let want: Vec<u64> = (4..=30).collect();
+    assert_eq!(got, want, "every missed and new event once, in order");
+    let purchases: Vec<u64> = frames.iter().map(|f| result_of(f).0).collect();
+    assert_eq!(purchases.last(), Some(&more));
+    app.assert_quiet(&mut sse).await;
 }
