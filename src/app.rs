@@ -186,16 +186,27 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
         products.clone(),
         Step::UpdateProductInventory,
         faults.clone(),
+        clock.clone(),
     );
     let core = ProductCore::new(products, cache.clone(), ids.clone(), clock.clone());
     let (product, product_steps) =
         participant_thread(&mut arbiters, ProductService::new(core), steps);
     let orders = Orders::new(pool(ServiceDb::Order));
-    let steps = Participant::new(orders.clone(), Step::CreateOrder, faults.clone());
+    let steps = Participant::new(
+        orders.clone(),
+        Step::CreateOrder,
+        faults.clone(),
+        clock.clone(),
+    );
     let core = OrderCore::new(orders, product.clone().recipient());
     let (order, order_steps) = participant_thread(&mut arbiters, OrderService::new(core), steps);
     let payments = Payments::new(pool(ServiceDb::Payment));
-    let steps = Participant::new(payments.clone(), Step::CreatePayment, faults.clone());
+    let steps = Participant::new(
+        payments.clone(),
+        Step::CreatePayment,
+        faults.clone(),
+        clock.clone(),
+    );
     let core = PaymentCore::new(payments);
     let (payment, payment_steps) =
         participant_thread(&mut arbiters, PaymentService::new(core), steps);
@@ -238,6 +249,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
     // with the application's other threads.
     let settings = SupervisorSettings {
         max_in_flight: config.max_sagas_in_flight,
+        resume_per_second: config.resume_per_second,
     };
     let supervisor = on_own_thread(&mut arbiters, SagaSupervisor::new(deps, settings, resumed));
 

@@ -110,6 +110,10 @@ pub struct Config {
     #[arg(long, env = "SAGASHOP_MAX_SAGAS_IN_FLIGHT", default_value_t = 100_000)]
     pub max_sagas_in_flight: usize,
 
+    /// Unfinished sagas started per second when a node resumes them after a restart.
+    #[arg(long, env = "SAGASHOP_RESUME_PER_SECOND", default_value_t = 20_000)]
+    pub resume_per_second: usize,
+
     /// Milliseconds a saga waits for a step's reply before retrying the command.
     #[arg(long, env = "SAGASHOP_STEP_TIMEOUT_MS", default_value_t = 5000)]
     pub step_timeout_ms: u64,

@@ -10,6 +10,7 @@ pub mod order;
 pub mod participant;
 pub mod payment;
 pub mod product;
+pub mod queue;
 pub mod results;
 pub mod router;
 pub mod saga;

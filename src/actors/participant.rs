@@ -12,20 +12,21 @@ use tokio::sync::oneshot;
 
 use super::faults::Faults;
 use super::messages::{StepCommand, StepError};
+use super::queue::{Batch, CommandQueue};
+use crate::clock::Clock;
 use crate::db::ledger::StepRepository;
 use crate::domain::purchase::{Step, StepOutcome};
 
 /// A batch's answers, one per command, in order.
 pub type StepResults = Vec<Result<StepOutcome, StepError>>;
 
-type Waiting = (StepCommand, oneshot::Sender<Result<StepOutcome, StepError>>);
-
 /// The participant actor of one service, running its commands on the service's repository.
 pub struct Participant<R: StepRepository> {
     repo: R,
     step: Step,
     faults: Arc<Faults>,
-    queue: Vec<Waiting>,
+    clock: Clock,
+    queue: CommandQueue,
     busy: bool,
     /// A fault switch holds this step and a wake-up on its release is armed.
     #[cfg(feature = "faults")]
@@ -33,13 +34,15 @@ pub struct Participant<R: StepRepository> {
 }
 
 impl<R: StepRepository> Participant<R> {
-    /// Participant running the commands of `step` on `repo`.
-    pub fn new(repo: R, step: Step, faults: Arc<Faults>) -> Self {
+    /// Participant running the commands of `step` on `repo`; `clock` tells which commands
+    /// are past their deadline.
+    pub fn new(repo: R, step: Step, faults: Arc<Faults>, clock: Clock) -> Self {
         Self {
             repo,
             step,
             faults,
-            queue: Vec::new(),
+            clock,
+            queue: CommandQueue::default(),
             busy: false,
             #[cfg(feature = "faults")]
             awaiting_release: false,
@@ -74,8 +77,10 @@ impl<R: StepRepository> Participant<R> {
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        let (commands, replies): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.queue).into_iter().unzip();
+        let Batch { commands, replies } = self.queue.take_batch(self.clock.now_ms());
+        if commands.is_empty() {
+            return self.maybe_flush(ctx); // every command taken had expired
+        }
         self.busy = true;
         let count = commands.len();
         let (repo, faults) = (self.repo.clone(), self.faults.clone());
@@ -88,8 +93,10 @@ impl<R: StepRepository> Participant<R> {
                 tracing::error!(step = ?act.step, "participant panicked; batch failed");
                 vec![Err(StepError("participant panicked".into())); count]
             });
-            for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(result);
+            for (callers, result) in replies.into_iter().zip(results) {
+                for reply in callers {
+                    let _ = reply.send(result.clone());
+                }
             }
             act.busy = false;
             act.maybe_flush(ctx);
@@ -112,7 +119,7 @@ impl<R: StepRepository> Handler<StepCommand> for Participant<R> {
         #[cfg(feature = "faults")]
         self.faults.hold_command(self.step);
         let (reply, answer) = oneshot::channel();
-        self.queue.push((cmd, reply));
+        self.queue.push(cmd, reply);
         self.maybe_flush(ctx);
         Box::pin(async move {
             answer

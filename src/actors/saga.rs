@@ -160,12 +160,13 @@ impl SagaActor {
     }
 
     fn send(&mut self, call: Call, ctx: &mut Context<Self>) {
+        let timeout = self.deps.policy.step_timeout;
         let command = crate::domain::saga::StepCommand {
             purchase: self.at.purchase.clone(),
             call,
+            deadline_ms: self.deps.clock.now_ms() + timeout.as_millis() as i64,
         };
         let router = self.deps.router.clone();
-        let timeout = self.deps.policy.step_timeout;
         let purchase_id = self.at.purchase.purchase_id;
         ctx.spawn(
             async move {

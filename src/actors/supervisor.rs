@@ -3,7 +3,7 @@
 //! from the store on start, and sets aside (quarantines) sagas whose stored log does not
 //! replay, so that one bad saga never stops the others.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,10 +23,16 @@ const RELEASED_EVERY: Duration = Duration::from_secs(2);
 /// Unfinished sagas loaded per query on resume.
 const RESUME_PAGE: u64 = 1000;
 
+/// How often resumed sagas are started, a slice at a time.
+const RESUME_TICK: Duration = Duration::from_millis(20);
+
 /// Limits of the supervisor.
 #[derive(Debug, Clone, Copy)]
 pub struct SupervisorSettings {
     pub max_in_flight: usize,
+    /// Resumed sagas started per second after a restart: a node that comes back with a
+    /// large backlog does not flood its participants with every saga at once.
+    pub resume_per_second: usize,
 }
 
 /// Supervises every saga of this node.
@@ -36,8 +42,8 @@ pub struct SagaSupervisor {
     running: HashMap<u64, Addr<SagaActor>>,
     /// Accepted purchases whose saga row is being written (they count against the cap).
     accepting: usize,
-    /// Sagas found on start, to be started once the supervisor runs.
-    resumed: Vec<SagaPosition>,
+    /// Sagas found on start, started at a bounded pace once the supervisor runs.
+    resumed: VecDeque<SagaPosition>,
 }
 
 impl SagaSupervisor {
@@ -48,7 +54,20 @@ impl SagaSupervisor {
             settings,
             running: HashMap::new(),
             accepting: 0,
-            resumed,
+            resumed: resumed.into(),
+        }
+    }
+
+    /// Starts the next slice of resumed sagas.
+    fn resume_some(&mut self, ctx: &mut Context<Self>) {
+        let per_tick = (self.settings.resume_per_second * RESUME_TICK.as_millis() as usize)
+            .div_ceil(1000)
+            .max(1);
+        for _ in 0..per_tick {
+            let Some(at) = self.resumed.pop_front() else {
+                return;
+            };
+            self.launch(at, ctx);
         }
     }
 
@@ -129,9 +148,8 @@ impl Actor for SagaSupervisor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(usize::MAX >> 4);
-        for at in std::mem::take(&mut self.resumed) {
-            self.launch(at, ctx);
-        }
+        self.resume_some(ctx);
+        ctx.run_interval(RESUME_TICK, |act, ctx| act.resume_some(ctx));
         ctx.run_interval(SWEEP_EVERY, |act, ctx| act.sweep(ctx));
         ctx.run_interval(RELEASED_EVERY, |act, ctx| act.pick_up_released(ctx));
     }
@@ -143,7 +161,8 @@ impl Handler<AcceptPurchase> for SagaSupervisor {
     /// Stores the saga together with its first transition (one group-committed write, whose
     /// results the store publishes), then starts the saga actor on the first call.
     fn handle(&mut self, msg: AcceptPurchase, _: &mut Context<Self>) -> Self::Result {
-        if self.running.len() + self.accepting >= self.settings.max_in_flight {
+        let in_flight = self.running.len() + self.accepting + self.resumed.len();
+        if in_flight >= self.settings.max_in_flight {
             return Box::pin(fut::ready(Err(ServiceError::Busy)));
         }
         let now = self.deps.clock.now_ms();

@@ -36,6 +36,14 @@ impl Call {
 pub struct StepCommand {
     pub purchase: std::sync::Arc<crate::domain::purchase::Purchase>,
     pub call: Call,
+    /// When the saga stops waiting for the answer (ms since the epoch): a participant that
+    /// gets to the command later skips it, since the saga resends it anyway.
+    #[serde(default = "no_deadline")]
+    pub deadline_ms: i64,
+}
+
+fn no_deadline() -> i64 {
+    i64::MAX
 }
 
 /// Where a saga stands. Each variant names the only call that can be outstanding in it.

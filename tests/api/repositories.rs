@@ -85,6 +85,7 @@ fn step(purchase: &Arc<Purchase>, call: Call) -> StepCommand {
     StepCommand {
         purchase: purchase.clone(),
         call,
+        deadline_ms: i64::MAX,
     }
 }
 
