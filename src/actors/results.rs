@@ -10,20 +10,21 @@ use actix_broker::BrokerSubscribe;
 use tokio::sync::mpsc;
 
 use super::messages::ResultPublished;
+use crate::domain::ids::CustomerId;
 use crate::domain::purchase::PurchaseResult;
 
 /// Registers a stream for a customer's results; answered once the registration is live.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Subscribe {
-    pub customer_id: u64,
+    pub customer_id: CustomerId,
     pub sink: mpsc::Sender<PurchaseResult>,
 }
 
 /// Fans results out to the customers' streams.
 #[derive(Default)]
 pub struct ResultHub {
-    streams: HashMap<u64, Vec<mpsc::Sender<PurchaseResult>>>,
+    streams: HashMap<CustomerId, Vec<mpsc::Sender<PurchaseResult>>>,
 }
 
 impl Actor for ResultHub {
@@ -64,13 +65,14 @@ impl Handler<ResultPublished> for ResultHub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ids::PurchaseId;
     use crate::domain::purchase::{Step, StepEvent, StepStatus};
 
     fn result(event_id: u64, customer_id: u64) -> PurchaseResult {
         PurchaseResult {
             event_id,
-            purchase_id: 5,
-            customer_id,
+            purchase_id: PurchaseId(5),
+            customer_id: CustomerId(customer_id),
             event: StepEvent {
                 step: Step::CreateOrder,
                 status: StepStatus::Success,
@@ -86,19 +88,19 @@ mod tests {
         let (fast_tx, mut fast) = mpsc::channel(16);
         let (other_tx, mut other) = mpsc::channel(16);
         hub.send(Subscribe {
-            customer_id: 1,
+            customer_id: CustomerId(1),
             sink: slow_tx,
         })
         .await
         .unwrap();
         hub.send(Subscribe {
-            customer_id: 1,
+            customer_id: CustomerId(1),
             sink: fast_tx,
         })
         .await
         .unwrap();
         hub.send(Subscribe {
-            customer_id: 2,
+            customer_id: CustomerId(2),
             sink: other_tx,
         })
         .await

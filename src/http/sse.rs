@@ -23,9 +23,9 @@ use tokio::sync::mpsc;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::CustomerId;
 use crate::actors::ServiceError;
 use crate::actors::results::Subscribe;
+use crate::domain::ids::CustomerId;
 use crate::domain::purchase::PurchaseResult;
 
 /// The first frame of every stream: sent once the subscription is live.
@@ -68,7 +68,7 @@ fn last_event_id(req: &HttpRequest) -> Option<u64> {
 /// The stream, or JSON `null` when the client did not ask for one.
 pub async fn results(
     state: web::Data<AppState>,
-    CustomerId(customer_id): CustomerId,
+    customer_id: CustomerId,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     if !wants_stream(&req) {
@@ -94,7 +94,7 @@ pub async fn results(
 /// What the customer missed after `after`, from the persisted step log.
 async fn replay(
     state: &AppState,
-    customer_id: u64,
+    customer_id: CustomerId,
     after: u64,
 ) -> Result<Vec<PurchaseResult>, ApiError> {
     let mut missed = Vec::new();
@@ -148,8 +148,8 @@ mod tests {
     fn frame_has_the_contract_shape() {
         let r = PurchaseResult {
             event_id: 9,
-            purchase_id: 5,
-            customer_id: 1,
+            purchase_id: crate::domain::ids::PurchaseId(5),
+            customer_id: CustomerId(1),
             event: StepEvent {
                 step: Step::CreateOrder,
                 status: StepStatus::Execute,
