@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::ids::storable;
+use super::ids::{saturating, storable};
 use super::ledger::{self, BatchResults, StepRepository};
 use super::schema::{products, reservations};
 use super::{DbError, DbPool};
@@ -171,7 +171,7 @@ impl Products {
 
     /// One page of the catalog, ordered by id (creation order).
     pub async fn page(&self, offset: u64, size: u64) -> Result<Vec<CatalogEntry>, DbError> {
-        page(&self.pool, offset.min(i64::MAX as u64) as i64, size as i64).await
+        page(&self.pool, saturating(offset), saturating(size)).await
     }
 
     /// Takes a purchase's items from stock, all or nothing, once per purchase.

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
-use super::ids::storable;
+use super::ids::{from_column, saturating, storable, to_column};
 use super::schema::{partitions, saga_events, sagas, store_meta};
 use super::{DbError, DbPool};
 use crate::backend_queries;
@@ -185,14 +185,14 @@ fn decode(row: SagaRow, log: &[EventRow]) -> StoredSaga {
             amount: row.amount,
         },
         partition: PartitionId(row.partition_id.max(0) as u32),
-        version: row.version.max(0) as u64,
+        version: from_column(row.version).unwrap_or(0),
         log_len: log.len() as u32,
         steps,
         status,
     }
 }
 
-fn new_row(w: &SagaWrite, now: i64) -> SagaRow {
+fn new_row(w: &SagaWrite, version: i64, now: i64) -> SagaRow {
     let p = &w.purchase;
     SagaRow {
         purchase_id: p.purchase_id,
@@ -203,7 +203,7 @@ fn new_row(w: &SagaWrite, now: i64) -> SagaRow {
         amount: p.amount,
         state: w.saga.state.to_string(),
         finished: w.saga.state.is_terminal(),
-        version: w.from_version as i64 + 1,
+        version,
         attempts: w.saga.retry.attempts as i32,
         retry_since: w.saga.retry.since_ms,
         quarantine: None,
@@ -224,8 +224,9 @@ backend_queries! {
         /// Writes one saga's row (insert or versioned update); `Ok(None)` when it was applied.
         async fn write_row(c: &mut Conn, w: &SagaWrite, now: i64) -> Result<Option<WriteOutcome>, DbError> {
             let id = w.purchase.purchase_id;
+            let from = to_column(w.from_version)?;
             let written = if w.from_version == 0 {
-                match diesel::insert_into(sagas::table).values(new_row(w, now)).execute(c).await {
+                match diesel::insert_into(sagas::table).values(new_row(w, from + 1, now)).execute(c).await {
                     Ok(n) => n,
                     Err(diesel::result::Error::DatabaseError(
                         diesel::result::DatabaseErrorKind::UniqueViolation,
@@ -234,11 +235,11 @@ backend_queries! {
                     Err(e) => return Err(e.into()),
                 }
             } else {
-                diesel::update(sagas::table.find(id).filter(sagas::version.eq(w.from_version as i64)))
+                diesel::update(sagas::table.find(id).filter(sagas::version.eq(from)))
                     .set((
                         sagas::state.eq(w.saga.state.to_string()),
                         sagas::finished.eq(w.saga.state.is_terminal()),
-                        sagas::version.eq(w.from_version as i64 + 1),
+                        sagas::version.eq(from + 1),
                         sagas::attempts.eq(w.saga.retry.attempts as i32),
                         sagas::retry_since.eq(w.saga.retry.since_ms),
                         sagas::updated_at.eq(now),
@@ -257,7 +258,7 @@ backend_queries! {
                 .first(c)
                 .await
                 .optional()?;
-            Ok(Some(if found == Some((w.from_version as i64 + 1, w.saga.state.to_string())) {
+            Ok(Some(if found == Some((from + 1, w.saga.state.to_string())) {
                 WriteOutcome::AlreadyApplied
             } else {
                 WriteOutcome::Conflict
@@ -278,7 +279,7 @@ backend_queries! {
                         partitions::table
                             .find(partition.0 as i32)
                             .filter(partitions::owner_node.eq(owner))
-                            .filter(partitions::epoch.eq(epoch as i64)),
+                            .filter(partitions::epoch.eq(to_column(epoch)?)),
                     )
                     .set(partitions::next_seq.eq(partitions::next_seq + wanted))
                     .execute(c)
@@ -317,7 +318,7 @@ backend_queries! {
                             created_at: now,
                         });
                         results.push(PurchaseResult {
-                            event_id: seq as u64,
+                            event_id: from_column(seq)?,
                             purchase_id: w.purchase.purchase_id,
                             customer_id: w.purchase.customer_id,
                             event: *event,
@@ -531,10 +532,10 @@ impl Sagas {
     /// node owns the whole store. Answers what the node now owns.
     pub async fn own_all(&self, count: u32, node: u16) -> Result<Ownership, DbError> {
         let owned = own_all(&self.pool, count, i32::from(node)).await?;
-        Ok(owned
+        owned
             .into_iter()
-            .map(|(p, epoch)| (PartitionId(p as u32), epoch as u64))
-            .collect())
+            .map(|(p, epoch)| Ok((PartitionId(p as u32), from_column(epoch)?)))
+            .collect()
     }
 
     /// Commits the transitions of many sagas in one transaction. Each write gets its own
@@ -568,7 +569,7 @@ impl Sagas {
         after: PurchaseId,
         limit: u64,
     ) -> Result<Vec<StoredSaga>, DbError> {
-        let ids = unfinished_ids(&self.pool, after, limit as i64).await?;
+        let ids = unfinished_ids(&self.pool, after, saturating(limit)).await?;
         self.load(&ids).await
     }
 
@@ -588,8 +589,8 @@ impl Sagas {
         let rows = customer_events_after(
             &self.pool,
             customer_id,
-            after.min(i64::MAX as u64) as i64,
-            limit as i64,
+            saturating(after),
+            saturating(limit),
         )
         .await?;
         Ok(rows
@@ -600,7 +601,7 @@ impl Sagas {
                     status: StepStatus::parse(&e.status)?,
                 };
                 Some(PurchaseResult {
-                    event_id: e.event_id as u64,
+                    event_id: from_column(e.event_id).ok()?,
                     purchase_id: e.purchase_id,
                     customer_id: e.customer_id,
                     event,
