@@ -33,7 +33,7 @@ use crate::db::orders::Orders;
 use crate::db::payments::Payments;
 use crate::db::products::Products;
 use crate::db::sagas::Sagas;
-use crate::domain::ids::IdGenerator;
+use crate::domain::ids::{IdGenerator, PurchaseId};
 use crate::domain::purchase::Step;
 use crate::http::{AppState, HttpSettings, SseSettings, cors::cors, routes};
 
@@ -352,7 +352,7 @@ pub async fn list_quarantined(databases: &DatabaseOptions) -> anyhow::Result<()>
 /// it up within seconds (or at its next start) and replays its log again.
 pub async fn retry_quarantined(
     databases: &DatabaseOptions,
-    purchase_id: u64,
+    purchase_id: PurchaseId,
 ) -> anyhow::Result<()> {
     let sagas = Sagas::new(open(databases, ServiceDb::Saga).await?, Clock::system());
     if !sagas.request_retry(purchase_id).await? {

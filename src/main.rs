@@ -74,7 +74,7 @@ enum SagasCommand {
     /// Run a quarantined saga again (after its cause is fixed).
     Retry {
         /// The purchase id.
-        purchase_id: u64,
+        purchase_id: sagashop::domain::ids::PurchaseId,
         #[command(flatten)]
         databases: DatabaseOptions,
     },

@@ -11,7 +11,8 @@ use crate::auth::tokens::{TokenError, TokenIssuer, TokenPair};
 use crate::cache::{Cache, keys};
 use crate::clock::Clock;
 use crate::db::accounts::{Accounts, Customer, PersonChange, ShippingChange};
-use crate::domain::{email, ids::IdGenerator};
+use crate::domain::email;
+use crate::domain::ids::{CustomerId, IdGenerator};
 
 /// The account service's logic, independent of actix.
 #[derive(Clone)]
@@ -45,22 +46,22 @@ impl AccountCore {
         }
     }
 
-    fn issue(&self, customer_id: u64) -> ServiceResult<TokenPair> {
+    fn issue(&self, customer_id: CustomerId) -> ServiceResult<TokenPair> {
         self.tokens
-            .issue(customer_id)
+            .issue(customer_id.0)
             .map_err(|e| ServiceError::Internal(e.to_string()))
     }
 }
 
 impl Serve<SignUp> for AccountCore {
     async fn serve(self: Arc<Self>, msg: SignUp) -> ServiceResult<TokenPair> {
-        let id = self.ids.next();
+        let id = CustomerId(self.ids.next());
         let plain = msg.password;
         let password_hash = blocking(move || password::hash(&plain))
             .await?
             .map_err(ServiceError::Internal)?;
         let customer = Customer {
-            id: id as i64,
+            id,
             active: true,
             first_name: msg.first_name,
             last_name: msg.last_name,
@@ -90,7 +91,7 @@ impl Serve<LogIn> for AccountCore {
         if !blocking(move || password::verify(&msg.password, &hash)).await? {
             return Err(ServiceError::AuthenticationFailed);
         }
-        self.issue(customer.id as u64)
+        self.issue(customer.id)
     }
 }
 
@@ -105,13 +106,13 @@ impl Serve<RefreshTokens> for AccountCore {
             })?;
         let customer = self
             .repo
-            .by_id(id)
+            .by_id(CustomerId(id))
             .await?
             .ok_or(ServiceError::CustomerNotFound)?;
         if !customer.active {
             return Err(ServiceError::CustomerInactive);
         }
-        self.issue(id)
+        self.issue(customer.id)
     }
 }
 

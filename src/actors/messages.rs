@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ServiceResult;
 use crate::auth::tokens::TokenPair;
+use crate::domain::ids::{CustomerId, ProductId, PurchaseId};
 use crate::domain::purchase::{Purchase, PurchaseResult, StepOutcome};
 
 // ---- accounts -------------------------------------------------------------------------
@@ -56,14 +57,14 @@ pub struct ShippingInfo {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, Message)]
 #[rtype(result = "ServiceResult<PersonInfo>")]
 pub struct GetPerson {
-    pub customer_id: u64,
+    pub customer_id: CustomerId,
 }
 
 /// Replace a customer's personal info.
 #[derive(Debug, Clone, Serialize, Deserialize, Message)]
 #[rtype(result = "ServiceResult<()>")]
 pub struct UpdatePerson {
-    pub customer_id: u64,
+    pub customer_id: CustomerId,
     pub info: PersonInfo,
 }
 
@@ -71,14 +72,14 @@ pub struct UpdatePerson {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, Message)]
 #[rtype(result = "ServiceResult<ShippingInfo>")]
 pub struct GetShipping {
-    pub customer_id: u64,
+    pub customer_id: CustomerId,
 }
 
 /// Replace a customer's shipping info.
 #[derive(Debug, Clone, Serialize, Deserialize, Message)]
 #[rtype(result = "ServiceResult<()>")]
 pub struct UpdateShipping {
-    pub customer_id: u64,
+    pub customer_id: CustomerId,
     pub info: ShippingInfo,
 }
 
@@ -86,7 +87,7 @@ pub struct UpdateShipping {
 
 /// Add a product to the catalog; answers its id.
 #[derive(Debug, Clone, Serialize, Deserialize, Message)]
-#[rtype(result = "ServiceResult<u64>")]
+#[rtype(result = "ServiceResult<ProductId>")]
 pub struct CreateProduct {
     pub name: String,
     pub description: String,
@@ -98,7 +99,7 @@ pub struct CreateProduct {
 /// A product's detail as `GET /api/product/{id}` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProductDetail {
-    pub id: u64,
+    pub id: ProductId,
     pub name: String,
     pub description: String,
     pub brand_name: String,
@@ -110,13 +111,13 @@ pub struct ProductDetail {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, Message)]
 #[rtype(result = "ServiceResult<ProductDetail>")]
 pub struct GetProduct {
-    pub id: u64,
+    pub id: ProductId,
 }
 
 /// What never changes about a product (no API changes it): safe to cache for good.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProductInfo {
-    pub id: u64,
+    pub id: ProductId,
     pub name: String,
     pub description: String,
     pub brand_name: String,
@@ -127,13 +128,13 @@ pub struct ProductInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, Message)]
 #[rtype(result = "ServiceResult<Vec<ProductInfo>>")]
 pub struct GetProducts {
-    pub ids: Vec<u64>,
+    pub ids: Vec<ProductId>,
 }
 
 /// A catalog line of `GET /api/products`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatalogLine {
-    pub id: u64,
+    pub id: ProductId,
     pub name: String,
     pub inventory: i64,
     pub price: i64,
@@ -152,7 +153,7 @@ pub struct ListProducts {
 /// An order line with the product's current details.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderItem {
-    pub product_id: u64,
+    pub product_id: ProductId,
     pub name: String,
     pub description: String,
     pub brand_name: String,
@@ -163,7 +164,7 @@ pub struct OrderItem {
 /// An order as `GET /api/order/{id}` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderView {
-    pub id: u64,
+    pub id: PurchaseId,
     pub purchased_items: Vec<OrderItem>,
 }
 
@@ -171,14 +172,14 @@ pub struct OrderView {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, Message)]
 #[rtype(result = "ServiceResult<OrderView>")]
 pub struct GetOrder {
-    pub id: u64,
-    pub customer_id: u64,
+    pub id: PurchaseId,
+    pub customer_id: CustomerId,
 }
 
 /// A payment as `GET /api/payment/{id}` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentView {
-    pub id: u64,
+    pub id: PurchaseId,
     pub currency_code: String,
     pub amount: i64,
 }
@@ -187,8 +188,8 @@ pub struct PaymentView {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, Message)]
 #[rtype(result = "ServiceResult<PaymentView>")]
 pub struct GetPayment {
-    pub id: u64,
-    pub customer_id: u64,
+    pub id: PurchaseId,
+    pub customer_id: CustomerId,
 }
 
 // ---- saga commands -----------------------------------------------------------------------
@@ -224,8 +225,8 @@ pub struct AcceptPurchase {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, Message)]
 #[rtype(result = "ServiceResult<crate::db::sagas::StoredSaga>")]
 pub struct GetPurchase {
-    pub purchase_id: u64,
-    pub customer_id: u64,
+    pub purchase_id: PurchaseId,
+    pub customer_id: CustomerId,
 }
 
 /// A committed step result, broadcast to SSE streams through actix-broker.

@@ -27,21 +27,17 @@ impl Serve<GetOrder> for OrderCore {
     async fn serve(self: Arc<Self>, msg: GetOrder) -> ServiceResult<OrderView> {
         let lines = self.repo.lines(msg.id).await?;
         // Another customer's order answers exactly as a missing one (no existence leak).
-        if lines.is_empty()
-            || lines
-                .iter()
-                .any(|l| l.customer_id as u64 != msg.customer_id)
-        {
+        if lines.is_empty() || lines.iter().any(|l| l.customer_id != msg.customer_id) {
             return Err(ServiceError::OrderNotFound);
         }
-        let ids = lines.iter().map(|l| l.product_id as u64).collect();
+        let ids = lines.iter().map(|l| l.product_id).collect();
         let products = self.products.send(GetProducts { ids }).await??;
         let purchased_items = lines
             .iter()
             .map(|l| {
                 let p = products
                     .iter()
-                    .find(|p| p.id == l.product_id as u64)
+                    .find(|p| p.id == l.product_id)
                     .ok_or_else(|| ServiceError::Internal("ordered product is gone".into()))?;
                 Ok(OrderItem {
                     product_id: p.id,

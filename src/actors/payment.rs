@@ -24,8 +24,8 @@ impl Serve<GetPayment> for PaymentCore {
     async fn serve(self: Arc<Self>, msg: GetPayment) -> ServiceResult<PaymentView> {
         match self.repo.by_id(msg.id).await? {
             // Another customer's payment answers exactly as a missing one (no existence leak).
-            Some(p) if p.customer_id as u64 == msg.customer_id => Ok(PaymentView {
-                id: p.id as u64,
+            Some(p) if p.customer_id == msg.customer_id => Ok(PaymentView {
+                id: p.id,
                 currency_code: p.currency_code,
                 amount: p.amount,
             }),

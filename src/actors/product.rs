@@ -8,7 +8,7 @@ use super::{ServiceError, ServiceResult};
 use crate::cache::{Cache, keys};
 use crate::clock::Clock;
 use crate::db::products::{Product, Products};
-use crate::domain::ids::IdGenerator;
+use crate::domain::ids::{IdGenerator, ProductId};
 
 /// The product service's logic, independent of actix.
 #[derive(Clone)]
@@ -21,7 +21,7 @@ pub struct ProductCore {
 
 fn info(p: Product) -> ProductInfo {
     ProductInfo {
-        id: p.id as u64,
+        id: p.id,
         name: p.name,
         description: p.description,
         brand_name: p.brand_name,
@@ -41,7 +41,7 @@ impl ProductCore {
     }
 
     /// Cache-aside read of the parts of a product that never change.
-    async fn info(&self, id: u64) -> ServiceResult<Option<ProductInfo>> {
+    async fn info(&self, id: ProductId) -> ServiceResult<Option<ProductInfo>> {
         let repo = &self.repo;
         self.cache
             .get_or_load(&keys::product(id), || async {
@@ -52,10 +52,10 @@ impl ProductCore {
 }
 
 impl Serve<CreateProduct> for ProductCore {
-    async fn serve(self: Arc<Self>, msg: CreateProduct) -> ServiceResult<u64> {
-        let id = self.ids.next();
+    async fn serve(self: Arc<Self>, msg: CreateProduct) -> ServiceResult<ProductId> {
+        let id = ProductId(self.ids.next());
         let product = Product {
-            id: id as i64,
+            id,
             name: msg.name,
             description: msg.description,
             brand_name: msg.brand_name,
@@ -111,7 +111,7 @@ impl Serve<ListProducts> for ProductCore {
             .await?
             .into_iter()
             .map(|e| CatalogLine {
-                id: e.id as u64,
+                id: e.id,
                 name: e.name,
                 inventory: e.inventory,
                 price: e.price,

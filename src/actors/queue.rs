@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use tokio::sync::oneshot;
 
 use super::messages::{StepCommand, StepError};
+use crate::domain::ids::PurchaseId;
 use crate::domain::purchase::StepOutcome;
 use crate::domain::saga::Call;
 
@@ -30,7 +31,7 @@ struct Waiting {
 #[derive(Default)]
 pub struct CommandQueue {
     waiting: Vec<Waiting>,
-    by_key: HashMap<(u64, Call), usize>,
+    by_key: HashMap<(PurchaseId, Call), usize>,
 }
 
 /// A batch to run: the commands and, for each, the callers waiting on its answer.
@@ -111,8 +112,8 @@ mod tests {
     fn command(purchase_id: u64, call: Call, deadline_ms: i64) -> StepCommand {
         StepCommand {
             purchase: Arc::new(Purchase {
-                purchase_id,
-                customer_id: 1,
+                purchase_id: PurchaseId(purchase_id),
+                customer_id: crate::domain::ids::CustomerId(1),
                 items: vec![],
                 currency: Currency::Nt,
                 amount: 1,
@@ -141,7 +142,7 @@ mod tests {
         let ids: Vec<u64> = second
             .commands
             .iter()
-            .map(|c| c.purchase.purchase_id)
+            .map(|c| c.purchase.purchase_id.0)
             .collect();
         assert_eq!(
             ids,
@@ -184,7 +185,7 @@ mod tests {
         let ids: Vec<u64> = batch
             .commands
             .iter()
-            .map(|c| c.purchase.purchase_id)
+            .map(|c| c.purchase.purchase_id.0)
             .collect();
         assert_eq!(ids, vec![2]);
         assert!(late_answer.try_recv().unwrap().is_err());

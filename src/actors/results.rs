@@ -15,6 +15,7 @@ use actix_broker::BrokerSubscribe;
 use tokio::sync::mpsc;
 
 use super::messages::ResultPublished;
+use crate::domain::ids::CustomerId;
 use crate::domain::purchase::PurchaseResult;
 
 /// How often closed streams are looked for.
@@ -42,7 +43,7 @@ pub enum StreamRefused {
 #[derive(Message)]
 #[rtype(result = "Result<u64, StreamRefused>")]
 pub struct Subscribe {
-    pub customer_id: u64,
+    pub customer_id: CustomerId,
     pub sink: mpsc::Sender<PurchaseResult>,
     pub paused: bool,
 }
@@ -51,7 +52,7 @@ pub struct Subscribe {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct GoLive {
-    pub customer_id: u64,
+    pub customer_id: CustomerId,
     pub ticket: u64,
 }
 
@@ -59,7 +60,7 @@ pub struct GoLive {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Unsubscribe {
-    pub customer_id: u64,
+    pub customer_id: CustomerId,
     pub ticket: u64,
 }
 
@@ -77,7 +78,7 @@ struct Stream {
 /// Fans results out to the customers' streams.
 pub struct ResultHub {
     limits: StreamLimits,
-    streams: HashMap<u64, Vec<Stream>>,
+    streams: HashMap<CustomerId, Vec<Stream>>,
     total: usize,
     next_ticket: u64,
 }
@@ -94,7 +95,7 @@ impl ResultHub {
     }
 
     /// Drops the closed streams of one customer (or of all, with `None`).
-    fn drop_closed(&mut self, customer_id: Option<u64>) {
+    fn drop_closed(&mut self, customer_id: Option<CustomerId>) {
         let total = &mut self.total;
         let mut prune = |streams: &mut Vec<Stream>| {
             let before = streams.len();
@@ -112,7 +113,7 @@ impl ResultHub {
         self.streams.retain(|_, streams| !streams.is_empty());
     }
 
-    fn remove(&mut self, customer_id: u64, ticket: u64) {
+    fn remove(&mut self, customer_id: CustomerId, ticket: u64) {
         if let Some(streams) = self.streams.get_mut(&customer_id) {
             let before = streams.len();
             streams.retain(|s| s.ticket != ticket);
@@ -216,9 +217,10 @@ mod tests {
     use crate::domain::purchase::{Step, StepEvent, StepStatus};
 
     fn result(event_id: u64, customer_id: u64) -> PurchaseResult {
+        let customer_id = CustomerId(customer_id);
         PurchaseResult {
             event_id,
-            purchase_id: 5,
+            purchase_id: crate::domain::ids::PurchaseId(5),
             customer_id,
             event: StepEvent {
                 step: Step::CreateOrder,
@@ -245,7 +247,7 @@ mod tests {
         let (sink, rx) = mpsc::channel(capacity);
         let ticket = hub
             .send(Subscribe {
-                customer_id,
+                customer_id: CustomerId(customer_id),
                 sink,
                 paused,
             })
@@ -293,7 +295,7 @@ mod tests {
         assert!(again.is_ok());
         // An unsubscribed stream too.
         hub.send(Unsubscribe {
-            customer_id: 2,
+            customer_id: CustomerId(2),
             ticket: c.unwrap(),
         })
         .await
@@ -313,7 +315,7 @@ mod tests {
             "paused: nothing delivered, not dropped"
         );
         hub.send(GoLive {
-            customer_id: 1,
+            customer_id: CustomerId(1),
             ticket: ticket.unwrap(),
         })
         .await

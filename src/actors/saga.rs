@@ -13,6 +13,7 @@ use super::store::SagaStore;
 use crate::clock::Clock;
 use crate::db::DbError;
 use crate::db::sagas::{SagaWrite, WriteOutcome};
+use crate::domain::ids::PurchaseId;
 use crate::domain::partition::PartitionId;
 use crate::domain::purchase::Purchase;
 use crate::domain::saga::{
@@ -45,7 +46,7 @@ pub struct SagaDeps {
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct SagaFinished {
-    pub purchase_id: u64,
+    pub purchase_id: PurchaseId,
 }
 
 /// A saga as its actor resumes it: where it stands in the store.
@@ -93,7 +94,7 @@ impl SagaActor {
             Err(e) => {
                 // Only a stale reply or timer can be illegal here: the actor sends nothing
                 // the machine did not ask for.
-                tracing::debug!(purchase_id = self.at.purchase.purchase_id, error = %e, "ignored");
+                tracing::debug!(purchase_id = %self.at.purchase.purchase_id, error = %e, "ignored");
                 return;
             }
         };
@@ -124,7 +125,7 @@ impl SagaActor {
                     }
                     Committed::Stale(outcome) => {
                         tracing::warn!(
-                            purchase_id = act.at.purchase.purchase_id,
+                            purchase_id = %act.at.purchase.purchase_id,
                             ?outcome,
                             "saga view is stale; reloading"
                         );
@@ -174,7 +175,7 @@ impl SagaActor {
                     Ok(outcome) => CallResult::Answered(outcome),
                     Err(DispatchError::TimedOut) => CallResult::TimedOut,
                     Err(DispatchError::Failed(e)) => {
-                        tracing::warn!(purchase_id, ?call, error = %e, "call failed");
+                        tracing::warn!(%purchase_id, ?call, error = %e, "call failed");
                         CallResult::Errored
                     }
                 }
@@ -191,13 +192,13 @@ impl SagaActor {
 
     fn quarantine(&mut self, reason: String, ctx: &mut Context<Self>) {
         let id = self.at.purchase.purchase_id;
-        tracing::error!(purchase_id = id, %reason, "saga quarantined");
+        tracing::error!(purchase_id = %id, %reason, "saga quarantined");
         let store = self.deps.store.clone();
         let supervisor = self.supervisor.clone();
         ctx.wait(
             async move {
                 if let Err(e) = store.repo().quarantine(id, &reason).await {
-                    tracing::error!(purchase_id = id, error = %e, "cannot record the quarantine");
+                    tracing::error!(purchase_id = %id, error = %e, "cannot record the quarantine");
                 }
                 supervisor.do_send(SagaFinished { purchase_id: id });
             }
@@ -237,7 +238,7 @@ async fn commit_until_decided(
         };
         failures += 1;
         let delay = policy.backoff(failures);
-        tracing::warn!(purchase_id = write.purchase.purchase_id, %reason, ?delay, "saga store commit failed; retrying");
+        tracing::warn!(purchase_id = %write.purchase.purchase_id, %reason, ?delay, "saga store commit failed; retrying");
         tokio::time::sleep(delay).await;
     }
 }

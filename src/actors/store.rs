@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::messages::ResultPublished;
 use crate::db::DbError;
 use crate::db::sagas::{Ownership, SagaWrite, Sagas, WriteOutcome};
+use crate::domain::ids::CustomerId;
 use crate::domain::partition::{self, PartitionId};
 
 /// Most transitions committed in one transaction.
@@ -66,14 +67,14 @@ impl SagaStore {
     }
 
     /// The partition a customer's sagas belong to.
-    pub fn partition_of(&self, customer_id: u64) -> PartitionId {
+    pub fn partition_of(&self, customer_id: CustomerId) -> PartitionId {
         partition::of_customer(customer_id, self.partitions)
     }
 
     /// A customer's committed results after an event id, in id order (SSE resume).
     pub async fn events_after(
         &self,
-        customer_id: u64,
+        customer_id: CustomerId,
         after: u64,
         limit: u64,
     ) -> Result<Vec<crate::domain::purchase::PurchaseResult>, DbError> {
@@ -109,7 +110,7 @@ pub async fn commit_isolating(
             }
             Err(e @ (DbError::Unavailable(_) | DbError::Setup(_))) => return Err(e),
             Err(e) if range.len() == 1 => {
-                tracing::error!(purchase_id = writes[range.start].purchase.purchase_id, error = %e, "saga write failed on its own");
+                tracing::error!(purchase_id = %writes[range.start].purchase.purchase_id, error = %e, "saga write failed on its own");
                 outcomes[range.start] = Some(WriteOutcome::Failed(e.to_string()));
             }
             Err(_) => {

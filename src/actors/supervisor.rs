@@ -14,6 +14,7 @@ use super::saga::{SagaActor, SagaDeps, SagaFinished, SagaPosition};
 use super::store::SagaStore;
 use super::{ServiceError, ServiceResult};
 use crate::db::sagas::{SagaWrite, StoredSaga, WriteOutcome};
+use crate::domain::ids::PurchaseId;
 use crate::domain::saga::{Saga, SagaEvent, next};
 
 /// How often dead saga actors and released sagas are looked for.
@@ -39,7 +40,7 @@ pub struct SupervisorSettings {
 pub struct SagaSupervisor {
     deps: SagaDeps,
     settings: SupervisorSettings,
-    running: HashMap<u64, Addr<SagaActor>>,
+    running: HashMap<PurchaseId, Addr<SagaActor>>,
     /// Accepted purchases whose saga row is being written (they count against the cap).
     accepting: usize,
     /// Sagas found on start, started at a bounded pace once the supervisor runs.
@@ -79,7 +80,7 @@ impl SagaSupervisor {
 
     /// Restarts sagas whose actor died (panicked or stopped) before reaching a terminal state.
     fn sweep(&mut self, ctx: &mut Context<Self>) {
-        let dead: Vec<u64> = self
+        let dead: Vec<PurchaseId> = self
             .running
             .iter()
             .filter(|(_, addr)| !addr.connected())
@@ -88,7 +89,7 @@ impl SagaSupervisor {
         for id in dead {
             self.running.remove(&id);
             tracing::warn!(
-                purchase_id = id,
+                purchase_id = %id,
                 "saga actor died; restarting from the store"
             );
             self.reload(id, ctx);
@@ -113,7 +114,7 @@ impl SagaSupervisor {
                         if act.running.contains_key(&id) {
                             continue;
                         }
-                        tracing::info!(purchase_id = id, "saga released from quarantine");
+                        tracing::info!(purchase_id = %id, "saga released from quarantine");
                         act.reload(id, ctx);
                     }
                 }
@@ -122,7 +123,7 @@ impl SagaSupervisor {
         );
     }
 
-    fn reload(&mut self, id: u64, ctx: &mut Context<Self>) {
+    fn reload(&mut self, id: PurchaseId, ctx: &mut Context<Self>) {
         let store = self.deps.store.clone();
         self.accepting += 1;
         ctx.spawn(
@@ -134,7 +135,7 @@ impl SagaSupervisor {
                         Ok(Some(at)) => act.launch(at, ctx),
                         Ok(None) => {}
                         Err(e) => {
-                            tracing::error!(purchase_id = id, error = %e, "cannot reload saga; retrying");
+                            tracing::error!(purchase_id = %id, error = %e, "cannot reload saga; retrying");
                             ctx.run_later(SWEEP_EVERY, move |act, ctx| act.reload(id, ctx));
                         }
                     }
@@ -241,14 +242,14 @@ async fn position_of(store: &SagaStore, stored: StoredSaga) -> ServiceResult<Opt
             log_len: stored.log_len,
         })),
         Err(reason) => {
-            tracing::error!(purchase_id = id, %reason, "saga quarantined: its stored log does not replay");
+            tracing::error!(purchase_id = %id, %reason, "saga quarantined: its stored log does not replay");
             store.repo().quarantine(id, &reason).await?;
             Ok(None)
         }
     }
 }
 
-async fn load_one(store: &SagaStore, id: u64) -> ServiceResult<Option<SagaPosition>> {
+async fn load_one(store: &SagaStore, id: PurchaseId) -> ServiceResult<Option<SagaPosition>> {
     match store.repo().by_id(id).await? {
         Some(stored) => position_of(store, stored).await,
         None => Ok(None),
@@ -259,7 +260,7 @@ async fn load_one(store: &SagaStore, id: u64) -> ServiceResult<Option<SagaPositi
 /// not replay are quarantined and left out.
 pub async fn load_unfinished(store: &SagaStore) -> ServiceResult<Vec<SagaPosition>> {
     let mut found = Vec::new();
-    let mut after = 0u64;
+    let mut after = PurchaseId(0);
     loop {
         let page = store.repo().unfinished(after, RESUME_PAGE).await?;
         let Some(last) = page.last() else { break };

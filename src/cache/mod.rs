@@ -69,16 +69,18 @@ impl Cache {
 
 /// Cache keys, named as the original's Redis keys where it had one.
 pub mod keys {
+    use crate::domain::ids::{CustomerId, ProductId};
+
     /// A customer's personal info.
-    pub fn person(id: u64) -> String {
+    pub fn person(id: CustomerId) -> String {
         format!("cuspersonalinfo:{id}")
     }
     /// A customer's shipping info.
-    pub fn shipping(id: u64) -> String {
+    pub fn shipping(id: CustomerId) -> String {
         format!("cusshippinginfo:{id}")
     }
     /// A product's detail, inventory included.
-    pub fn product(id: u64) -> String {
+    pub fn product(id: ProductId) -> String {
         format!("product:{id}")
     }
 }

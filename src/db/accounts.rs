@@ -3,15 +3,17 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
+use super::ids::storable;
 use super::schema::customers;
 use super::{DbError, DbPool};
 use crate::backend_queries;
+use crate::domain::ids::CustomerId;
 
 /// A customer row as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = customers)]
 pub struct Customer {
-    pub id: i64,
+    pub id: CustomerId,
     pub active: bool,
     pub first_name: String,
     pub last_name: String,
@@ -47,7 +49,7 @@ backend_queries! {
         Ok(())
     }
 
-    async fn by_id(conn: &mut Conn, id: i64) -> Result<Option<Customer>, DbError> {
+    async fn by_id(conn: &mut Conn, id: CustomerId) -> Result<Option<Customer>, DbError> {
         Ok(customers::table
             .find(id)
             .select(Customer::as_select())
@@ -65,12 +67,12 @@ backend_queries! {
             .optional()?)
     }
 
-    async fn update_person(conn: &mut Conn, id: i64, change: &PersonChange<'_>) -> Result<(), DbError> {
+    async fn update_person(conn: &mut Conn, id: CustomerId, change: &PersonChange<'_>) -> Result<(), DbError> {
         diesel::update(customers::table.find(id)).set(change).execute(conn).await?;
         Ok(())
     }
 
-    async fn update_shipping(conn: &mut Conn, id: i64, change: &ShippingChange<'_>) -> Result<(), DbError> {
+    async fn update_shipping(conn: &mut Conn, id: CustomerId, change: &ShippingChange<'_>) -> Result<(), DbError> {
         diesel::update(customers::table.find(id)).set(change).execute(conn).await?;
         Ok(())
     }
@@ -94,8 +96,11 @@ impl Accounts {
     }
 
     /// The customer with this id.
-    pub async fn by_id(&self, id: u64) -> Result<Option<Customer>, DbError> {
-        by_id(&self.pool, id as i64).await
+    pub async fn by_id(&self, id: CustomerId) -> Result<Option<Customer>, DbError> {
+        if !storable(id) {
+            return Ok(None);
+        }
+        by_id(&self.pool, id).await
     }
 
     /// The customer whose email has this unique key (see `domain::email::unique_key`).
@@ -104,16 +109,20 @@ impl Accounts {
     }
 
     /// Changes name and email; `Duplicate` when the email belongs to someone else.
-    pub async fn update_person(&self, id: u64, change: &PersonChange<'_>) -> Result<(), DbError> {
-        update_person(&self.pool, id as i64, change).await
+    pub async fn update_person(
+        &self,
+        id: CustomerId,
+        change: &PersonChange<'_>,
+    ) -> Result<(), DbError> {
+        update_person(&self.pool, id, change).await
     }
 
     /// Changes address and phone; `Duplicate` when the phone belongs to someone else.
     pub async fn update_shipping(
         &self,
-        id: u64,
+        id: CustomerId,
         change: &ShippingChange<'_>,
     ) -> Result<(), DbError> {
-        update_shipping(&self.pool, id as i64, change).await
+        update_shipping(&self.pool, id, change).await
     }
 }

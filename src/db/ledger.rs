@@ -14,6 +14,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl, TransactionManager};
 use super::DbError;
 use super::schema::step_ledger;
 use crate::backend_queries;
+use crate::domain::ids::PurchaseId;
 use crate::domain::purchase::{Purchase, StepOutcome};
 use crate::domain::saga::{Call, StepCommand};
 
@@ -25,13 +26,13 @@ const COMPENSATED: &str = "compensated";
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = step_ledger)]
 pub struct LedgerEntry {
-    pub purchase_id: i64,
+    pub purchase_id: PurchaseId,
     pub status: String,
     pub detail: String,
     pub updated_at: i64,
 }
 
-fn entry(purchase_id: i64, status: &str, detail: &str) -> LedgerEntry {
+fn entry(purchase_id: PurchaseId, status: &str, detail: &str) -> LedgerEntry {
     LedgerEntry {
         purchase_id,
         status: status.to_owned(),
@@ -44,31 +45,34 @@ fn entry(purchase_id: i64, status: &str, detail: &str) -> LedgerEntry {
 /// written once, generic over the connection. `backend_queries!` implements it for both.
 pub trait Ledger: AsyncConnection {
     /// Claims the first execution of a purchase's step; false when it was already recorded.
-    fn claim(&mut self, purchase_id: i64) -> impl Future<Output = Result<bool, DbError>> + Send;
+    fn claim(
+        &mut self,
+        purchase_id: PurchaseId,
+    ) -> impl Future<Output = Result<bool, DbError>> + Send;
 
     /// Records a business failure, unless an outcome is already recorded.
     fn record_failure(
         &mut self,
-        purchase_id: i64,
+        purchase_id: PurchaseId,
         reason: &str,
     ) -> impl Future<Output = Result<(), DbError>> + Send;
 
     /// The outcome recorded for a purchase (a compensated step answers as rejected).
     fn recorded_outcome(
         &mut self,
-        purchase_id: i64,
+        purchase_id: PurchaseId,
     ) -> impl Future<Output = Result<StepOutcome, DbError>> + Send;
 
     /// Marks a purchase compensated; true when an applied effect must now be undone.
     fn start_compensation(
         &mut self,
-        purchase_id: i64,
+        purchase_id: PurchaseId,
     ) -> impl Future<Output = Result<bool, DbError>> + Send;
 }
 
 backend_queries! {
     impl Ledger for Conn {
-        async fn claim(&mut self, purchase_id: i64) -> Result<bool, DbError> {
+        async fn claim(&mut self, purchase_id: PurchaseId) -> Result<bool, DbError> {
             let n = diesel::insert_or_ignore_into(step_ledger::table)
                 .values(entry(purchase_id, APPLIED, ""))
                 .execute(self)
@@ -76,7 +80,7 @@ backend_queries! {
             Ok(n == 1)
         }
 
-        async fn record_failure(&mut self, purchase_id: i64, reason: &str) -> Result<(), DbError> {
+        async fn record_failure(&mut self, purchase_id: PurchaseId, reason: &str) -> Result<(), DbError> {
             diesel::insert_or_ignore_into(step_ledger::table)
                 .values(entry(purchase_id, FAILED, reason))
                 .execute(self)
@@ -84,7 +88,7 @@ backend_queries! {
             Ok(())
         }
 
-        async fn recorded_outcome(&mut self, purchase_id: i64) -> Result<StepOutcome, DbError> {
+        async fn recorded_outcome(&mut self, purchase_id: PurchaseId) -> Result<StepOutcome, DbError> {
             let row: LedgerEntry = step_ledger::table
                 .find(purchase_id)
                 .select(LedgerEntry::as_select())
@@ -97,7 +101,7 @@ backend_queries! {
             })
         }
 
-        async fn start_compensation(&mut self, purchase_id: i64) -> Result<bool, DbError> {
+        async fn start_compensation(&mut self, purchase_id: PurchaseId) -> Result<bool, DbError> {
             let now = crate::clock::Clock::system().now_ms();
             let undone = diesel::update(
                 step_ledger::table
@@ -156,7 +160,7 @@ pub async fn in_transaction<C: AsyncConnection, T>(
 /// outcome and `apply` does not run.
 pub async fn step<C: Ledger>(
     conn: &mut C,
-    purchase_id: i64,
+    purchase_id: PurchaseId,
     apply: impl AsyncFnOnce(&mut C) -> Result<(), DbError>,
 ) -> Result<StepOutcome, DbError> {
     let claimed = in_transaction(conn, async |c| {
@@ -183,7 +187,7 @@ pub async fn step<C: Ledger>(
 /// nothing applied leaves a tombstone, so a late forward command is refused.
 pub async fn compensation<C: Ledger>(
     conn: &mut C,
-    purchase_id: i64,
+    purchase_id: PurchaseId,
     undo: impl AsyncFnOnce(&mut C) -> Result<(), DbError>,
 ) -> Result<(), DbError> {
     in_transaction(conn, async |c| {
@@ -203,7 +207,7 @@ pub async fn batch<C: Ledger>(
     conn: &mut C,
     commands: &[StepCommand],
     execute: impl AsyncFn(&mut C, &Purchase) -> Result<StepOutcome, DbError>,
-    compensate: impl AsyncFn(&mut C, i64) -> Result<(), DbError>,
+    compensate: impl AsyncFn(&mut C, PurchaseId) -> Result<(), DbError>,
 ) -> BatchResults {
     in_transaction(conn, async |c| {
         let mut out = Vec::with_capacity(commands.len());
@@ -211,7 +215,7 @@ pub async fn batch<C: Ledger>(
             let purchase = &command.purchase;
             out.push(match command.call {
                 Call::Execute(_) => execute(c, purchase).await,
-                Call::Compensate(_) => compensate(c, purchase.purchase_id as i64)
+                Call::Compensate(_) => compensate(c, purchase.purchase_id)
                     .await
                     .map(|()| StepOutcome::Applied),
             });

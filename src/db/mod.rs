@@ -3,6 +3,7 @@
 
 pub mod accounts;
 mod error;
+pub mod ids;
 pub mod ledger;
 pub mod open;
 pub mod orders;

@@ -3,10 +3,12 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
+use super::ids::storable;
 use super::ledger::{self, BatchResults, StepRepository};
 use super::schema::orders;
 use super::{DbError, DbPool};
 use crate::backend_queries;
+use crate::domain::ids::{CustomerId, ProductId, PurchaseId};
 use crate::domain::purchase::{Purchase, StepOutcome};
 use crate::domain::saga::StepCommand;
 
@@ -14,10 +16,10 @@ use crate::domain::saga::StepCommand;
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = orders)]
 pub struct OrderLine {
-    pub id: i64,
-    pub product_id: i64,
+    pub id: PurchaseId,
+    pub product_id: ProductId,
     pub amount: i64,
-    pub customer_id: i64,
+    pub customer_id: CustomerId,
 }
 
 /// The order lines of a purchase: one per item, keyed by the purchase id.
@@ -26,10 +28,10 @@ fn lines_of(purchase: &Purchase) -> Vec<OrderLine> {
         .items
         .iter()
         .map(|i| OrderLine {
-            id: purchase.purchase_id as i64,
-            product_id: i.product_id as i64,
+            id: purchase.purchase_id,
+            product_id: i.product_id,
             amount: i.amount,
-            customer_id: purchase.customer_id as i64,
+            customer_id: purchase.customer_id,
         })
         .collect()
 }
@@ -37,7 +39,7 @@ fn lines_of(purchase: &Purchase) -> Vec<OrderLine> {
 backend_queries! {
     async fn create(conn: &mut Conn, purchase: &Purchase) -> Result<StepOutcome, DbError> {
         let lines = lines_of(purchase);
-        ledger::step(conn, purchase.purchase_id as i64, async |c| {
+        ledger::step(conn, purchase.purchase_id, async |c| {
             // One statement per row: SQLite's sync wrapper has no multi-row INSERT.
             for line in &lines {
                 diesel::insert_into(orders::table).values(line).execute(c).await?;
@@ -47,7 +49,7 @@ backend_queries! {
         .await
     }
 
-    async fn remove(conn: &mut Conn, purchase_id: i64) -> Result<(), DbError> {
+    async fn remove(conn: &mut Conn, purchase_id: PurchaseId) -> Result<(), DbError> {
         ledger::compensation(conn, purchase_id, async |c| {
             diesel::delete(orders::table.filter(orders::id.eq(purchase_id))).execute(c).await?;
             Ok(())
@@ -59,7 +61,7 @@ backend_queries! {
         ledger::batch(conn, commands, create, remove).await
     }
 
-    async fn lines(conn: &mut Conn, id: i64) -> Result<Vec<OrderLine>, DbError> {
+    async fn lines(conn: &mut Conn, id: PurchaseId) -> Result<Vec<OrderLine>, DbError> {
         Ok(orders::table
             .filter(orders::id.eq(id))
             .order(orders::product_id)
@@ -87,13 +89,16 @@ impl Orders {
     }
 
     /// Deletes the purchase's order, once; a no-op when there is none.
-    pub async fn remove(&self, purchase_id: u64) -> Result<(), DbError> {
-        remove(&self.pool, purchase_id as i64).await
+    pub async fn remove(&self, purchase_id: PurchaseId) -> Result<(), DbError> {
+        remove(&self.pool, purchase_id).await
     }
 
     /// The order's lines sorted by product id (empty when there is no such order).
-    pub async fn lines(&self, id: u64) -> Result<Vec<OrderLine>, DbError> {
-        lines(&self.pool, id as i64).await
+    pub async fn lines(&self, id: PurchaseId) -> Result<Vec<OrderLine>, DbError> {
+        if !storable(id) {
+            return Ok(Vec::new());
+        }
+        lines(&self.pool, id).await
     }
 }
 

@@ -3,10 +3,12 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
+use super::ids::storable;
 use super::ledger::{self, BatchResults, StepRepository};
 use super::schema::payments;
 use super::{DbError, DbPool};
 use crate::backend_queries;
+use crate::domain::ids::{CustomerId, PurchaseId};
 use crate::domain::purchase::{Purchase, StepOutcome};
 use crate::domain::saga::StepCommand;
 
@@ -14,8 +16,8 @@ use crate::domain::saga::StepCommand;
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = payments)]
 pub struct Payment {
-    pub id: i64,
-    pub customer_id: i64,
+    pub id: PurchaseId,
+    pub customer_id: CustomerId,
     pub currency_code: String,
     pub amount: i64,
 }
@@ -23,8 +25,8 @@ pub struct Payment {
 backend_queries! {
     async fn create(conn: &mut Conn, purchase: &Purchase) -> Result<StepOutcome, DbError> {
         let payment = Payment {
-            id: purchase.purchase_id as i64,
-            customer_id: purchase.customer_id as i64,
+            id: purchase.purchase_id,
+            customer_id: purchase.customer_id,
             currency_code: purchase.currency.code().to_owned(),
             amount: purchase.amount,
         };
@@ -35,7 +37,7 @@ backend_queries! {
         .await
     }
 
-    async fn remove(conn: &mut Conn, purchase_id: i64) -> Result<(), DbError> {
+    async fn remove(conn: &mut Conn, purchase_id: PurchaseId) -> Result<(), DbError> {
         ledger::compensation(conn, purchase_id, async |c| {
             diesel::delete(payments::table.find(purchase_id)).execute(c).await?;
             Ok(())
@@ -47,7 +49,7 @@ backend_queries! {
         ledger::batch(conn, commands, create, remove).await
     }
 
-    async fn by_id(conn: &mut Conn, id: i64) -> Result<Option<Payment>, DbError> {
+    async fn by_id(conn: &mut Conn, id: PurchaseId) -> Result<Option<Payment>, DbError> {
         Ok(payments::table
             .find(id)
             .select(Payment::as_select())
@@ -75,13 +77,16 @@ impl Payments {
     }
 
     /// Deletes the purchase's payment, once; a no-op when there is none.
-    pub async fn remove(&self, purchase_id: u64) -> Result<(), DbError> {
-        remove(&self.pool, purchase_id as i64).await
+    pub async fn remove(&self, purchase_id: PurchaseId) -> Result<(), DbError> {
+        remove(&self.pool, purchase_id).await
     }
 
     /// The payment with this id.
-    pub async fn by_id(&self, id: u64) -> Result<Option<Payment>, DbError> {
-        by_id(&self.pool, id as i64).await
+    pub async fn by_id(&self, id: PurchaseId) -> Result<Option<Payment>, DbError> {
+        if !storable(id) {
+            return Ok(None);
+        }
+        by_id(&self.pool, id).await
     }
 }
 

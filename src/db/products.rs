@@ -3,10 +3,12 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
+use super::ids::{saturating, storable};
 use super::ledger::{self, BatchResults, StepRepository};
 use super::schema::{products, reservations};
 use super::{DbError, DbPool};
 use crate::backend_queries;
+use crate::domain::ids::{ProductId, PurchaseId};
 use crate::domain::purchase::{Purchase, PurchaseItem, StepOutcome};
 use crate::domain::saga::StepCommand;
 
@@ -14,7 +16,7 @@ use crate::domain::saga::StepCommand;
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = products)]
 pub struct Product {
-    pub id: i64,
+    pub id: ProductId,
     pub name: String,
     pub description: String,
     pub brand_name: String,
@@ -27,7 +29,7 @@ pub struct Product {
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = products)]
 pub struct CatalogEntry {
-    pub id: i64,
+    pub id: ProductId,
     pub name: String,
     pub inventory: i64,
     pub price: i64,
@@ -36,8 +38,8 @@ pub struct CatalogEntry {
 #[derive(Debug, Clone, Insertable, Queryable, Selectable)]
 #[diesel(table_name = reservations)]
 struct Reservation {
-    purchase_id: i64,
-    product_id: i64,
+    purchase_id: PurchaseId,
+    product_id: ProductId,
     amount: i64,
 }
 
@@ -52,7 +54,7 @@ backend_queries! {
         Ok(())
     }
 
-    async fn by_id(conn: &mut Conn, id: i64) -> Result<Option<Product>, DbError> {
+    async fn by_id(conn: &mut Conn, id: ProductId) -> Result<Option<Product>, DbError> {
         Ok(products::table
             .find(id)
             .select(Product::as_select())
@@ -61,7 +63,7 @@ backend_queries! {
             .optional()?)
     }
 
-    async fn inventory(conn: &mut Conn, id: i64) -> Result<Option<i64>, DbError> {
+    async fn inventory(conn: &mut Conn, id: ProductId) -> Result<Option<i64>, DbError> {
         Ok(products::table
             .find(id)
             .select(products::inventory)
@@ -81,7 +83,7 @@ backend_queries! {
     }
 
     async fn reserve(conn: &mut Conn, purchase: &Purchase) -> Result<StepOutcome, DbError> {
-        let purchase_id = purchase.purchase_id as i64;
+        let purchase_id = purchase.purchase_id;
         let mut sorted: Vec<PurchaseItem> = purchase.items.clone();
         sorted.sort_by_key(|i| i.product_id);
         ledger::step(conn, purchase_id, async |c| {
@@ -91,9 +93,8 @@ backend_queries! {
             // Conditional updates in product_id order: stock never goes negative and two
             // purchases lock rows in the same order.
             for item in &sorted {
-                let id = item.product_id as i64;
                 let taken = diesel::update(
-                    products::table.find(id).filter(products::inventory.ge(item.amount)),
+                    products::table.find(item.product_id).filter(products::inventory.ge(item.amount)),
                 )
                 .set(products::inventory.eq(products::inventory - item.amount))
                 .execute(c)
@@ -103,7 +104,7 @@ backend_queries! {
                 }
             }
             for i in &sorted {
-                let row = Reservation { purchase_id, product_id: i.product_id as i64, amount: i.amount };
+                let row = Reservation { purchase_id, product_id: i.product_id, amount: i.amount };
                 diesel::insert_into(reservations::table).values(&row).execute(c).await?;
             }
             Ok(())
@@ -111,7 +112,7 @@ backend_queries! {
         .await
     }
 
-    async fn release(conn: &mut Conn, purchase_id: i64) -> Result<(), DbError> {
+    async fn release(conn: &mut Conn, purchase_id: PurchaseId) -> Result<(), DbError> {
         ledger::compensation(conn, purchase_id, async |c| {
             let taken: Vec<Reservation> = reservations::table
                 .filter(reservations::purchase_id.eq(purchase_id))
@@ -153,18 +154,24 @@ impl Products {
     }
 
     /// The product with this id.
-    pub async fn by_id(&self, id: u64) -> Result<Option<Product>, DbError> {
-        by_id(&self.pool, id as i64).await
+    pub async fn by_id(&self, id: ProductId) -> Result<Option<Product>, DbError> {
+        if !storable(id) {
+            return Ok(None);
+        }
+        by_id(&self.pool, id).await
     }
 
     /// The product's current stock (never cached: sagas change it).
-    pub async fn inventory(&self, id: u64) -> Result<Option<i64>, DbError> {
-        inventory(&self.pool, id as i64).await
+    pub async fn inventory(&self, id: ProductId) -> Result<Option<i64>, DbError> {
+        if !storable(id) {
+            return Ok(None);
+        }
+        inventory(&self.pool, id).await
     }
 
     /// One page of the catalog, ordered by id (creation order).
     pub async fn page(&self, offset: u64, size: u64) -> Result<Vec<CatalogEntry>, DbError> {
-        page(&self.pool, offset.min(i64::MAX as u64) as i64, size as i64).await
+        page(&self.pool, saturating(offset), saturating(size)).await
     }
 
     /// Takes a purchase's items from stock, all or nothing, once per purchase.
@@ -173,8 +180,8 @@ impl Products {
     }
 
     /// Gives back exactly what a purchase took, once; a no-op when it took nothing.
-    pub async fn release(&self, purchase_id: u64) -> Result<(), DbError> {
-        release(&self.pool, purchase_id as i64).await
+    pub async fn release(&self, purchase_id: PurchaseId) -> Result<(), DbError> {
+        release(&self.pool, purchase_id).await
     }
 }
 

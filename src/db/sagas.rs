@@ -10,10 +10,12 @@ use std::collections::BTreeMap;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
+use super::ids::{from_column, saturating, storable, to_column};
 use super::schema::{partitions, saga_events, sagas, store_meta};
 use super::{DbError, DbPool};
 use crate::backend_queries;
 use crate::clock::Clock;
+use crate::domain::ids::{CustomerId, PurchaseId};
 use crate::domain::partition::{self, PartitionId};
 use crate::domain::purchase::{Currency, Purchase, PurchaseResult, Step, StepEvent, StepStatus};
 use crate::domain::saga::{Retry, Saga, SagaState, replay};
@@ -22,9 +24,9 @@ use crate::domain::saga::{Retry, Saga, SagaState, replay};
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = sagas)]
 struct SagaRow {
-    purchase_id: i64,
+    purchase_id: PurchaseId,
     partition_id: i32,
-    customer_id: i64,
+    customer_id: CustomerId,
     items: String,
     currency_code: String,
     amount: i64,
@@ -45,9 +47,9 @@ struct SagaRow {
 struct EventRow {
     partition_id: i32,
     event_id: i64,
-    purchase_id: i64,
+    purchase_id: PurchaseId,
     saga_seq: i32,
-    customer_id: i64,
+    customer_id: CustomerId,
     step: String,
     status: String,
     created_at: i64,
@@ -123,8 +125,8 @@ pub struct StoredSaga {
 /// A quarantined saga, for `sagashop sagas quarantined`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quarantined {
-    pub purchase_id: u64,
-    pub customer_id: u64,
+    pub purchase_id: PurchaseId,
+    pub customer_id: CustomerId,
     pub reason: String,
     pub updated_at_ms: i64,
 }
@@ -176,32 +178,32 @@ fn decode(row: SagaRow, log: &[EventRow]) -> StoredSaga {
     };
     StoredSaga {
         purchase: Purchase {
-            purchase_id: row.purchase_id as u64,
-            customer_id: row.customer_id as u64,
+            purchase_id: row.purchase_id,
+            customer_id: row.customer_id,
             items,
             currency,
             amount: row.amount,
         },
         partition: PartitionId(row.partition_id.max(0) as u32),
-        version: row.version.max(0) as u64,
+        version: from_column(row.version).unwrap_or(0),
         log_len: log.len() as u32,
         steps,
         status,
     }
 }
 
-fn new_row(w: &SagaWrite, now: i64) -> SagaRow {
+fn new_row(w: &SagaWrite, version: i64, now: i64) -> SagaRow {
     let p = &w.purchase;
     SagaRow {
-        purchase_id: p.purchase_id as i64,
+        purchase_id: p.purchase_id,
         partition_id: w.partition.0 as i32,
-        customer_id: p.customer_id as i64,
+        customer_id: p.customer_id,
         items: serde_json::to_string(&p.items).expect("items serialize"),
         currency_code: p.currency.code().to_owned(),
         amount: p.amount,
         state: w.saga.state.to_string(),
         finished: w.saga.state.is_terminal(),
-        version: w.from_version as i64 + 1,
+        version,
         attempts: w.saga.retry.attempts as i32,
         retry_since: w.saga.retry.since_ms,
         quarantine: None,
@@ -221,9 +223,10 @@ backend_queries! {
     async fn commit(conn: &mut Conn, owner: i32, owned: &Ownership, writes: &[SagaWrite], now: i64) -> Result<Vec<WriteOutcome>, DbError> {
         /// Writes one saga's row (insert or versioned update); `Ok(None)` when it was applied.
         async fn write_row(c: &mut Conn, w: &SagaWrite, now: i64) -> Result<Option<WriteOutcome>, DbError> {
-            let id = w.purchase.purchase_id as i64;
+            let id = w.purchase.purchase_id;
+            let from = to_column(w.from_version)?;
             let written = if w.from_version == 0 {
-                match diesel::insert_into(sagas::table).values(new_row(w, now)).execute(c).await {
+                match diesel::insert_into(sagas::table).values(new_row(w, from + 1, now)).execute(c).await {
                     Ok(n) => n,
                     Err(diesel::result::Error::DatabaseError(
                         diesel::result::DatabaseErrorKind::UniqueViolation,
@@ -232,11 +235,11 @@ backend_queries! {
                     Err(e) => return Err(e.into()),
                 }
             } else {
-                diesel::update(sagas::table.find(id).filter(sagas::version.eq(w.from_version as i64)))
+                diesel::update(sagas::table.find(id).filter(sagas::version.eq(from)))
                     .set((
                         sagas::state.eq(w.saga.state.to_string()),
                         sagas::finished.eq(w.saga.state.is_terminal()),
-                        sagas::version.eq(w.from_version as i64 + 1),
+                        sagas::version.eq(from + 1),
                         sagas::attempts.eq(w.saga.retry.attempts as i32),
                         sagas::retry_since.eq(w.saga.retry.since_ms),
                         sagas::updated_at.eq(now),
@@ -255,7 +258,7 @@ backend_queries! {
                 .first(c)
                 .await
                 .optional()?;
-            Ok(Some(if found == Some((w.from_version as i64 + 1, w.saga.state.to_string())) {
+            Ok(Some(if found == Some((from + 1, w.saga.state.to_string())) {
                 WriteOutcome::AlreadyApplied
             } else {
                 WriteOutcome::Conflict
@@ -276,7 +279,7 @@ backend_queries! {
                         partitions::table
                             .find(partition.0 as i32)
                             .filter(partitions::owner_node.eq(owner))
-                            .filter(partitions::epoch.eq(epoch as i64)),
+                            .filter(partitions::epoch.eq(to_column(epoch)?)),
                     )
                     .set(partitions::next_seq.eq(partitions::next_seq + wanted))
                     .execute(c)
@@ -307,15 +310,15 @@ backend_queries! {
                         rows.push(EventRow {
                             partition_id: partition.0 as i32,
                             event_id: seq,
-                            purchase_id: w.purchase.purchase_id as i64,
+                            purchase_id: w.purchase.purchase_id,
                             saga_seq: (w.log_len as usize + n + 1) as i32,
-                            customer_id: w.purchase.customer_id as i64,
+                            customer_id: w.purchase.customer_id,
                             step: event.step.as_str().to_owned(),
                             status: event.status.as_str().to_owned(),
                             created_at: now,
                         });
                         results.push(PurchaseResult {
-                            event_id: seq as u64,
+                            event_id: from_column(seq)?,
                             purchase_id: w.purchase.purchase_id,
                             customer_id: w.purchase.customer_id,
                             event: *event,
@@ -342,7 +345,7 @@ backend_queries! {
         .await
     }
 
-    async fn rows_of(conn: &mut Conn, ids: &[i64]) -> Result<Vec<SagaRow>, DbError> {
+    async fn rows_of(conn: &mut Conn, ids: &[PurchaseId]) -> Result<Vec<SagaRow>, DbError> {
         Ok(sagas::table
             .filter(sagas::purchase_id.eq_any(ids))
             .order(sagas::purchase_id)
@@ -351,7 +354,7 @@ backend_queries! {
             .await?)
     }
 
-    async fn logs_of(conn: &mut Conn, ids: &[i64]) -> Result<Vec<EventRow>, DbError> {
+    async fn logs_of(conn: &mut Conn, ids: &[PurchaseId]) -> Result<Vec<EventRow>, DbError> {
         Ok(saga_events::table
             .filter(saga_events::purchase_id.eq_any(ids))
             .order((saga_events::purchase_id, saga_events::saga_seq))
@@ -360,7 +363,7 @@ backend_queries! {
             .await?)
     }
 
-    async fn unfinished_ids(conn: &mut Conn, after: i64, limit: i64) -> Result<Vec<i64>, DbError> {
+    async fn unfinished_ids(conn: &mut Conn, after: PurchaseId, limit: i64) -> Result<Vec<PurchaseId>, DbError> {
         Ok(sagas::table
             .filter(sagas::finished.eq(false))
             .filter(sagas::purchase_id.gt(after))
@@ -372,7 +375,7 @@ backend_queries! {
             .await?)
     }
 
-    async fn released_ids(conn: &mut Conn) -> Result<Vec<i64>, DbError> {
+    async fn released_ids(conn: &mut Conn) -> Result<Vec<PurchaseId>, DbError> {
         Ok(sagas::table
             .filter(sagas::retry_requested.eq(true))
             .select(sagas::purchase_id)
@@ -380,7 +383,7 @@ backend_queries! {
             .await?)
     }
 
-    async fn customer_events_after(conn: &mut Conn, customer_id: i64, after: i64, limit: i64) -> Result<Vec<EventRow>, DbError> {
+    async fn customer_events_after(conn: &mut Conn, customer_id: CustomerId, after: i64, limit: i64) -> Result<Vec<EventRow>, DbError> {
         Ok(saga_events::table
             .filter(saga_events::customer_id.eq(customer_id))
             .filter(saga_events::event_id.gt(after))
@@ -391,7 +394,7 @@ backend_queries! {
             .await?)
     }
 
-    async fn set_quarantine(conn: &mut Conn, id: i64, reason: Option<String>, retry_requested: bool, now: i64) -> Result<usize, DbError> {
+    async fn set_quarantine(conn: &mut Conn, id: PurchaseId, reason: Option<String>, retry_requested: bool, now: i64) -> Result<usize, DbError> {
         Ok(diesel::update(sagas::table.find(id))
             .set((
                 sagas::quarantine.eq(reason),
@@ -402,7 +405,7 @@ backend_queries! {
             .await?)
     }
 
-    async fn release(conn: &mut Conn, id: i64, now: i64) -> Result<usize, DbError> {
+    async fn release(conn: &mut Conn, id: PurchaseId, now: i64) -> Result<usize, DbError> {
         Ok(diesel::update(sagas::table.find(id).filter(sagas::quarantine.is_not_null()))
             .set((
                 sagas::quarantine.eq(None::<String>),
@@ -413,7 +416,7 @@ backend_queries! {
             .await?)
     }
 
-    async fn quarantined(conn: &mut Conn) -> Result<Vec<(i64, i64, Option<String>, i64)>, DbError> {
+    async fn quarantined(conn: &mut Conn) -> Result<Vec<(PurchaseId, CustomerId, Option<String>, i64)>, DbError> {
         Ok(sagas::table
             .filter(sagas::quarantine.is_not_null())
             .order(sagas::purchase_id)
@@ -466,14 +469,14 @@ backend_queries! {
                 }
             }
             // Rows from before partitions: place each customer's sagas and log entries.
-            let customers: Vec<i64> = sagas::table
+            let customers: Vec<CustomerId> = sagas::table
                 .filter(sagas::partition_id.lt(0))
                 .select(sagas::customer_id)
                 .distinct()
                 .load(c)
                 .await?;
             for customer in customers {
-                let p = partition::of_customer(customer as u64, count).0 as i32;
+                let p = partition::of_customer(customer, count).0 as i32;
                 diesel::update(sagas::table.filter(sagas::customer_id.eq(customer)))
                     .set(sagas::partition_id.eq(p))
                     .execute(c)
@@ -529,10 +532,10 @@ impl Sagas {
     /// node owns the whole store. Answers what the node now owns.
     pub async fn own_all(&self, count: u32, node: u16) -> Result<Ownership, DbError> {
         let owned = own_all(&self.pool, count, i32::from(node)).await?;
-        Ok(owned
+        owned
             .into_iter()
-            .map(|(p, epoch)| (PartitionId(p as u32), epoch as u64))
-            .collect())
+            .map(|(p, epoch)| Ok((PartitionId(p as u32), from_column(epoch)?)))
+            .collect()
     }
 
     /// Commits the transitions of many sagas in one transaction. Each write gets its own
@@ -548,47 +551,46 @@ impl Sagas {
     }
 
     /// Several sagas with their logs, in id order (missing ids are left out).
-    pub async fn load(&self, ids: &[u64]) -> Result<Vec<StoredSaga>, DbError> {
-        let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+    pub async fn load(&self, ids: &[PurchaseId]) -> Result<Vec<StoredSaga>, DbError> {
+        let ids: Vec<PurchaseId> = ids.iter().copied().filter(|&id| storable(id)).collect();
         let rows = rows_of(&self.pool, &ids).await?;
         let logs = logs_of(&self.pool, &ids).await?;
         Ok(group_logs(rows, logs))
     }
 
     /// One saga with its log.
-    pub async fn by_id(&self, purchase_id: u64) -> Result<Option<StoredSaga>, DbError> {
+    pub async fn by_id(&self, purchase_id: PurchaseId) -> Result<Option<StoredSaga>, DbError> {
         Ok(self.load(&[purchase_id]).await?.pop())
     }
 
     /// A page of unfinished, unquarantined sagas with ids above `after`, in id order.
-    pub async fn unfinished(&self, after: u64, limit: u64) -> Result<Vec<StoredSaga>, DbError> {
-        let ids = unfinished_ids(&self.pool, after as i64, limit as i64).await?;
-        let ids: Vec<u64> = ids.into_iter().map(|i| i as u64).collect();
+    pub async fn unfinished(
+        &self,
+        after: PurchaseId,
+        limit: u64,
+    ) -> Result<Vec<StoredSaga>, DbError> {
+        let ids = unfinished_ids(&self.pool, after, saturating(limit)).await?;
         self.load(&ids).await
     }
 
     /// Sagas released from quarantine by `sagashop sagas retry`, not yet picked up.
-    pub async fn released(&self) -> Result<Vec<u64>, DbError> {
-        Ok(released_ids(&self.pool)
-            .await?
-            .into_iter()
-            .map(|i| i as u64)
-            .collect())
+    pub async fn released(&self) -> Result<Vec<PurchaseId>, DbError> {
+        released_ids(&self.pool).await
     }
 
     /// A customer's step-log entries after an event id, in id order (SSE resume). Entries
     /// that do not decode are skipped: the saga they belong to is quarantined anyway.
     pub async fn customer_events_after(
         &self,
-        customer_id: u64,
+        customer_id: CustomerId,
         after: u64,
         limit: u64,
     ) -> Result<Vec<PurchaseResult>, DbError> {
         let rows = customer_events_after(
             &self.pool,
-            customer_id as i64,
-            after.min(i64::MAX as u64) as i64,
-            limit as i64,
+            customer_id,
+            saturating(after),
+            saturating(limit),
         )
         .await?;
         Ok(rows
@@ -599,9 +601,9 @@ impl Sagas {
                     status: StepStatus::parse(&e.status)?,
                 };
                 Some(PurchaseResult {
-                    event_id: e.event_id as u64,
-                    purchase_id: e.purchase_id as u64,
-                    customer_id: e.customer_id as u64,
+                    event_id: from_column(e.event_id).ok()?,
+                    purchase_id: e.purchase_id,
+                    customer_id: e.customer_id,
                     event,
                     timestamp: e.created_at / 1000,
                 })
@@ -610,25 +612,28 @@ impl Sagas {
     }
 
     /// Sets a saga aside: it is not run until released; the reason is kept for operators.
-    pub async fn quarantine(&self, purchase_id: u64, reason: &str) -> Result<(), DbError> {
+    pub async fn quarantine(&self, purchase_id: PurchaseId, reason: &str) -> Result<(), DbError> {
         let now = self.clock.now_ms();
         let reason = Some(reason.chars().take(2000).collect::<String>());
-        set_quarantine(&self.pool, purchase_id as i64, reason, false, now).await?;
+        set_quarantine(&self.pool, purchase_id, reason, false, now).await?;
         Ok(())
     }
 
     /// Releases a quarantined saga so that its node runs it again; false when there is no
     /// such saga.
-    pub async fn request_retry(&self, purchase_id: u64) -> Result<bool, DbError> {
+    pub async fn request_retry(&self, purchase_id: PurchaseId) -> Result<bool, DbError> {
+        if !storable(purchase_id) {
+            return Ok(false);
+        }
         let now = self.clock.now_ms();
-        let n = release(&self.pool, purchase_id as i64, now).await?;
+        let n = release(&self.pool, purchase_id, now).await?;
         Ok(n == 1)
     }
 
     /// Marks a released saga as picked up.
-    pub async fn picked_up(&self, purchase_id: u64) -> Result<(), DbError> {
+    pub async fn picked_up(&self, purchase_id: PurchaseId) -> Result<(), DbError> {
         let now = self.clock.now_ms();
-        set_quarantine(&self.pool, purchase_id as i64, None, false, now).await?;
+        set_quarantine(&self.pool, purchase_id, None, false, now).await?;
         Ok(())
     }
 
@@ -638,8 +643,8 @@ impl Sagas {
             .await?
             .into_iter()
             .map(|(id, customer, reason, at)| Quarantined {
-                purchase_id: id as u64,
-                customer_id: customer as u64,
+                purchase_id: id,
+                customer_id: customer,
                 reason: reason.unwrap_or_default(),
                 updated_at_ms: at,
             })

@@ -1,9 +1,70 @@
 //! Time-ordered 64-bit ids in the Sonyflake layout the original uses (10 ms ticks since
-//! 2014-09-01, 8-bit sequence, 16-bit machine id), so ids stay comparable with it.
+//! 2014-09-01, 8-bit sequence, 16-bit machine id), so ids stay comparable with it; and the
+//! typed ids built from them, so a purchase id cannot be passed where a product id belongs.
 
+use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use sonyflake::Sonyflake;
+
+/// Defines typed ids: `u64` newtypes that are plain numbers on the wire (serde
+/// `transparent`), print and parse as base-10 `u64`, and map to a BIGINT column (the
+/// column conversion is in `db::ids`). Each `/// doc` + `Name;` entry expands to:
+///
+/// ```text
+/// /// doc
+/// #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize,
+///          Deserialize, AsExpression, FromSqlRow)]
+/// #[serde(transparent)]
+/// #[diesel(sql_type = BigInt)]
+/// pub struct PurchaseId(pub u64);
+/// impl Display for PurchaseId { /* the u64 */ }
+/// impl FromStr for PurchaseId { /* u64::from_str */ }
+/// impl From<PurchaseId> for u64 { /* .0 */ }
+/// ```
+macro_rules! typed_ids {
+    ($($(#[$doc:meta])* $name:ident;)*) => {$(
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+            diesel::expression::AsExpression, diesel::deserialize::FromSqlRow,
+        )]
+        #[serde(transparent)]
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        pub struct $name(pub u64);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = std::num::ParseIntError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                s.parse().map(Self)
+            }
+        }
+
+        impl From<$name> for u64 {
+            fn from(id: $name) -> u64 {
+                id.0
+            }
+        }
+    )*};
+}
+
+typed_ids! {
+    /// A purchase, and so its saga, order and payment (all keyed by it).
+    PurchaseId;
+    /// A customer: the account, and the owner of purchases, orders and payments.
+    CustomerId;
+    /// A product of the catalog.
+    ProductId;
+}
 
 /// Shared id generator; cheap to clone, safe across threads.
 #[derive(Clone)]

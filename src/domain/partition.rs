@@ -1,6 +1,8 @@
 //! Which saga-store partition a purchase belongs to. All of a customer's sagas share one
 //! partition, so their step-log ids form one increasing sequence (what SSE resumes from).
 
+use super::ids::CustomerId;
+
 /// The hash's name as recorded in the store: a node that would place customers differently
 /// refuses to open it.
 pub const HASH: &str = "splitmix64";
@@ -22,8 +24,8 @@ pub fn mix(x: u64) -> u64 {
 }
 
 /// The partition of a customer's sagas among `count`.
-pub fn of_customer(customer_id: u64, count: u32) -> PartitionId {
-    PartitionId((mix(customer_id) % u64::from(count.max(1))) as u32)
+pub fn of_customer(CustomerId(id): CustomerId, count: u32) -> PartitionId {
+    PartitionId((mix(id) % u64::from(count.max(1))) as u32)
 }
 
 #[cfg(test)]
@@ -36,7 +38,7 @@ mod tests {
         let mut seen = vec![0u32; 32];
         for t in 0..3200u64 {
             let id = (t << 24) | 7;
-            seen[of_customer(id, 32).0 as usize] += 1;
+            seen[of_customer(CustomerId(id), 32).0 as usize] += 1;
         }
         assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
     }

@@ -2,10 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ids::{CustomerId, ProductId, PurchaseId};
+
 /// One cart line: a product and how many units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PurchaseItem {
-    pub product_id: u64,
+    pub product_id: ProductId,
     pub amount: i64,
 }
 
@@ -40,8 +42,8 @@ impl Currency {
 /// Everything a saga needs to run a purchase: who, what, and what it costs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Purchase {
-    pub purchase_id: u64,
-    pub customer_id: u64,
+    pub purchase_id: PurchaseId,
+    pub customer_id: CustomerId,
     pub items: Vec<PurchaseItem>,
     pub currency: Currency,
     pub amount: i64,
@@ -65,7 +67,12 @@ pub struct PricedCart {
 
 impl PricedCart {
     /// The purchase this cart becomes once it has an id, a buyer and a currency.
-    pub fn into_purchase(self, purchase_id: u64, customer_id: u64, currency: Currency) -> Purchase {
+    pub fn into_purchase(
+        self,
+        purchase_id: PurchaseId,
+        customer_id: CustomerId,
+        currency: Currency,
+    ) -> Purchase {
         Purchase {
             purchase_id,
             customer_id,
@@ -80,7 +87,7 @@ impl PricedCart {
 /// that does not exist). The total is the sum of amount x price, checked for overflow.
 pub fn price(
     items: Vec<PurchaseItem>,
-    price_of: impl Fn(u64) -> Option<i64>,
+    price_of: impl Fn(ProductId) -> Option<i64>,
 ) -> Result<PricedCart, PricingError> {
     let mut amount: i64 = 0;
     for item in &items {
@@ -190,8 +197,8 @@ pub struct StepEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PurchaseResult {
     pub event_id: u64,
-    pub purchase_id: u64,
-    pub customer_id: u64,
+    pub purchase_id: PurchaseId,
+    pub customer_id: CustomerId,
     pub event: StepEvent,
     /// Unix seconds when the entry was committed.
     pub timestamp: i64,
@@ -215,8 +222,11 @@ mod tests {
 
     #[test]
     fn a_cart_is_priced_at_the_given_prices_and_checked_for_overflow() {
-        let item = |product_id, amount| PurchaseItem { product_id, amount };
-        let prices = |id| match id {
+        let item = |id, amount| PurchaseItem {
+            product_id: ProductId(id),
+            amount,
+        };
+        let prices = |ProductId(id)| match id {
             1 => Some(100),
             2 => Some(i64::MAX / 2),
             _ => None,
@@ -232,10 +242,10 @@ mod tests {
             price(vec![item(2, 1), item(2, 1), item(2, 1)], prices),
             Err(PricingError::TooLarge)
         );
-        let purchase = cart.into_purchase(7, 8, Currency::Us);
+        let purchase = cart.into_purchase(PurchaseId(7), CustomerId(8), Currency::Us);
         assert_eq!(
             (purchase.purchase_id, purchase.customer_id, purchase.amount),
-            (7, 8, 500)
+            (PurchaseId(7), CustomerId(8), 500)
         );
     }
 }

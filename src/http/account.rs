@@ -6,9 +6,10 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{CustomerId, JsonBody};
+use super::extract::JsonBody;
 use super::validate::{self, limits};
 use crate::actors::messages::*;
+use crate::domain::ids::CustomerId;
 
 /// `POST /api/account/auth/signup` body.
 #[derive(Debug, Deserialize)]
@@ -114,7 +115,7 @@ pub async fn refresh(
 /// The caller's name and email.
 pub async fn get_person(
     state: web::Data<AppState>,
-    CustomerId(customer_id): CustomerId,
+    customer_id: CustomerId,
 ) -> Result<HttpResponse, ApiError> {
     let info = state.account.send(GetPerson { customer_id }).await??;
     Ok(HttpResponse::Ok().json(info))
@@ -123,7 +124,7 @@ pub async fn get_person(
 /// Replaces the caller's name and email.
 pub async fn put_person(
     state: web::Data<AppState>,
-    CustomerId(customer_id): CustomerId,
+    customer_id: CustomerId,
     JsonBody(info): JsonBody<PersonInfo>,
 ) -> Result<HttpResponse, ApiError> {
     check_person(&info)?;
@@ -137,7 +138,7 @@ pub async fn put_person(
 /// The caller's address and phone.
 pub async fn get_shipping(
     state: web::Data<AppState>,
-    CustomerId(customer_id): CustomerId,
+    customer_id: CustomerId,
 ) -> Result<HttpResponse, ApiError> {
     let info = state.account.send(GetShipping { customer_id }).await??;
     Ok(HttpResponse::Ok().json(info))
@@ -146,7 +147,7 @@ pub async fn get_shipping(
 /// Replaces the caller's address and phone.
 pub async fn put_shipping(
     state: web::Data<AppState>,
-    CustomerId(customer_id): CustomerId,
+    customer_id: CustomerId,
     JsonBody(info): JsonBody<ShippingInfo>,
 ) -> Result<HttpResponse, ApiError> {
     check_shipping(&info)?;

@@ -1,8 +1,9 @@
 //! Request extractors shared by every handler: the authenticated customer, JSON bodies read
-//! whatever the Content-Type (the README's curl sends none), and u64 path ids.
+//! whatever the Content-Type (the README's curl sends none), and typed path ids.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::str::FromStr;
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, web};
@@ -15,14 +16,10 @@ use super::AppState;
 use super::error::ApiError;
 use crate::actors::ServiceError;
 use crate::auth::tokens::TokenError;
+use crate::domain::ids::CustomerId;
 
 /// Largest request body accepted; beyond it the answer is 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
-
-/// The customer an access token names. `Authorization` must be exactly two words separated by
-/// one space; the first is not checked (`bearer`, `Bearer`, anything), the second is the token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CustomerId(pub u64);
 
 /// The token of an `Authorization` value, by the original's rule.
 pub fn bearer_token(header: &str) -> Option<&str> {
@@ -33,6 +30,9 @@ pub fn bearer_token(header: &str) -> Option<&str> {
     }
 }
 
+/// A handler's `CustomerId` argument is the customer its access token names. `Authorization`
+/// must be exactly two words separated by one space; the first is not checked (`bearer`,
+/// `Bearer`, anything), the second is the token.
 impl FromRequest for CustomerId {
     type Error = ApiError;
     type Future = std::future::Ready<Result<Self, ApiError>>;
@@ -147,8 +147,9 @@ impl<'de> Visitor<'de> for FoldedVisitor {
     }
 }
 
-/// Parses a path id: base-10 u64 or 400 `invalid parameter`.
-pub fn parse_id(raw: &str) -> Result<u64, ApiError> {
+/// Parses a path id: a base-10 u64 (any u64: one above what the store holds names nothing,
+/// so it is 404, not 400) or 400 `invalid parameter`.
+pub fn parse_id<T: FromStr>(raw: &str) -> Result<T, ApiError> {
     raw.parse().map_err(|_| ApiError::invalid())
 }
 
@@ -181,9 +182,13 @@ mod tests {
 
     #[test]
     fn ids_must_be_u64() {
-        assert_eq!(parse_id("42").unwrap(), 42);
+        assert_eq!(parse_id::<CustomerId>("42").unwrap(), CustomerId(42));
+        assert_eq!(
+            parse_id::<CustomerId>(&u64::MAX.to_string()).unwrap(),
+            CustomerId(u64::MAX)
+        );
         for bad in ["abc", "-1", "18446744073709551616", ""] {
-            assert!(parse_id(bad).is_err());
+            assert!(parse_id::<CustomerId>(bad).is_err());
         }
     }
 }

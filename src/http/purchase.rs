@@ -7,10 +7,11 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{CustomerId, JsonBody, parse_id};
+use super::extract::{JsonBody, parse_id};
 use crate::actors::ServiceError;
 use crate::actors::messages::{AcceptPurchase, GetProducts, GetPurchase};
 use crate::db::sagas::StoredSaga;
+use crate::domain::ids::{CustomerId, ProductId, PurchaseId};
 use crate::domain::purchase::{Currency, PricingError, PurchaseItem, price};
 
 /// The status shown for a saga set aside because its stored log does not replay.
@@ -19,7 +20,7 @@ const QUARANTINED: &str = "QUARANTINED";
 /// A purchase as `GET /api/purchase/{id}` shows it.
 #[derive(Debug, Serialize)]
 struct PurchaseView {
-    purchase_id: u64,
+    purchase_id: PurchaseId,
     status: &'static str,
     amount: i64,
     currency_code: &'static str,
@@ -88,7 +89,7 @@ pub struct PurchaseBody {
 /// Validates in the original's order, prices the cart, stores the saga: 201 `{"purchase_id"}`.
 pub async fn create(
     state: web::Data<AppState>,
-    CustomerId(customer_id): CustomerId,
+    customer_id: CustomerId,
     JsonBody(body): JsonBody<Option<PurchaseBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.ok_or_else(ApiError::invalid)?;
@@ -102,16 +103,16 @@ pub async fn create(
     if body.purchase_items.iter().any(|i| i.amount <= 0) {
         return Err(ApiError::invalid());
     }
-    let ids = body.purchase_items.iter().map(|i| i.product_id).collect();
-    let products = state.product.send(GetProducts { ids }).await??;
     let lines: Vec<PurchaseItem> = body
         .purchase_items
         .iter()
         .map(|i| PurchaseItem {
-            product_id: i.product_id,
+            product_id: ProductId(i.product_id),
             amount: i.amount,
         })
         .collect();
+    let ids = lines.iter().map(|i| i.product_id).collect();
+    let products = state.product.send(GetProducts { ids }).await??;
     let price_of = |id| products.iter().find(|p| p.id == id).map(|p| p.price);
     // The original panicked on a missing payment object (500); it is bad input. It is
     // checked after the products, as the original looks them up first.
@@ -120,7 +121,7 @@ pub async fn create(
         PricingError::TooLarge => ApiError::invalid(),
     })?;
     let currency = currency.ok_or_else(ApiError::invalid)?;
-    let purchase = priced.into_purchase(state.ids.next(), customer_id, currency);
+    let purchase = priced.into_purchase(PurchaseId(state.ids.next()), customer_id, currency);
     let purchase_id = purchase.purchase_id;
     state.supervisor.send(AcceptPurchase { purchase }).await??;
     Ok(HttpResponse::Created().json(json!({ "purchase_id": purchase_id })))
@@ -129,7 +130,7 @@ pub async fn create(
 /// The caller's purchase: status and step history.
 pub async fn get(
     state: web::Data<AppState>,
-    CustomerId(customer_id): CustomerId,
+    customer_id: CustomerId,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let purchase_id = parse_id(&id)?;

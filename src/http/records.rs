@@ -5,13 +5,14 @@ use actix_web::{HttpResponse, web};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{CustomerId, parse_id};
+use super::extract::parse_id;
 use crate::actors::messages::{GetOrder, GetPayment};
+use crate::domain::ids::CustomerId;
 
 /// The caller's order with current product details, items sorted by product id.
 pub async fn order(
     state: web::Data<AppState>,
-    CustomerId(customer_id): CustomerId,
+    customer_id: CustomerId,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
@@ -22,7 +23,7 @@ pub async fn order(
 /// The caller's payment.
 pub async fn payment(
     state: web::Data<AppState>,
-    CustomerId(customer_id): CustomerId,
+    customer_id: CustomerId,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;

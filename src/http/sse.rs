@@ -26,10 +26,10 @@ use tokio::sync::mpsc;
 use super::AppState;
 use super::SseSettings;
 use super::error::ApiError;
-use super::extract::CustomerId;
 use crate::actors::ServiceError;
 use crate::actors::results::{GoLive, ResultHub, StreamRefused, Subscribe, Unsubscribe};
 use crate::actors::store::SagaStore;
+use crate::domain::ids::CustomerId;
 use crate::domain::purchase::PurchaseResult;
 
 /// The first frame of every stream: sent once the subscription is live.
@@ -69,7 +69,7 @@ fn last_event_id(req: &HttpRequest) -> Option<u64> {
 /// The stream, or JSON `null` when the client did not ask for one.
 pub async fn results(
     state: web::Data<AppState>,
-    CustomerId(customer_id): CustomerId,
+    customer_id: CustomerId,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     if !wants_stream(&req) {
@@ -119,7 +119,7 @@ pub async fn results(
 /// ended on an error) unregisters the stream.
 struct Registration {
     hub: Addr<ResultHub>,
-    customer_id: u64,
+    customer_id: CustomerId,
     ticket: u64,
 }
 
@@ -218,7 +218,7 @@ impl Feed {
         {
             Ok(results) => Some(results),
             Err(e) => {
-                tracing::warn!(customer_id, error = %e, "SSE replay failed; closing the stream");
+                tracing::warn!(%customer_id, error = %e, "SSE replay failed; closing the stream");
                 None
             }
         }
@@ -241,8 +241,8 @@ mod tests {
     fn frame_has_the_contract_shape() {
         let r = PurchaseResult {
             event_id: 9,
-            purchase_id: 5,
-            customer_id: 1,
+            purchase_id: crate::domain::ids::PurchaseId(5),
+            customer_id: CustomerId(1),
             event: StepEvent {
                 step: Step::CreateOrder,
                 status: StepStatus::Execute,

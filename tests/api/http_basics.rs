@@ -272,6 +272,8 @@ async fn path_ids_that_are_not_u64_are_400() {
     for (path, msg) in [
         ("/api/order/18446744073709551615", "order not found"),
         ("/api/payment/18446744073709551615", "payment not found"),
+        ("/api/purchase/18446744073709551615", "purchase not found"),
+        ("/api/purchase/9223372036854775808", "purchase not found"),
     ] {
         let r = app.get(path, Some(&c.access)).await;
         assert_eq!(r.status, 404, "{path}: {}", text(&r));

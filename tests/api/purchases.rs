@@ -160,6 +160,8 @@ async fn unknown_product_is_404_and_no_event_follows() {
         json!([{"amount": 1}]),
         json!([{"product_id": 0, "amount": 1}]),
         json!([{"product_id": p, "amount": 1}, {"product_id": 1, "amount": 1}]),
+        // a u64 id above what the store holds names nothing
+        json!([{"product_id": u64::MAX, "amount": 1}]),
     ];
     for items in cases {
         let r = app

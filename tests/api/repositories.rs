@@ -13,6 +13,7 @@ use sagashop::db::orders::Orders;
 use sagashop::db::payments::Payments;
 use sagashop::db::products::{INSUFFICIENT_INVENTORY, Product, Products};
 use sagashop::db::sagas::{SagaWrite, Sagas, WriteOutcome};
+use sagashop::domain::ids::{CustomerId, ProductId, PurchaseId};
 use sagashop::domain::purchase::{
     Currency, Purchase, PurchaseItem, Step, StepEvent, StepOutcome, StepStatus,
 };
@@ -41,9 +42,9 @@ async fn open(config: &Config) -> Repos {
     }
 }
 
-fn customer(id: i64, email: &str, phone: &str) -> Customer {
+fn customer(id: u64, email: &str, phone: &str) -> Customer {
     Customer {
-        id,
+        id: CustomerId(id),
         active: true,
         first_name: "ming".into(),
         last_name: "hsu".into(),
@@ -56,9 +57,9 @@ fn customer(id: i64, email: &str, phone: &str) -> Customer {
     }
 }
 
-fn product(id: i64, inventory: i64) -> Product {
+fn product(id: u64, inventory: i64) -> Product {
     Product {
-        id,
+        id: ProductId(id),
         name: format!("p{id}"),
         description: "déjà vu ✓".into(),
         brand_name: "brand".into(),
@@ -70,11 +71,14 @@ fn product(id: i64, inventory: i64) -> Product {
 
 fn purchase(id: u64, items: &[(u64, i64)]) -> Purchase {
     Purchase {
-        purchase_id: id,
-        customer_id: 7,
+        purchase_id: PurchaseId(id),
+        customer_id: CustomerId(7),
         items: items
             .iter()
-            .map(|&(product_id, amount)| PurchaseItem { product_id, amount })
+            .map(|&(product_id, amount)| PurchaseItem {
+                product_id: ProductId(product_id),
+                amount,
+            })
             .collect(),
         currency: Currency::Nt,
         amount: 100,
@@ -90,7 +94,12 @@ fn step(purchase: &Arc<Purchase>, call: Call) -> StepCommand {
 }
 
 async fn stock(r: &Repos, id: u64) -> i64 {
-    r.products.by_id(id).await.unwrap().unwrap().inventory
+    r.products
+        .by_id(ProductId(id))
+        .await
+        .unwrap()
+        .unwrap()
+        .inventory
 }
 
 async fn exercise(r: Repos) {
@@ -115,7 +124,7 @@ async fn exercise(r: Repos) {
     let taken = r
         .accounts
         .update_person(
-            4,
+            CustomerId(4),
             &PersonChange {
                 first_name: "n",
                 last_name: "n",
@@ -126,7 +135,12 @@ async fn exercise(r: Repos) {
         .await;
     assert!(matches!(taken, Err(sagashop::db::DbError::Duplicate)));
     assert_eq!(
-        r.accounts.by_id(4).await.unwrap().unwrap().email,
+        r.accounts
+            .by_id(CustomerId(4))
+            .await
+            .unwrap()
+            .unwrap()
+            .email,
         "c@ex.com"
     );
 
@@ -134,7 +148,7 @@ async fn exercise(r: Repos) {
     for id in [30, 10, 20] {
         r.products.insert(&product(id, 5)).await.unwrap();
     }
-    let page: Vec<i64> = r
+    let page: Vec<ProductId> = r
         .products
         .page(0, 10)
         .await
@@ -142,10 +156,15 @@ async fn exercise(r: Repos) {
         .iter()
         .map(|e| e.id)
         .collect();
-    assert_eq!(page, vec![10, 20, 30]);
-    assert_eq!(r.products.page(1, 1).await.unwrap()[0].id, 20);
+    assert_eq!(page, [10, 20, 30].map(ProductId));
+    assert_eq!(r.products.page(1, 1).await.unwrap()[0].id, ProductId(20));
     assert_eq!(
-        r.products.by_id(10).await.unwrap().unwrap().description,
+        r.products
+            .by_id(ProductId(10))
+            .await
+            .unwrap()
+            .unwrap()
+            .description,
         "déjà vu ✓"
     );
 
@@ -188,21 +207,21 @@ async fn exercise(r: Repos) {
         .unwrap();
     assert!(matches!(dup, StepOutcome::Rejected(_)));
     assert_eq!(stock(&r, 30).await, 5);
-    r.products.release(100).await.unwrap();
-    r.products.release(100).await.unwrap();
+    r.products.release(PurchaseId(100)).await.unwrap();
+    r.products.release(PurchaseId(100)).await.unwrap();
     assert_eq!(
         (stock(&r, 10).await, stock(&r, 20).await),
         (5, 5),
         "release must restore once"
     );
-    r.products.release(101).await.unwrap();
+    r.products.release(PurchaseId(101)).await.unwrap();
     assert_eq!(
         stock(&r, 10).await,
         5,
         "releasing a refused reservation gives nothing back"
     );
     // A reservation that arrives after its compensation is refused (fenced).
-    r.products.release(103).await.unwrap();
+    r.products.release(PurchaseId(103)).await.unwrap();
     assert!(matches!(
         r.products
             .reserve(&purchase(103, &[(10, 1)]))
@@ -253,30 +272,38 @@ async fn exercise(r: Repos) {
     let p = purchase(200, &[(20, 1), (10, 2)]);
     assert_eq!(r.orders.create(&p).await.unwrap(), StepOutcome::Applied);
     assert_eq!(r.orders.create(&p).await.unwrap(), StepOutcome::Applied);
-    let lines = r.orders.lines(200).await.unwrap();
+    let lines = r.orders.lines(PurchaseId(200)).await.unwrap();
     assert_eq!(
         lines
             .iter()
-            .map(|l| (l.product_id, l.amount))
+            .map(|l| (l.product_id.0, l.amount))
             .collect::<Vec<_>>(),
         vec![(10, 2), (20, 1)]
     );
-    r.orders.remove(200).await.unwrap();
-    r.orders.remove(200).await.unwrap();
-    assert!(r.orders.lines(200).await.unwrap().is_empty());
+    r.orders.remove(PurchaseId(200)).await.unwrap();
+    r.orders.remove(PurchaseId(200)).await.unwrap();
+    assert!(r.orders.lines(PurchaseId(200)).await.unwrap().is_empty());
     assert!(matches!(
         r.orders.create(&p).await.unwrap(),
         StepOutcome::Rejected(_)
     ));
-    assert!(r.orders.lines(200).await.unwrap().is_empty());
+    assert!(r.orders.lines(PurchaseId(200)).await.unwrap().is_empty());
 
     // Payments: same contract.
     let p = purchase(300, &[(10, 1)]);
     assert_eq!(r.payments.create(&p).await.unwrap(), StepOutcome::Applied);
     assert_eq!(r.payments.create(&p).await.unwrap(), StepOutcome::Applied);
-    assert_eq!(r.payments.by_id(300).await.unwrap().unwrap().amount, 100);
-    r.payments.remove(300).await.unwrap();
-    assert!(r.payments.by_id(300).await.unwrap().is_none());
+    assert_eq!(
+        r.payments
+            .by_id(PurchaseId(300))
+            .await
+            .unwrap()
+            .unwrap()
+            .amount,
+        100
+    );
+    r.payments.remove(PurchaseId(300)).await.unwrap();
+    assert!(r.payments.by_id(PurchaseId(300)).await.unwrap().is_none());
 
     saga_store(&r.sagas).await;
 }
@@ -323,11 +350,12 @@ async fn saga_store(sagas: &Sagas) {
 
     // Two customers in two different partitions.
     let (c1, c2) = (
-        7u64,
+        CustomerId(7),
         (8..)
-            .find(|c| {
-                sagashop::domain::partition::of_customer(*c, 4)
-                    != sagashop::domain::partition::of_customer(7, 4)
+            .map(CustomerId)
+            .find(|&c| {
+                sagashop::domain::partition::of_customer(c, 4)
+                    != sagashop::domain::partition::of_customer(CustomerId(7), 4)
             })
             .unwrap(),
     );
@@ -385,7 +413,7 @@ async fn saga_store(sagas: &Sagas) {
     let stale = saga_write(&a, 1, 1, Compensating(UPI), &[(UPI, Failed)]);
     let out = sagas.commit(1, &owned, &[stale]).await.unwrap();
     assert_eq!(out, vec![WriteOutcome::Conflict]);
-    let stored = sagas.by_id(1000).await.unwrap().unwrap();
+    let stored = sagas.by_id(PurchaseId(1000)).await.unwrap().unwrap();
     assert_eq!((stored.version, stored.log_len), (2, 3));
     assert_eq!(stored.status.unwrap().state, Executing(Step::CreateOrder));
 
@@ -411,7 +439,15 @@ async fn saga_store(sagas: &Sagas) {
         .unwrap();
     assert!(matches!(out[0], WriteOutcome::Failed(_)), "{out:?}");
     assert_eq!(committed_ids(&out[1]), vec![6]);
-    assert_eq!(sagas.by_id(1002).await.unwrap().unwrap().version, 1);
+    assert_eq!(
+        sagas
+            .by_id(PurchaseId(1002))
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        1
+    );
 
     // The retry budget a saga has spent is stored with it, so a restart keeps it.
     let spent = Saga {
@@ -427,15 +463,18 @@ async fn saga_store(sagas: &Sagas) {
     };
     let out = sagas.commit(1, &owned, &[w]).await.unwrap();
     assert!(matches!(out[0], WriteOutcome::Committed(_)), "{out:?}");
-    assert_eq!(sagas.by_id(1002).await.unwrap().unwrap().status, Ok(spent));
+    assert_eq!(
+        sagas.by_id(PurchaseId(1002)).await.unwrap().unwrap().status,
+        Ok(spent)
+    );
 
     // Reads: unfinished sagas, a customer's events after an id.
     let unfinished: Vec<u64> = sagas
-        .unfinished(0, 10)
+        .unfinished(PurchaseId(0), 10)
         .await
         .unwrap()
         .iter()
-        .map(|s| s.purchase.purchase_id)
+        .map(|s| s.purchase.purchase_id.0)
         .collect();
     assert_eq!(unfinished, vec![1000, 1002]);
     let after: Vec<u64> = sagas
@@ -448,27 +487,30 @@ async fn saga_store(sagas: &Sagas) {
     assert_eq!(after, vec![3, 4, 5, 6]);
 
     // Quarantine: set aside, listed, released once, picked up.
-    sagas.quarantine(1002, "test").await.unwrap();
+    sagas.quarantine(PurchaseId(1002), "test").await.unwrap();
     assert_eq!(
-        sagas.by_id(1002).await.unwrap().unwrap().status,
+        sagas.by_id(PurchaseId(1002)).await.unwrap().unwrap().status,
         Err("test".into())
     );
-    assert_eq!(sagas.unfinished(0, 10).await.unwrap().len(), 1);
+    assert_eq!(sagas.unfinished(PurchaseId(0), 10).await.unwrap().len(), 1);
     let listed: Vec<u64> = sagas
         .quarantined()
         .await
         .unwrap()
         .iter()
-        .map(|q| q.purchase_id)
+        .map(|q| q.purchase_id.0)
         .collect();
     assert_eq!(listed, vec![1002]);
-    assert!(!sagas.request_retry(1000).await.unwrap(), "not quarantined");
-    assert!(sagas.request_retry(1002).await.unwrap());
-    assert_eq!(sagas.released().await.unwrap(), vec![1002]);
-    sagas.picked_up(1002).await.unwrap();
+    assert!(
+        !sagas.request_retry(PurchaseId(1000)).await.unwrap(),
+        "not quarantined"
+    );
+    assert!(sagas.request_retry(PurchaseId(1002)).await.unwrap());
+    assert_eq!(sagas.released().await.unwrap(), vec![PurchaseId(1002)]);
+    sagas.picked_up(PurchaseId(1002)).await.unwrap();
     assert!(sagas.released().await.unwrap().is_empty());
     assert!(sagas.quarantined().await.unwrap().is_empty());
-    assert_eq!(sagas.unfinished(0, 10).await.unwrap().len(), 2);
+    assert_eq!(sagas.unfinished(PurchaseId(0), 10).await.unwrap().len(), 2);
 }
 
 #[actix_rt::test]
@@ -530,10 +572,10 @@ async fn a_store_of_the_single_sequence_schema_is_migrated_on_start() {
     let sagas = open(&Config::embedded(dir.path())).await.sagas;
     let owned = sagas.own_all(32, 1).await.unwrap();
 
-    let done = sagas.by_id(1).await.unwrap().unwrap();
+    let done = sagas.by_id(PurchaseId(1)).await.unwrap().unwrap();
     assert_eq!(done.status.unwrap().state, SagaState::Succeeded);
     assert_eq!(done.log_len, 6);
-    let running = sagas.by_id(2).await.unwrap().unwrap();
+    let running = sagas.by_id(PurchaseId(2)).await.unwrap().unwrap();
     assert_eq!(
         running.status.clone().unwrap().state,
         SagaState::Executing(Step::CreateOrder)
@@ -541,18 +583,18 @@ async fn a_store_of_the_single_sequence_schema_is_migrated_on_start() {
     assert_eq!(running.purchase.amount, 200);
     assert_eq!(
         running.partition,
-        sagashop::domain::partition::of_customer(7, 32)
+        sagashop::domain::partition::of_customer(CustomerId(7), 32)
     );
     let unfinished: Vec<u64> = sagas
-        .unfinished(0, 10)
+        .unfinished(PurchaseId(0), 10)
         .await
         .unwrap()
         .iter()
-        .map(|s| s.purchase.purchase_id)
+        .map(|s| s.purchase.purchase_id.0)
         .collect();
     assert_eq!(unfinished, vec![2]);
     let resumed: Vec<u64> = sagas
-        .customer_events_after(7, 4, 100)
+        .customer_events_after(CustomerId(7), 4, 100)
         .await
         .unwrap()
         .iter()
@@ -580,7 +622,8 @@ async fn a_store_of_the_single_sequence_schema_is_migrated_on_start() {
     };
     let other = Arc::new(Purchase {
         customer_id: (8..)
-            .find(|c| sagashop::domain::partition::of_customer(*c, 32) != running.partition)
+            .map(CustomerId)
+            .find(|&c| sagashop::domain::partition::of_customer(c, 32) != running.partition)
             .unwrap(),
         ..purchase(3, &[(1, 1)])
     });
@@ -598,7 +641,7 @@ async fn a_store_of_the_single_sequence_schema_is_migrated_on_start() {
     let out = sagas.commit(1, &owned, &[next, fresh]).await.unwrap();
     assert_eq!(committed_ids(&out[0]), vec![10, 11]);
     assert_eq!(committed_ids(&out[1]), vec![10]);
-    let log = sagas.by_id(2).await.unwrap().unwrap();
+    let log = sagas.by_id(PurchaseId(2)).await.unwrap().unwrap();
     assert_eq!(log.log_len, 5);
     assert!(log.status.is_ok());
 }
