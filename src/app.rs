@@ -181,7 +181,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
             clock.clone(),
         )),
     );
-    let products = Products::new(pool(ServiceDb::Product));
+    let products = Products::new(pool(ServiceDb::Product), clock.clone());
     let steps = Participant::new(
         products.clone(),
         Step::UpdateProductInventory,
@@ -191,7 +191,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
     let core = ProductCore::new(products, cache.clone(), ids.clone(), clock.clone());
     let (product, product_steps) =
         participant_thread(&mut arbiters, ProductService::new(core), steps);
-    let orders = Orders::new(pool(ServiceDb::Order));
+    let orders = Orders::new(pool(ServiceDb::Order), clock.clone());
     let steps = Participant::new(
         orders.clone(),
         Step::CreateOrder,
@@ -200,7 +200,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
     );
     let core = OrderCore::new(orders, product.clone().recipient());
     let (order, order_steps) = participant_thread(&mut arbiters, OrderService::new(core), steps);
-    let payments = Payments::new(pool(ServiceDb::Payment));
+    let payments = Payments::new(pool(ServiceDb::Payment), clock.clone());
     let steps = Participant::new(
         payments.clone(),
         Step::CreatePayment,

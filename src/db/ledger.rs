@@ -32,12 +32,12 @@ pub struct LedgerEntry {
     pub updated_at: i64,
 }
 
-fn entry(purchase_id: PurchaseId, status: &str, detail: &str) -> LedgerEntry {
+fn entry(purchase_id: PurchaseId, status: &str, detail: &str, now: i64) -> LedgerEntry {
     LedgerEntry {
         purchase_id,
         status: status.to_owned(),
         detail: detail.chars().take(255).collect(),
-        updated_at: crate::clock::Clock::system().now_ms(),
+        updated_at: now,
     }
 }
 
@@ -48,6 +48,7 @@ pub trait Ledger: AsyncConnection {
     fn claim(
         &mut self,
         purchase_id: PurchaseId,
+        now: i64,
     ) -> impl Future<Output = Result<bool, DbError>> + Send;
 
     /// Records a business failure, unless an outcome is already recorded.
@@ -55,6 +56,7 @@ pub trait Ledger: AsyncConnection {
         &mut self,
         purchase_id: PurchaseId,
         reason: &str,
+        now: i64,
     ) -> impl Future<Output = Result<(), DbError>> + Send;
 
     /// The outcome recorded for a purchase (a compensated step answers as rejected).
@@ -67,22 +69,23 @@ pub trait Ledger: AsyncConnection {
     fn start_compensation(
         &mut self,
         purchase_id: PurchaseId,
+        now: i64,
     ) -> impl Future<Output = Result<bool, DbError>> + Send;
 }
 
 backend_queries! {
     impl Ledger for Conn {
-        async fn claim(&mut self, purchase_id: PurchaseId) -> Result<bool, DbError> {
+        async fn claim(&mut self, purchase_id: PurchaseId, now: i64) -> Result<bool, DbError> {
             let n = diesel::insert_or_ignore_into(step_ledger::table)
-                .values(entry(purchase_id, APPLIED, ""))
+                .values(entry(purchase_id, APPLIED, "", now))
                 .execute(self)
                 .await?;
             Ok(n == 1)
         }
 
-        async fn record_failure(&mut self, purchase_id: PurchaseId, reason: &str) -> Result<(), DbError> {
+        async fn record_failure(&mut self, purchase_id: PurchaseId, reason: &str, now: i64) -> Result<(), DbError> {
             diesel::insert_or_ignore_into(step_ledger::table)
-                .values(entry(purchase_id, FAILED, reason))
+                .values(entry(purchase_id, FAILED, reason, now))
                 .execute(self)
                 .await?;
             Ok(())
@@ -101,8 +104,7 @@ backend_queries! {
             })
         }
 
-        async fn start_compensation(&mut self, purchase_id: PurchaseId) -> Result<bool, DbError> {
-            let now = crate::clock::Clock::system().now_ms();
+        async fn start_compensation(&mut self, purchase_id: PurchaseId, now: i64) -> Result<bool, DbError> {
             let undone = diesel::update(
                 step_ledger::table
                     .find(purchase_id)
@@ -116,7 +118,7 @@ backend_queries! {
             }
             // Nothing applied: leave a tombstone so a late forward command is refused.
             diesel::insert_or_ignore_into(step_ledger::table)
-                .values(entry(purchase_id, COMPENSATED, ""))
+                .values(entry(purchase_id, COMPENSATED, "", now))
                 .execute(self)
                 .await?;
             diesel::update(step_ledger::table.find(purchase_id))
@@ -157,14 +159,15 @@ pub async fn in_transaction<C: AsyncConnection, T>(
 /// claims the ledger row; when it returns `DbError::Rejected` (a business refusal) the
 /// transaction, effect and claim, rolls back and the refusal is recorded instead. A purchase
 /// already recorded (a redelivery, or a compensation that came first) gets its recorded
-/// outcome and `apply` does not run.
+/// outcome and `apply` does not run. `now` stamps the ledger row.
 pub async fn step<C: Ledger>(
     conn: &mut C,
     purchase_id: PurchaseId,
+    now: i64,
     apply: impl AsyncFnOnce(&mut C) -> Result<(), DbError>,
 ) -> Result<StepOutcome, DbError> {
     let claimed = in_transaction(conn, async |c| {
-        if !c.claim(purchase_id).await? {
+        if !c.claim(purchase_id, now).await? {
             return Ok(false);
         }
         apply(c).await?;
@@ -175,7 +178,7 @@ pub async fn step<C: Ledger>(
         Ok(true) => Ok(StepOutcome::Applied),
         Ok(false) => conn.recorded_outcome(purchase_id).await,
         Err(DbError::Rejected(reason)) => {
-            conn.record_failure(purchase_id, &reason).await?;
+            conn.record_failure(purchase_id, &reason, now).await?;
             conn.recorded_outcome(purchase_id).await
         }
         Err(e) => Err(e),
@@ -188,10 +191,11 @@ pub async fn step<C: Ledger>(
 pub async fn compensation<C: Ledger>(
     conn: &mut C,
     purchase_id: PurchaseId,
+    now: i64,
     undo: impl AsyncFnOnce(&mut C) -> Result<(), DbError>,
 ) -> Result<(), DbError> {
     in_transaction(conn, async |c| {
-        if c.start_compensation(purchase_id).await? {
+        if c.start_compensation(purchase_id, now).await? {
             undo(c).await?;
         }
         Ok(())
@@ -206,16 +210,17 @@ pub async fn compensation<C: Ledger>(
 pub async fn batch<C: Ledger>(
     conn: &mut C,
     commands: &[StepCommand],
-    execute: impl AsyncFn(&mut C, &Purchase) -> Result<StepOutcome, DbError>,
-    compensate: impl AsyncFn(&mut C, PurchaseId) -> Result<(), DbError>,
+    now: i64,
+    execute: impl AsyncFn(&mut C, &Purchase, i64) -> Result<StepOutcome, DbError>,
+    compensate: impl AsyncFn(&mut C, PurchaseId, i64) -> Result<(), DbError>,
 ) -> BatchResults {
     in_transaction(conn, async |c| {
         let mut out = Vec::with_capacity(commands.len());
         for command in commands {
             let purchase = &command.purchase;
             out.push(match command.call {
-                Call::Execute(_) => execute(c, purchase).await,
-                Call::Compensate(_) => compensate(c, purchase.purchase_id)
+                Call::Execute(_) => execute(c, purchase, now).await,
+                Call::Compensate(_) => compensate(c, purchase.purchase_id, now)
                     .await
                     .map(|()| StepOutcome::Applied),
             });

@@ -8,6 +8,7 @@ use super::ledger::{self, BatchResults, StepRepository};
 use super::schema::orders;
 use super::{DbError, DbPool};
 use crate::backend_queries;
+use crate::clock::Clock;
 use crate::domain::ids::{CustomerId, ProductId, PurchaseId};
 use crate::domain::purchase::{Purchase, StepOutcome};
 use crate::domain::saga::StepCommand;
@@ -37,9 +38,9 @@ fn lines_of(purchase: &Purchase) -> Vec<OrderLine> {
 }
 
 backend_queries! {
-    async fn create(conn: &mut Conn, purchase: &Purchase) -> Result<StepOutcome, DbError> {
+    async fn create(conn: &mut Conn, purchase: &Purchase, now: i64) -> Result<StepOutcome, DbError> {
         let lines = lines_of(purchase);
-        ledger::step(conn, purchase.purchase_id, async |c| {
+        ledger::step(conn, purchase.purchase_id, now, async |c| {
             // One statement per row: SQLite's sync wrapper has no multi-row INSERT.
             for line in &lines {
                 diesel::insert_into(orders::table).values(line).execute(c).await?;
@@ -49,16 +50,16 @@ backend_queries! {
         .await
     }
 
-    async fn remove(conn: &mut Conn, purchase_id: PurchaseId) -> Result<(), DbError> {
-        ledger::compensation(conn, purchase_id, async |c| {
+    async fn remove(conn: &mut Conn, purchase_id: PurchaseId, now: i64) -> Result<(), DbError> {
+        ledger::compensation(conn, purchase_id, now, async |c| {
             diesel::delete(orders::table.filter(orders::id.eq(purchase_id))).execute(c).await?;
             Ok(())
         })
         .await
     }
 
-    async fn run_steps(conn: &mut Conn, commands: &[StepCommand]) -> BatchResults {
-        ledger::batch(conn, commands, create, remove).await
+    async fn run_steps(conn: &mut Conn, commands: &[StepCommand], now: i64) -> BatchResults {
+        ledger::batch(conn, commands, now, create, remove).await
     }
 
     async fn lines(conn: &mut Conn, id: PurchaseId) -> Result<Vec<OrderLine>, DbError> {
@@ -75,22 +76,23 @@ backend_queries! {
 #[derive(Clone)]
 pub struct Orders {
     pool: DbPool,
+    clock: Clock,
 }
 
 impl Orders {
     /// Repository over an opened order database.
-    pub fn new(pool: DbPool) -> Self {
-        Self { pool }
+    pub fn new(pool: DbPool, clock: Clock) -> Self {
+        Self { pool, clock }
     }
 
     /// Creates the purchase's order, once.
     pub async fn create(&self, purchase: &Purchase) -> Result<StepOutcome, DbError> {
-        create(&self.pool, purchase).await
+        create(&self.pool, purchase, self.clock.now_ms()).await
     }
 
     /// Deletes the purchase's order, once; a no-op when there is none.
     pub async fn remove(&self, purchase_id: PurchaseId) -> Result<(), DbError> {
-        remove(&self.pool, purchase_id).await
+        remove(&self.pool, purchase_id, self.clock.now_ms()).await
     }
 
     /// The order's lines sorted by product id (empty when there is no such order).
@@ -104,6 +106,6 @@ impl Orders {
 
 impl StepRepository for Orders {
     async fn run_steps(&self, commands: &[StepCommand]) -> BatchResults {
-        run_steps(&self.pool, commands).await
+        run_steps(&self.pool, commands, self.clock.now_ms()).await
     }
 }

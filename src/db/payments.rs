@@ -8,6 +8,7 @@ use super::ledger::{self, BatchResults, StepRepository};
 use super::schema::payments;
 use super::{DbError, DbPool};
 use crate::backend_queries;
+use crate::clock::Clock;
 use crate::domain::ids::{CustomerId, PurchaseId};
 use crate::domain::purchase::{Purchase, StepOutcome};
 use crate::domain::saga::StepCommand;
@@ -23,30 +24,30 @@ pub struct Payment {
 }
 
 backend_queries! {
-    async fn create(conn: &mut Conn, purchase: &Purchase) -> Result<StepOutcome, DbError> {
+    async fn create(conn: &mut Conn, purchase: &Purchase, now: i64) -> Result<StepOutcome, DbError> {
         let payment = Payment {
             id: purchase.purchase_id,
             customer_id: purchase.customer_id,
             currency_code: purchase.currency.code().to_owned(),
             amount: purchase.amount,
         };
-        ledger::step(conn, payment.id, async |c| {
+        ledger::step(conn, payment.id, now, async |c| {
             diesel::insert_into(payments::table).values(&payment).execute(c).await?;
             Ok(())
         })
         .await
     }
 
-    async fn remove(conn: &mut Conn, purchase_id: PurchaseId) -> Result<(), DbError> {
-        ledger::compensation(conn, purchase_id, async |c| {
+    async fn remove(conn: &mut Conn, purchase_id: PurchaseId, now: i64) -> Result<(), DbError> {
+        ledger::compensation(conn, purchase_id, now, async |c| {
             diesel::delete(payments::table.find(purchase_id)).execute(c).await?;
             Ok(())
         })
         .await
     }
 
-    async fn run_steps(conn: &mut Conn, commands: &[StepCommand]) -> BatchResults {
-        ledger::batch(conn, commands, create, remove).await
+    async fn run_steps(conn: &mut Conn, commands: &[StepCommand], now: i64) -> BatchResults {
+        ledger::batch(conn, commands, now, create, remove).await
     }
 
     async fn by_id(conn: &mut Conn, id: PurchaseId) -> Result<Option<Payment>, DbError> {
@@ -63,22 +64,23 @@ backend_queries! {
 #[derive(Clone)]
 pub struct Payments {
     pool: DbPool,
+    clock: Clock,
 }
 
 impl Payments {
     /// Repository over an opened payment database.
-    pub fn new(pool: DbPool) -> Self {
-        Self { pool }
+    pub fn new(pool: DbPool, clock: Clock) -> Self {
+        Self { pool, clock }
     }
 
     /// Records the purchase's payment, once.
     pub async fn create(&self, purchase: &Purchase) -> Result<StepOutcome, DbError> {
-        create(&self.pool, purchase).await
+        create(&self.pool, purchase, self.clock.now_ms()).await
     }
 
     /// Deletes the purchase's payment, once; a no-op when there is none.
     pub async fn remove(&self, purchase_id: PurchaseId) -> Result<(), DbError> {
-        remove(&self.pool, purchase_id).await
+        remove(&self.pool, purchase_id, self.clock.now_ms()).await
     }
 
     /// The payment with this id.
@@ -92,6 +94,6 @@ impl Payments {
 
 impl StepRepository for Payments {
     async fn run_steps(&self, commands: &[StepCommand]) -> BatchResults {
-        run_steps(&self.pool, commands).await
+        run_steps(&self.pool, commands, self.clock.now_ms()).await
     }
 }

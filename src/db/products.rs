@@ -8,6 +8,7 @@ use super::ledger::{self, BatchResults, StepRepository};
 use super::schema::{products, reservations};
 use super::{DbError, DbPool};
 use crate::backend_queries;
+use crate::clock::Clock;
 use crate::domain::ids::{ProductId, PurchaseId};
 use crate::domain::purchase::{Purchase, PurchaseItem, StepOutcome};
 use crate::domain::saga::StepCommand;
@@ -82,11 +83,11 @@ backend_queries! {
             .await?)
     }
 
-    async fn reserve(conn: &mut Conn, purchase: &Purchase) -> Result<StepOutcome, DbError> {
+    async fn reserve(conn: &mut Conn, purchase: &Purchase, now: i64) -> Result<StepOutcome, DbError> {
         let purchase_id = purchase.purchase_id;
         let mut sorted: Vec<PurchaseItem> = purchase.items.clone();
         sorted.sort_by_key(|i| i.product_id);
-        ledger::step(conn, purchase_id, async |c| {
+        ledger::step(conn, purchase_id, now, async |c| {
             if sorted.windows(2).any(|w| w[0].product_id == w[1].product_id) {
                 return Err(DbError::Rejected(DUPLICATE_ITEMS.to_owned()));
             }
@@ -112,8 +113,8 @@ backend_queries! {
         .await
     }
 
-    async fn release(conn: &mut Conn, purchase_id: PurchaseId) -> Result<(), DbError> {
-        ledger::compensation(conn, purchase_id, async |c| {
+    async fn release(conn: &mut Conn, purchase_id: PurchaseId, now: i64) -> Result<(), DbError> {
+        ledger::compensation(conn, purchase_id, now, async |c| {
             let taken: Vec<Reservation> = reservations::table
                 .filter(reservations::purchase_id.eq(purchase_id))
                 .order(reservations::product_id)
@@ -131,8 +132,8 @@ backend_queries! {
         .await
     }
 
-    async fn run_steps(conn: &mut Conn, commands: &[StepCommand]) -> BatchResults {
-        ledger::batch(conn, commands, reserve, release).await
+    async fn run_steps(conn: &mut Conn, commands: &[StepCommand], now: i64) -> BatchResults {
+        ledger::batch(conn, commands, now, reserve, release).await
     }
 }
 
@@ -140,12 +141,13 @@ backend_queries! {
 #[derive(Clone)]
 pub struct Products {
     pool: DbPool,
+    clock: Clock,
 }
 
 impl Products {
     /// Repository over an opened product database.
-    pub fn new(pool: DbPool) -> Self {
-        Self { pool }
+    pub fn new(pool: DbPool, clock: Clock) -> Self {
+        Self { pool, clock }
     }
 
     /// Stores a new product.
@@ -176,17 +178,17 @@ impl Products {
 
     /// Takes a purchase's items from stock, all or nothing, once per purchase.
     pub async fn reserve(&self, purchase: &Purchase) -> Result<StepOutcome, DbError> {
-        reserve(&self.pool, purchase).await
+        reserve(&self.pool, purchase, self.clock.now_ms()).await
     }
 
     /// Gives back exactly what a purchase took, once; a no-op when it took nothing.
     pub async fn release(&self, purchase_id: PurchaseId) -> Result<(), DbError> {
-        release(&self.pool, purchase_id).await
+        release(&self.pool, purchase_id, self.clock.now_ms()).await
     }
 }
 
 impl StepRepository for Products {
     async fn run_steps(&self, commands: &[StepCommand]) -> BatchResults {
-        run_steps(&self.pool, commands).await
+        run_steps(&self.pool, commands, self.clock.now_ms()).await
     }
 }

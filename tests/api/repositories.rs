@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::support::mariadb::Databases;
+use sagashop::clock::Clock;
 use sagashop::config::{Config, ServiceDb};
 use sagashop::db::DbPool;
 use sagashop::db::accounts::{Accounts, Customer, PersonChange};
@@ -35,10 +36,10 @@ async fn open(config: &Config) -> Repos {
         |db: ServiceDb| -> DbPool { pools.iter().find(|(d, _)| *d == db).unwrap().1.clone() };
     Repos {
         accounts: Accounts::new(pool(ServiceDb::Account)),
-        products: Products::new(pool(ServiceDb::Product)),
-        orders: Orders::new(pool(ServiceDb::Order)),
-        payments: Payments::new(pool(ServiceDb::Payment)),
-        sagas: Sagas::new(pool(ServiceDb::Saga), sagashop::clock::Clock::system()),
+        products: Products::new(pool(ServiceDb::Product), Clock::system()),
+        orders: Orders::new(pool(ServiceDb::Order), Clock::system()),
+        payments: Payments::new(pool(ServiceDb::Payment), Clock::system()),
+        sagas: Sagas::new(pool(ServiceDb::Saga), Clock::system()),
     }
 }
 
