@@ -148,6 +148,35 @@ pub async fn open_databases(
 
 /// Starts every actor on the current actix System and resumes unfinished sagas.
 pub async fn start(config: &Config) -> anyhow::Result<Application> {
+    start_with(config, Clock::system()).await
+}
+
+/// Refuses a clock that is behind the newest stored id: ids made now could collide with or
+/// sort before stored ones, and every order the system relies on would be off.
+async fn refuse_clock_behind_ids(
+    clock: &Clock,
+    pool: impl Fn(ServiceDb) -> crate::db::DbPool,
+) -> anyhow::Result<()> {
+    let newest = crate::db::newest::newest_id(
+        &pool(ServiceDb::Account),
+        &pool(ServiceDb::Product),
+        &pool(ServiceDb::Saga),
+    )
+    .await?;
+    let made_at = crate::domain::ids::issued_at_ms(newest);
+    let now = clock.now_ms();
+    if newest > 0 && made_at > now {
+        anyhow::bail!(
+            "the system clock is {:.1} s behind the newest stored id {newest}; \
+             refusing to start, since new ids could repeat old ones: fix the clock",
+            (made_at - now) as f64 / 1000.0
+        );
+    }
+    Ok(())
+}
+
+/// [`start`] with the clock every component tells time by.
+pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Application> {
     let data_dir_lock = lock_data_dir(&config.databases)?;
     raise_file_limit();
     let secret = secret::load_or_create(config)?;
@@ -159,8 +188,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
             .map(|(_, p)| p.clone())
             .expect("every database opened")
     };
+    refuse_clock_behind_ids(&clock, pool).await?;
     let faults = Arc::new(Faults::default());
-    let clock = Clock::system();
     let ids = IdGenerator::new(config.machine_id);
     let cache = Cache::local(std::time::Duration::from_secs(config.cache_ttl_seconds));
     let tokens = TokenIssuer::new(

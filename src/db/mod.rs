@@ -5,6 +5,7 @@ pub mod accounts;
 mod error;
 pub mod ids;
 pub mod ledger;
+pub mod newest;
 pub mod open;
 pub mod orders;
 pub mod payments;

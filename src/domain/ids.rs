@@ -66,6 +66,15 @@ typed_ids! {
     ProductId;
 }
 
+/// Sonyflake's epoch, 2014-09-01T00:00:00Z, in ms since the Unix epoch.
+const SONYFLAKE_EPOCH_MS: i64 = 1_409_529_600_000;
+
+/// When an id was made (to its 10 ms tick), in ms since the Unix epoch. A node whose clock is
+/// behind the newest id it has stored would make ids that sort before, or equal, old ones.
+pub fn issued_at_ms(id: u64) -> i64 {
+    SONYFLAKE_EPOCH_MS + ((id >> 24) as i64) * 10
+}
+
 /// Shared id generator; cheap to clone, safe across threads.
 #[derive(Clone)]
 pub struct IdGenerator {
@@ -105,6 +114,14 @@ mod tests {
         assert!(b > a);
         assert_eq!(a & 0xffff, 7);
         assert!(a < i64::MAX as u64);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert!(
+            (now - issued_at_ms(b)).abs() < 1_000,
+            "an id tells when it was made"
+        );
         // 2024+ ids are 17-19 digits, as the original's.
         assert!((17..=19).contains(&a.to_string().len()));
     }

@@ -210,3 +210,22 @@ async fn a_resumed_stream_catches_up_page_by_page_and_goes_live_without_gap_or_r
     assert_eq!(purchases.last(), Some(&more));
     app.assert_quiet(&mut sse).await;
 }
+
+#[actix_rt::test]
+async fn a_clock_behind_the_newest_stored_id_is_refused_at_start() {
+    use sagashop::clock::Clock;
+    let data = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn_in(data.path(), |_| {}).await;
+    let product = app.create_product("stamped", 1, 1).await;
+    drop(app);
+
+    let config = sagashop::config::Config::embedded(data.path());
+    let an_hour_ago = Clock::fixed(Clock::system().now_ms() - 3_600_000);
+    let refused = sagashop::app::start_with(&config, an_hour_ago).await;
+    let message = refused.err().expect("refused").to_string();
+    assert!(message.contains("behind the newest stored id"), "{message}");
+
+    // With the right time it starts, its data intact.
+    let app = TestApp::spawn_in(data.path(), |_| {}).await;
+    assert_eq!(app.inventory(product).await, 1);
+}
