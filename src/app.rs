@@ -279,6 +279,8 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
     let settings = SupervisorSettings {
         max_in_flight: config.max_sagas_in_flight,
         resume_per_second: config.resume_per_second,
+        retain: Duration::from_secs(config.retain_days * 86_400),
+        prune_every: Duration::from_secs(config.prune_every_seconds.max(1)),
     };
     let supervisor = on_own_thread(&mut arbiters, SagaSupervisor::new(deps, settings, resumed));
 

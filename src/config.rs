@@ -110,6 +110,15 @@ pub struct Config {
     #[arg(long, env = "SAGASHOP_MAX_SAGAS_IN_FLIGHT", default_value_t = 100_000)]
     pub max_sagas_in_flight: usize,
 
+    /// Days a finished saga's step log is kept (SSE resume, purchase history); older ones
+    /// are pruned, their outcome kept.
+    #[arg(long, env = "SAGASHOP_RETAIN_DAYS", default_value_t = 30)]
+    pub retain_days: u64,
+
+    /// Seconds between looks for step logs past retention (tests set it low).
+    #[arg(long, hide = true, default_value_t = 600)]
+    pub prune_every_seconds: u64,
+
     /// Unfinished sagas started per second when a node resumes them after a restart.
     #[arg(long, env = "SAGASHOP_RESUME_PER_SECOND", default_value_t = 20_000)]
     pub resume_per_second: usize,

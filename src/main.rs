@@ -39,7 +39,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the API and every service (the default).
-    Serve(Config),
+    Serve(Box<Config>),
     /// Create and migrate every database, then exit.
     Migrate(DatabaseOptions),
     /// Inspect and release sagas set aside because their stored log does not replay.
@@ -62,7 +62,9 @@ impl Cli {
         match (self.command, self.legacy_command) {
             (Some(command), _) => command,
             (None, Some(LegacyCommand::Migrate)) => Command::Migrate(self.legacy_config.databases),
-            (None, Some(LegacyCommand::Serve) | None) => Command::Serve(self.legacy_config),
+            (None, Some(LegacyCommand::Serve) | None) => {
+                Command::Serve(Box::new(self.legacy_config))
+            }
         }
     }
 }
@@ -105,7 +107,7 @@ fn main() -> anyhow::Result<()> {
     let command = Cli::parse().into_command();
     actix_rt::System::new().block_on(async move {
         match command {
-            Command::Serve(config) => sagashop::app::serve(config).await,
+            Command::Serve(config) => sagashop::app::serve(*config).await,
             Command::Migrate(databases) => sagashop::app::migrate(databases).await,
             Command::Sagas(SagasCommand::Quarantined(databases)) => {
                 sagashop::app::list_quarantined(&databases).await
@@ -130,7 +132,7 @@ mod tests {
 
     fn serve(args: &[&str]) -> Config {
         match parse(args).unwrap() {
-            Command::Serve(config) => config,
+            Command::Serve(config) => *config,
             other => panic!("{args:?} parsed as {other:?}"),
         }
     }

@@ -83,6 +83,12 @@ impl SagaStore {
             .await
     }
 
+    /// The newest event id pruned from the customer's partition: a stream resumed from
+    /// before it may have missed events that are gone.
+    pub async fn pruned_up_to(&self, customer_id: CustomerId) -> Result<u64, DbError> {
+        self.repo.pruned_up_to(self.partition_of(customer_id)).await
+    }
+
     /// The repository, for reads.
     pub fn repo(&self) -> &Sagas {
         &self.repo

@@ -34,7 +34,14 @@ pub struct SupervisorSettings {
     /// Resumed sagas started per second after a restart: a node that comes back with a
     /// large backlog does not flood its participants with every saga at once.
     pub resume_per_second: usize,
+    /// How long finished sagas' step logs are kept.
+    pub retain: Duration,
+    /// How often logs past retention are looked for.
+    pub prune_every: Duration,
 }
+
+/// Sagas whose logs are pruned in one transaction.
+const PRUNE_BATCH: u64 = 500;
 
 /// Supervises every saga of this node.
 pub struct SagaSupervisor {
@@ -43,6 +50,8 @@ pub struct SagaSupervisor {
     running: HashMap<PurchaseId, Addr<SagaActor>>,
     /// Accepted purchases whose saga row is being written (they count against the cap).
     accepting: usize,
+    /// A pruning pass is running.
+    pruning: bool,
     /// Sagas found on start, started at a bounded pace once the supervisor runs.
     resumed: VecDeque<SagaPosition>,
 }
@@ -55,8 +64,40 @@ impl SagaSupervisor {
             settings,
             running: HashMap::new(),
             accepting: 0,
+            pruning: false,
             resumed: resumed.into(),
         }
+    }
+
+    /// Prunes the step logs of sagas finished longer ago than the retention, in small
+    /// transactions, so that the store does not grow without end.
+    fn prune(&mut self, ctx: &mut Context<Self>) {
+        if std::mem::replace(&mut self.pruning, true) {
+            return;
+        }
+        let store = self.deps.store.clone();
+        let cutoff = self.deps.clock.now_ms() - self.settings.retain.as_millis() as i64;
+        ctx.spawn(
+            async move {
+                let mut pruned = 0;
+                loop {
+                    let n = store.repo().prune(cutoff, PRUNE_BATCH).await?;
+                    pruned += n;
+                    if (n as u64) < PRUNE_BATCH {
+                        return Ok::<_, crate::db::DbError>(pruned);
+                    }
+                }
+            }
+            .into_actor(self)
+            .map(|done, act, _| {
+                act.pruning = false;
+                match done {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(sagas = n, "pruned step logs past retention"),
+                    Err(e) => tracing::warn!(error = %e, "cannot prune step logs"),
+                }
+            }),
+        );
     }
 
     /// Starts the next slice of resumed sagas.
@@ -153,6 +194,7 @@ impl Actor for SagaSupervisor {
         ctx.run_interval(RESUME_TICK, |act, ctx| act.resume_some(ctx));
         ctx.run_interval(SWEEP_EVERY, |act, ctx| act.sweep(ctx));
         ctx.run_interval(RELEASED_EVERY, |act, ctx| act.pick_up_released(ctx));
+        ctx.run_interval(self.settings.prune_every, |act, ctx| act.prune(ctx));
     }
 }
 

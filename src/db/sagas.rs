@@ -39,6 +39,7 @@ struct SagaRow {
     retry_requested: bool,
     created_at: i64,
     updated_at: i64,
+    log_pruned: bool,
 }
 
 /// One step-log entry as stored.
@@ -64,6 +65,7 @@ struct PartitionRow {
     epoch: i64,
     lease_expires_at: i64,
     next_seq: i64,
+    pruned_up_to: i64,
 }
 
 /// A saga transition to commit: the saga's new position and the log entries it appends.
@@ -158,6 +160,12 @@ fn decode(row: SagaRow, log: &[EventRow]) -> StoredSaga {
         Err(reason)
     } else if !problems.is_empty() {
         Err(problems.join("; "))
+    } else if row.log_pruned {
+        // A finished saga past its retention: its log is gone, its row tells how it ended.
+        SagaState::parse(&row.state)
+            .filter(|state| state.is_terminal())
+            .map(Saga::at)
+            .ok_or_else(|| format!("pruned saga in state {:?}", row.state))
     } else {
         let entries: Vec<StepEvent> = steps.iter().map(|s| s.event).collect();
         match replay(&entries) {
@@ -210,6 +218,7 @@ fn new_row(w: &SagaWrite, version: i64, now: i64) -> SagaRow {
         retry_requested: false,
         created_at: now,
         updated_at: now,
+        log_pruned: false,
     }
 }
 
@@ -416,6 +425,59 @@ backend_queries! {
             .await?)
     }
 
+    async fn prune(conn: &mut Conn, cutoff: i64, limit: i64) -> Result<usize, DbError> {
+        conn.transaction::<_, DbError, _>(async |c| {
+            let ids: Vec<PurchaseId> = sagas::table
+                .filter(sagas::finished.eq(true))
+                .filter(sagas::log_pruned.eq(false))
+                .filter(sagas::updated_at.lt(cutoff))
+                .order(sagas::updated_at)
+                .limit(limit)
+                .select(sagas::purchase_id)
+                .load(c)
+                .await?;
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            let mut tops: Vec<(i32, Option<i64>)> = saga_events::table
+                .filter(saga_events::purchase_id.eq_any(&ids))
+                .group_by(saga_events::partition_id)
+                .select((saga_events::partition_id, diesel::dsl::max(saga_events::event_id)))
+                .load(c)
+                .await?;
+            tops.sort();
+            diesel::delete(saga_events::table.filter(saga_events::purchase_id.eq_any(&ids)))
+                .execute(c)
+                .await?;
+            diesel::update(sagas::table.filter(sagas::purchase_id.eq_any(&ids)))
+                .set(sagas::log_pruned.eq(true))
+                .execute(c)
+                .await?;
+            for (partition, top) in tops {
+                let Some(top) = top else { continue };
+                diesel::update(
+                    partitions::table
+                        .find(partition)
+                        .filter(partitions::pruned_up_to.lt(top)),
+                )
+                .set(partitions::pruned_up_to.eq(top))
+                .execute(c)
+                .await?;
+            }
+            Ok(ids.len())
+        })
+        .await
+    }
+
+    async fn pruned_up_to(conn: &mut Conn, partition: i32) -> Result<Option<i64>, DbError> {
+        Ok(partitions::table
+            .find(partition)
+            .select(partitions::pruned_up_to)
+            .first(conn)
+            .await
+            .optional()?)
+    }
+
     async fn quarantined(conn: &mut Conn) -> Result<Vec<(PurchaseId, CustomerId, Option<String>, i64)>, DbError> {
         Ok(sagas::table
             .filter(sagas::quarantine.is_not_null())
@@ -453,6 +515,7 @@ backend_queries! {
                             epoch: 0,
                             lease_expires_at: 0,
                             next_seq: old_max.unwrap_or(0) + 1,
+                            pruned_up_to: 0,
                         };
                         diesel::insert_into(partitions::table).values(row).execute(c).await?;
                     }
@@ -635,6 +698,18 @@ impl Sagas {
         let now = self.clock.now_ms();
         set_quarantine(&self.pool, purchase_id, None, false, now).await?;
         Ok(())
+    }
+
+    /// Prunes the step logs of sagas that finished before `cutoff_ms`, at most `limit`
+    /// sagas in one transaction; answers how many it pruned (fewer than `limit`: done).
+    pub async fn prune(&self, cutoff_ms: i64, limit: u64) -> Result<usize, DbError> {
+        prune(&self.pool, cutoff_ms, limit.min(10_000) as i64).await
+    }
+
+    /// The newest event id pruned from a partition (0 when none was).
+    pub async fn pruned_up_to(&self, partition: PartitionId) -> Result<u64, DbError> {
+        let top = pruned_up_to(&self.pool, partition.0 as i32).await?;
+        Ok(top.unwrap_or(0).max(0) as u64)
     }
 
     /// Every quarantined saga, in id order.

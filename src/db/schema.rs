@@ -70,6 +70,7 @@ diesel::table! {
         epoch -> BigInt,
         lease_expires_at -> BigInt,
         next_seq -> BigInt,
+        pruned_up_to -> BigInt,
     }
 }
 
@@ -97,6 +98,7 @@ diesel::table! {
         retry_requested -> Bool,
         created_at -> BigInt,
         updated_at -> BigInt,
+        log_pruned -> Bool,
     }
 }
 

@@ -107,6 +107,7 @@ pub async fn results(
             None => Phase::Live,
         },
         queued: VecDeque::from([Bytes::from_static(SUBSCRIBED)]),
+        pruning_checked: false,
     };
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream; charset=utf-8"))
@@ -150,6 +151,8 @@ struct Feed {
     cursor: u64,
     phase: Phase,
     queued: VecDeque<Bytes>,
+    /// Whether a resumed stream was told about pruned events already.
+    pruning_checked: bool,
 }
 
 impl Feed {
@@ -183,6 +186,17 @@ impl Feed {
     /// before it went live but published after its last page; results it then gets from the
     /// hub twice are skipped by id. Nothing is missed and nothing repeated at the switch.
     async fn catch_up(&mut self) -> Option<()> {
+        if !self.pruning_checked {
+            self.pruning_checked = true;
+            let customer_id = self.registration.customer_id;
+            let pruned = self.store.pruned_up_to(customer_id).await.ok()?;
+            if self.cursor < pruned {
+                self.queued.push_back(Bytes::from(format!(
+                    ": events up to id {pruned} are past retention and were pruned; \
+                     resuming from the oldest kept event\n\n"
+                )));
+            }
+        }
         let page = self.settings.replay_page;
         let missed = self.read_after(page).await?;
         let caught_up = (missed.len() as u64) < page;

@@ -229,3 +229,48 @@ async fn a_clock_behind_the_newest_stored_id_is_refused_at_start() {
     let app = TestApp::spawn_in(data.path(), |_| {}).await;
     assert_eq!(app.inventory(product).await, 1);
 }
+
+#[actix_rt::test]
+async fn finished_step_logs_are_pruned_after_retention_and_a_resume_says_so() {
+    let app = TestApp::spawn_with(|c| {
+        c.retain_days = 1;
+        c.prune_every_seconds = 1;
+    })
+    .await;
+    let customer = app.sign_up().await;
+    let product = app.create_product("retained", 10, 10).await;
+    let old = app.purchase_ok(&customer.access, &[(product, 1)]).await;
+    app.wait_finished(&customer.access, old).await;
+
+    app.clock.advance(Duration::from_secs(2 * 86_400));
+    // The old tokens expired meanwhile: log in again.
+    let login = app
+        .post(
+            "/api/account/auth/login",
+            None,
+            &json!({"email": customer.email, "password": "abcd5432"}),
+        )
+        .await;
+    let token = login.json()["access_token"].as_str().unwrap().to_owned();
+    let view = eventually(DEADLINE, || async {
+        let v = app.purchase_view(&token, old).await;
+        v["steps"].as_array().unwrap().is_empty().then_some(v)
+    })
+    .await
+    .expect("the finished saga's log was pruned");
+    assert_eq!(view["status"], "SUCCEEDED", "its outcome is kept");
+
+    // A stream resumed from before the pruned events is told, then gets what is new.
+    let mut sse = app.subscribe(&token, Some(0)).await;
+    let notice = sse.next_block(Duration::from_secs(5)).await.unwrap();
+    assert!(
+        notice.comments.iter().any(|c| c.contains("pruned")),
+        "{}",
+        notice.raw
+    );
+    let new = app.purchase_ok(&token, &[(product, 1)]).await;
+    let frames = sse.take(6, Duration::from_secs(10)).await;
+    assert!(frames.iter().all(|f| result_of(f).0 == new));
+    let first: u64 = frames[0].id.as_deref().unwrap().parse().unwrap();
+    assert!(first > 6, "new ids follow the pruned ones: {first}");
+}
