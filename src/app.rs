@@ -179,7 +179,11 @@ async fn refuse_clock_behind_ids(
 pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Application> {
     let data_dir_lock = lock_data_dir(&config.databases)?;
     raise_file_limit();
-    let secret = secret::load_or_create(config)?;
+    let secret = secret::load_or_create(
+        config.jwt_secret.as_ref(),
+        &config.databases.data_dir,
+        config.databases.uses_external_database(),
+    )?;
     let pools = open_databases(&config.databases).await?;
     let pool = |db: ServiceDb| {
         pools
