@@ -21,7 +21,7 @@ use crate::actors::router::ServiceRouter;
 use crate::actors::saga::{SagaDeps, SagaPolicy};
 use crate::actors::store::SagaStore;
 use crate::actors::supervisor::{SagaSupervisor, SupervisorSettings, load_unfinished};
-use crate::auth::{secret, tokens::TokenIssuer};
+use crate::auth::{secret, throttle::LoginThrottle, tokens::TokenIssuer};
 use crate::cache::Cache;
 use crate::clock::Clock;
 use crate::config::{Config, DatabaseOptions, ServiceDb};
@@ -201,6 +201,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
         hub,
         store,
         tokens,
+        logins: LoginThrottle::new(config.login_throttle(), clock.clone()),
+        trusted_proxies: config.trusted_proxies.clone(),
         ids,
         sse: SseSettings {
             buffer: config.sse_buffer,

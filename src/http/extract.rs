@@ -1,7 +1,9 @@
-//! Request extractors shared by every handler: the authenticated customer, JSON bodies read
-//! whatever the Content-Type (the README's curl sends none), and u64 path ids.
+//! Request extractors shared by every handler: the authenticated customer, the client's
+//! address, JSON bodies read whatever the Content-Type (the README's curl sends none), and
+//! u64 path ids.
 
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
@@ -24,6 +26,12 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CustomerId(pub u64);
 
+/// The application state every extractor reads (registered by `app::http_server`).
+fn app_state(req: &HttpRequest) -> &web::Data<AppState> {
+    req.app_data::<web::Data<AppState>>()
+        .expect("AppState registered")
+}
+
 /// The token of an `Authorization` value, by the original's rule.
 pub fn bearer_token(header: &str) -> Option<&str> {
     let mut parts = header.split(' ');
@@ -43,14 +51,37 @@ impl FromRequest for CustomerId {
             .get(actix_web::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(bearer_token);
-        let state = req
-            .app_data::<web::Data<AppState>>()
-            .expect("AppState registered");
+        let state = app_state(req);
         std::future::ready(match token.map(|t| state.tokens.check_access(t)) {
             Some(Ok(id)) => Ok(CustomerId(id)),
             Some(Err(TokenError::Expired)) => Err(ServiceError::TokenExpired.into()),
             _ => Err(ApiError::Unauthorized),
         })
+    }
+}
+
+/// The client's address: the peer, or what `X-Forwarded-For` says when the peer is one of
+/// `--trusted-proxies` (see `auth::proxies`). Keys the login throttle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+impl FromRequest for ClientAddr {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = app_state(req);
+        // No peer address (not a TCP connection): one shared unspecified client.
+        let peer = req
+            .peer_addr()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let forwarded: Vec<&str> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let client = state.trusted_proxies.client(peer, &forwarded);
+        std::future::ready(Ok(ClientAddr(client)))
     }
 }
 
