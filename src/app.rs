@@ -22,7 +22,7 @@ use crate::actors::router::ServiceRouter;
 use crate::actors::saga::{SagaDeps, SagaPolicy};
 use crate::actors::store::SagaStore;
 use crate::actors::supervisor::{SagaSupervisor, SupervisorSettings, load_unfinished};
-use crate::auth::{secret, tokens::TokenIssuer};
+use crate::auth::{secret, throttle::LoginThrottle, tokens::TokenIssuer};
 use crate::cache::Cache;
 use crate::clock::Clock;
 use crate::config::{Config, DatabaseOptions, ServiceDb};
@@ -297,6 +297,8 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
         hub,
         store,
         tokens,
+        logins: LoginThrottle::new(config.login_throttle(), clock.clone()),
+        trusted_proxies: config.trusted_proxies.clone(),
         ids,
         body_timeout: std::time::Duration::from_millis(config.client_request_timeout_ms),
         sse: SseSettings {

@@ -6,9 +6,12 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::JsonBody;
+use super::extract::{ClientAddr, JsonBody};
 use super::validate::{self, limits};
+use crate::actors::ServiceError;
 use crate::actors::messages::*;
+use crate::auth::throttle::Outcome;
+use crate::domain::email;
 use crate::domain::ids::CustomerId;
 
 /// `POST /api/account/auth/signup` body.
@@ -84,19 +87,39 @@ pub async fn sign_up(
     Ok(HttpResponse::Created().json(pair))
 }
 
-/// Logs in: 200 with a token pair.
+/// Logs in: 200 with a token pair; 429 with `Retry-After` after repeated failures for this
+/// email (see `auth::throttle`), decided before the password is checked.
 pub async fn log_in(
     state: web::Data<AppState>,
+    ClientAddr(client): ClientAddr,
     JsonBody(b): JsonBody<LogInBody>,
 ) -> Result<HttpResponse, ApiError> {
     validate::email_address(&b.email)?;
     validate::text(&b.password, usize::MAX)?;
+    let attempt = state
+        .logins
+        .begin(&email::unique_key(&b.email), client)
+        .map_err(|locked| {
+            tracing::debug!(%client, retry_after_secs = locked.retry_after_secs, "login throttled");
+            ApiError::TooManyRequests {
+                retry_after_secs: locked.retry_after_secs,
+            }
+        })?;
     let msg = LogIn {
         email: b.email,
         password: b.password,
     };
-    let pair = state.account.send(msg).await??;
-    Ok(HttpResponse::Ok().json(pair))
+    let reply = state.account.send(msg).await;
+    attempt.settle(match &reply {
+        Ok(Ok(_)) => Outcome::Succeeded,
+        Ok(Err(
+            ServiceError::AuthenticationFailed
+            | ServiceError::CustomerNotFound
+            | ServiceError::CustomerInactive,
+        )) => Outcome::Failed,
+        _ => Outcome::Inconclusive,
+    });
+    Ok(HttpResponse::Ok().json(reply??))
 }
 
 /// Exchanges a refresh token for a new pair.
