@@ -14,16 +14,10 @@ use std::collections::HashSet;
 use proptest::prelude::*;
 use proptest::sample::Index;
 
+use super::tests::POLICY;
 use super::*;
 use crate::domain::purchase::StepOutcome;
 
-/// A short step budget, so that random pauses exhaust it now and then.
-const POLICY: RetryPolicy = RetryPolicy {
-    step_budget: Duration::from_secs(2),
-    rollback_attempts: 3,
-    first_backoff: Duration::from_millis(100),
-    max_backoff: Duration::from_secs(1),
-};
 /// When the run starts (ms); above 0 so that `since_ms == 0` means "no failure".
 const START_MS: i64 = 1_000_000;
 /// Events that end a saga once every call is answered: a start and three successes, or
@@ -121,7 +115,8 @@ fn action() -> impl Strategy<Value = Action> {
         3 => which().prop_map(Action::Timer),
         1 => Just(Action::Restart),
         2 => Just(Action::Crash),
-        2 => (0i64..3_000).prop_map(Action::Wait),
+        // Up to 1.5 step budgets (POLICY's is 10 s), so that pauses exhaust it now and then.
+        2 => (0i64..15_000).prop_map(Action::Wait),
         1 => event().prop_map(Action::Any),
     ]
 }
