@@ -124,13 +124,13 @@ impl Serve<RefreshTokens> for AccountCore {
 }
 
 impl Serve<GetPerson> for AccountCore {
-    async fn serve(self: Arc<Self>, msg: GetPerson) -> ServiceResult<PersonInfo> {
+    async fn serve(self: Arc<Self>, msg: GetPerson) -> ServiceResult<Person> {
         let repo = &self.repo;
         self.cache
             .get_or_load(&keys::person(msg.customer_id), || async {
-                Ok::<_, ServiceError>(repo.by_id(msg.customer_id).await?.map(|c| PersonInfo {
-                    firstname: c.first_name,
-                    lastname: c.last_name,
+                Ok::<_, ServiceError>(repo.by_id(msg.customer_id).await?.map(|c| Person {
+                    first_name: c.first_name,
+                    last_name: c.last_name,
                     email: c.email,
                 }))
             })
@@ -140,11 +140,11 @@ impl Serve<GetPerson> for AccountCore {
 }
 
 impl Serve<GetShipping> for AccountCore {
-    async fn serve(self: Arc<Self>, msg: GetShipping) -> ServiceResult<ShippingInfo> {
+    async fn serve(self: Arc<Self>, msg: GetShipping) -> ServiceResult<Shipping> {
         let repo = &self.repo;
         self.cache
             .get_or_load(&keys::shipping(msg.customer_id), || async {
-                Ok::<_, ServiceError>(repo.by_id(msg.customer_id).await?.map(|c| ShippingInfo {
+                Ok::<_, ServiceError>(repo.by_id(msg.customer_id).await?.map(|c| Shipping {
                     address: c.address,
                     phone_number: c.phone_number,
                 }))
@@ -159,8 +159,8 @@ impl Serve<UpdatePerson> for AccountCore {
         let info = &msg.info;
         let key = email::unique_key(&info.email);
         let change = PersonChange {
-            first_name: &info.firstname,
-            last_name: &info.lastname,
+            first_name: &info.first_name,
+            last_name: &info.last_name,
             email: &info.email,
             email_key: &key,
         };

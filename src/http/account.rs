@@ -1,7 +1,7 @@
 //! `/api/account/...`: sign-up, login, refresh, person and shipping info.
 
 use actix_web::{HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::AppState;
@@ -47,13 +47,66 @@ pub struct RefreshBody {
     refresh_token: String,
 }
 
-fn check_person(p: &PersonInfo) -> Result<(), ApiError> {
+/// A customer's name and email as the API reads and shows them.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PersonBody {
+    firstname: String,
+    lastname: String,
+    email: String,
+}
+
+impl From<Person> for PersonBody {
+    fn from(p: Person) -> Self {
+        PersonBody {
+            firstname: p.first_name,
+            lastname: p.last_name,
+            email: p.email,
+        }
+    }
+}
+
+impl From<PersonBody> for Person {
+    fn from(p: PersonBody) -> Self {
+        Person {
+            first_name: p.firstname,
+            last_name: p.lastname,
+            email: p.email,
+        }
+    }
+}
+
+/// A customer's address and phone as the API reads and shows them.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ShippingBody {
+    address: String,
+    phone_number: String,
+}
+
+impl From<Shipping> for ShippingBody {
+    fn from(s: Shipping) -> Self {
+        ShippingBody {
+            address: s.address,
+            phone_number: s.phone_number,
+        }
+    }
+}
+
+impl From<ShippingBody> for Shipping {
+    fn from(s: ShippingBody) -> Self {
+        Shipping {
+            address: s.address,
+            phone_number: s.phone_number,
+        }
+    }
+}
+
+fn check_person(p: &PersonBody) -> Result<(), ApiError> {
     validate::text(&p.firstname, limits::NAME)?;
     validate::text(&p.lastname, limits::NAME)?;
     validate::email_address(&p.email)
 }
 
-fn check_shipping(s: &ShippingInfo) -> Result<(), ApiError> {
+fn check_shipping(s: &ShippingBody) -> Result<(), ApiError> {
     validate::text(&s.address, limits::ADDRESS)?;
     validate::text(&s.phone_number, limits::PHONE)
 }
@@ -64,12 +117,12 @@ pub async fn sign_up(
     JsonBody(b): JsonBody<SignUpBody>,
 ) -> Result<HttpResponse, ApiError> {
     validate::password(&b.password)?;
-    let person = PersonInfo {
+    let person = PersonBody {
         firstname: b.firstname,
         lastname: b.lastname,
         email: b.email,
     };
-    let shipping = ShippingInfo {
+    let shipping = ShippingBody {
         address: b.address,
         phone_number: b.phone_number,
     };
@@ -141,16 +194,17 @@ pub async fn get_person(
     customer_id: CustomerId,
 ) -> Result<HttpResponse, ApiError> {
     let info = state.account.send(GetPerson { customer_id }).await??;
-    Ok(HttpResponse::Ok().json(info))
+    Ok(HttpResponse::Ok().json(PersonBody::from(info)))
 }
 
 /// Replaces the caller's name and email.
 pub async fn put_person(
     state: web::Data<AppState>,
     customer_id: CustomerId,
-    JsonBody(info): JsonBody<PersonInfo>,
+    JsonBody(info): JsonBody<PersonBody>,
 ) -> Result<HttpResponse, ApiError> {
     check_person(&info)?;
+    let info = info.into();
     state
         .account
         .send(UpdatePerson { customer_id, info })
@@ -164,16 +218,17 @@ pub async fn get_shipping(
     customer_id: CustomerId,
 ) -> Result<HttpResponse, ApiError> {
     let info = state.account.send(GetShipping { customer_id }).await??;
-    Ok(HttpResponse::Ok().json(info))
+    Ok(HttpResponse::Ok().json(ShippingBody::from(info)))
 }
 
 /// Replaces the caller's address and phone.
 pub async fn put_shipping(
     state: web::Data<AppState>,
     customer_id: CustomerId,
-    JsonBody(info): JsonBody<ShippingInfo>,
+    JsonBody(info): JsonBody<ShippingBody>,
 ) -> Result<HttpResponse, ApiError> {
     check_shipping(&info)?;
+    let info = info.into();
     state
         .account
         .send(UpdateShipping { customer_id, info })

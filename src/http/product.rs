@@ -1,14 +1,17 @@
 //! `/api/product` and `/api/products`: the catalog (no auth, as the original).
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonBody, parse_id};
 use super::validate::{self, limits};
-use crate::actors::messages::{CreateProduct, GetProduct, ListProducts};
+use crate::actors::messages::{
+    CatalogLine, CreateProduct, GetProduct, ListProducts, ProductDetail,
+};
+use crate::domain::ids::ProductId;
 
 /// `POST /api/product` body (`id` is accepted and ignored).
 #[derive(Debug, Deserialize)]
@@ -53,6 +56,50 @@ pub async fn create(
     Ok(HttpResponse::Created().json(json!({ "id": id })))
 }
 
+/// A product as `GET /api/product/{id}` shows it.
+#[derive(Debug, Serialize)]
+struct ProductView {
+    id: ProductId,
+    name: String,
+    description: String,
+    brand_name: String,
+    price: i64,
+    inventory: i64,
+}
+
+impl From<ProductDetail> for ProductView {
+    fn from(p: ProductDetail) -> Self {
+        ProductView {
+            id: p.id,
+            name: p.name,
+            description: p.description,
+            brand_name: p.brand_name,
+            price: p.price,
+            inventory: p.inventory,
+        }
+    }
+}
+
+/// A line of `GET /api/products`.
+#[derive(Debug, Serialize)]
+struct CatalogLineView {
+    id: ProductId,
+    name: String,
+    inventory: i64,
+    price: i64,
+}
+
+impl From<CatalogLine> for CatalogLineView {
+    fn from(l: CatalogLine) -> Self {
+        CatalogLineView {
+            id: l.id,
+            name: l.name,
+            inventory: l.inventory,
+            price: l.price,
+        }
+    }
+}
+
 /// One product's detail.
 pub async fn get(
     state: web::Data<AppState>,
@@ -60,7 +107,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     let detail = state.product.send(GetProduct { id }).await??;
-    Ok(HttpResponse::Ok().json(detail))
+    Ok(HttpResponse::Ok().json(ProductView::from(detail)))
 }
 
 /// One page of the catalog; `{"catalogs":null}` when the page is empty, as the original.
@@ -79,6 +126,7 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         .filter(|s| (1..=500).contains(s))
         .ok_or_else(ApiError::invalid)?;
     let page = state.product.send(ListProducts { offset, size }).await??;
-    let catalogs = (!page.is_empty()).then_some(page);
+    let lines: Vec<CatalogLineView> = page.into_iter().map(CatalogLineView::from).collect();
+    let catalogs = (!lines.is_empty()).then_some(lines);
     Ok(HttpResponse::Ok().json(json!({ "catalogs": catalogs })))
 }
