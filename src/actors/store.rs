@@ -83,6 +83,11 @@ impl SagaStore {
             .await
     }
 
+    /// The newest event id committed for a customer: a new stream starts after it.
+    pub async fn last_event_of(&self, customer_id: CustomerId) -> Result<u64, DbError> {
+        self.repo.last_event_of(customer_id).await
+    }
+
     /// The newest event id pruned from the customer's partition: a stream resumed from
     /// before it may have missed events that are gone.
     pub async fn pruned_up_to(&self, customer_id: CustomerId) -> Result<u64, DbError> {

@@ -425,6 +425,14 @@ backend_queries! {
             .await?)
     }
 
+    async fn last_event_of(conn: &mut Conn, customer_id: CustomerId) -> Result<Option<i64>, DbError> {
+        Ok(saga_events::table
+            .filter(saga_events::customer_id.eq(customer_id))
+            .select(diesel::dsl::max(saga_events::event_id))
+            .first(conn)
+            .await?)
+    }
+
     async fn prune(conn: &mut Conn, cutoff: i64, limit: i64) -> Result<usize, DbError> {
         conn.transaction::<_, DbError, _>(async |c| {
             let ids: Vec<PurchaseId> = sagas::table
@@ -698,6 +706,12 @@ impl Sagas {
         let now = self.clock.now_ms();
         set_quarantine(&self.pool, purchase_id, None, false, now).await?;
         Ok(())
+    }
+
+    /// The newest event id of a customer (0 when none).
+    pub async fn last_event_of(&self, customer_id: CustomerId) -> Result<u64, DbError> {
+        let last = last_event_of(&self.pool, customer_id).await?;
+        Ok(last.unwrap_or(0).max(0) as u64)
     }
 
     /// Prunes the step logs of sagas that finished before `cutoff_ms`, at most `limit`

@@ -92,6 +92,16 @@ pub async fn results(
             StreamRefused::CustomerLimit => ApiError::TooManyStreams,
             StreamRefused::ServerLimit => ApiError::Service(ServiceError::Busy),
         })?;
+    // A new stream delivers what is committed after it opens: a result committed before,
+    // whose publication is still on its way to the hub, is not news to this client.
+    let cursor = match resume_after {
+        Some(after) => after,
+        None => state
+            .store
+            .last_event_of(customer_id)
+            .await
+            .map_err(ServiceError::from)?,
+    };
     let feed = Feed {
         registration: Registration {
             hub: state.hub.clone(),
@@ -101,7 +111,7 @@ pub async fn results(
         store: state.store.clone(),
         settings: state.sse,
         live,
-        cursor: resume_after.unwrap_or(0),
+        cursor,
         phase: match resume_after {
             Some(_) => Phase::CatchingUp,
             None => Phase::Live,
