@@ -39,7 +39,7 @@ pub struct RefreshTokens {
 }
 
 /// A customer's name and email.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PersonInfo {
     pub firstname: String,
     pub lastname: String,
@@ -47,7 +47,7 @@ pub struct PersonInfo {
 }
 
 /// A customer's address and phone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShippingInfo {
     pub address: String,
     pub phone_number: String,
@@ -97,7 +97,7 @@ pub struct CreateProduct {
 }
 
 /// A product's detail as `GET /api/product/{id}` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProductDetail {
     pub id: ProductId,
     pub name: String,
@@ -132,7 +132,7 @@ pub struct GetProducts {
 }
 
 /// A catalog line of `GET /api/products`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CatalogLine {
     pub id: ProductId,
     pub name: String,
@@ -151,7 +151,7 @@ pub struct ListProducts {
 // ---- orders and payments ----------------------------------------------------------------
 
 /// An order line with the product's current details.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderItem {
     pub product_id: ProductId,
     pub name: String,
@@ -162,7 +162,7 @@ pub struct OrderItem {
 }
 
 /// An order as `GET /api/order/{id}` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderView {
     pub id: PurchaseId,
     pub purchased_items: Vec<OrderItem>,
@@ -177,7 +177,7 @@ pub struct GetOrder {
 }
 
 /// A payment as `GET /api/payment/{id}` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PaymentView {
     pub id: PurchaseId,
     pub currency_code: String,

@@ -7,40 +7,51 @@ use serde_json::json;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::JsonBody;
+use super::openapi::MsgBody;
 use super::validate::{self, limits};
 use crate::actors::messages::*;
+use crate::auth::tokens::TokenPair;
 use crate::domain::ids::CustomerId;
 
 /// `POST /api/account/auth/signup` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SignUpBody {
     #[serde(default)]
+    #[schema(min_length = 8, max_length = 128)]
     password: String,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 50)]
     firstname: String,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 50)]
     lastname: String,
     #[serde(default)]
+    #[schema(format = Email, max_length = 320)]
     email: String,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 1024)]
     address: String,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 20)]
     phone_number: String,
 }
 
 /// `POST /api/account/auth/login` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct LogInBody {
     #[serde(default)]
+    #[schema(format = Email)]
     email: String,
     #[serde(default)]
+    #[schema(min_length = 1)]
     password: String,
 }
 
 /// `POST /api/account/auth/refresh` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RefreshBody {
     #[serde(default)]
+    #[schema(min_length = 1)]
     refresh_token: String,
 }
 
@@ -51,11 +62,17 @@ fn check_person(p: &PersonInfo) -> Result<(), ApiError> {
 }
 
 fn check_shipping(s: &ShippingInfo) -> Result<(), ApiError> {
-    validate::text(&s.address, limits::ADDRESS)?;
+    validate::multiline_text(&s.address, limits::ADDRESS)?;
     validate::text(&s.phone_number, limits::PHONE)
 }
 
 /// Creates a customer: 201 with a token pair.
+#[utoipa::path(post, path = "/api/account/auth/signup", operation_id = "signUp", tag = "account",
+    request_body = SignUpBody,
+    responses(
+        (status = 201, description = "the new customer's token pair", body = TokenPair),
+        (status = 400, description = "`invalid parameter`, or `duplicate entry` (email or phone taken)", body = MsgBody),
+    ))]
 pub async fn sign_up(
     state: web::Data<AppState>,
     JsonBody(b): JsonBody<SignUpBody>,
@@ -85,6 +102,14 @@ pub async fn sign_up(
 }
 
 /// Logs in: 200 with a token pair.
+#[utoipa::path(post, path = "/api/account/auth/login", operation_id = "logIn", tag = "account",
+    request_body = LogInBody,
+    responses(
+        (status = 200, description = "a token pair", body = TokenPair),
+        (status = 400, description = "`invalid parameter`", body = MsgBody),
+        (status = 401, description = "`authentication failed` (wrong password)", body = MsgBody),
+        (status = 404, description = "`customer not found` (unknown email)", body = MsgBody),
+    ))]
 pub async fn log_in(
     state: web::Data<AppState>,
     JsonBody(b): JsonBody<LogInBody>,
@@ -100,6 +125,14 @@ pub async fn log_in(
 }
 
 /// Exchanges a refresh token for a new pair.
+#[utoipa::path(post, path = "/api/account/auth/refresh", operation_id = "refresh", tag = "account",
+    request_body = RefreshBody,
+    responses(
+        (status = 200, description = "a new token pair", body = TokenPair),
+        (status = 400, description = "`invalid parameter`", body = MsgBody),
+        (status = 401, description = "`invalid token` or `token expired`", body = MsgBody),
+        (status = 404, description = "`customer not found`", body = MsgBody),
+    ))]
 pub async fn refresh(
     state: web::Data<AppState>,
     JsonBody(b): JsonBody<RefreshBody>,
@@ -113,6 +146,12 @@ pub async fn refresh(
 }
 
 /// The caller's name and email.
+#[utoipa::path(get, path = "/api/account/info/person", operation_id = "getPerson", tag = "account",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the caller's name and email", body = PersonInfo),
+        (status = 404, description = "`customer not found`", body = MsgBody),
+    ))]
 pub async fn get_person(
     state: web::Data<AppState>,
     customer_id: CustomerId,
@@ -122,6 +161,14 @@ pub async fn get_person(
 }
 
 /// Replaces the caller's name and email.
+#[utoipa::path(put, path = "/api/account/info/person", operation_id = "putPerson", tag = "account",
+    security(("bearer" = [])),
+    request_body = PersonInfo,
+    responses(
+        (status = 200, description = "`{\"msg\":\"ok\"}`", body = MsgBody),
+        (status = 400, description = "`invalid parameter`, or `duplicate entry` (another customer's email)", body = MsgBody),
+        (status = 404, description = "`customer not found`", body = MsgBody),
+    ))]
 pub async fn put_person(
     state: web::Data<AppState>,
     customer_id: CustomerId,
@@ -136,6 +183,12 @@ pub async fn put_person(
 }
 
 /// The caller's address and phone.
+#[utoipa::path(get, path = "/api/account/info/shipping", operation_id = "getShipping", tag = "account",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the caller's address and phone", body = ShippingInfo),
+        (status = 404, description = "`customer not found`", body = MsgBody),
+    ))]
 pub async fn get_shipping(
     state: web::Data<AppState>,
     customer_id: CustomerId,
@@ -145,6 +198,14 @@ pub async fn get_shipping(
 }
 
 /// Replaces the caller's address and phone.
+#[utoipa::path(put, path = "/api/account/info/shipping", operation_id = "putShipping", tag = "account",
+    security(("bearer" = [])),
+    request_body = ShippingInfo,
+    responses(
+        (status = 200, description = "`{\"msg\":\"ok\"}`", body = MsgBody),
+        (status = 400, description = "`invalid parameter`, or `duplicate entry` (another customer's phone)", body = MsgBody),
+        (status = 404, description = "`customer not found`", body = MsgBody),
+    ))]
 pub async fn put_shipping(
     state: web::Data<AppState>,
     customer_id: CustomerId,

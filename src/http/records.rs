@@ -6,10 +6,19 @@ use actix_web::{HttpResponse, web};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::parse_id;
-use crate::actors::messages::{GetOrder, GetPayment};
+use super::openapi::MsgBody;
+use crate::actors::messages::{GetOrder, GetPayment, OrderView, PaymentView};
 use crate::domain::ids::CustomerId;
 
 /// The caller's order with current product details, items sorted by product id.
+#[utoipa::path(get, path = "/api/order/{id}", operation_id = "getOrder", tag = "purchases",
+    security(("bearer" = [])),
+    params(("id" = u64, Path, description = "an unsigned 64-bit id; anything else is 400")),
+    responses(
+        (status = 200, description = "the order (id = the purchase id)", body = OrderView),
+        (status = 400, description = "`invalid parameter`: the id is not a u64", body = MsgBody),
+        (status = 404, description = "`order not found` (also another customer's)", body = MsgBody),
+    ))]
 pub async fn order(
     state: web::Data<AppState>,
     customer_id: CustomerId,
@@ -21,6 +30,14 @@ pub async fn order(
 }
 
 /// The caller's payment.
+#[utoipa::path(get, path = "/api/payment/{id}", operation_id = "getPayment", tag = "purchases",
+    security(("bearer" = [])),
+    params(("id" = u64, Path, description = "an unsigned 64-bit id; anything else is 400")),
+    responses(
+        (status = 200, description = "the payment (id = the purchase id)", body = PaymentView),
+        (status = 400, description = "`invalid parameter`: the id is not a u64", body = MsgBody),
+        (status = 404, description = "`payment not found` (also another customer's)", body = MsgBody),
+    ))]
 pub async fn payment(
     state: web::Data<AppState>,
     customer_id: CustomerId,
