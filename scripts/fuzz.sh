@@ -8,7 +8,8 @@
 # per operation and FUZZ_MAX_TIME seconds. Checks: no 5xx, responses conform to the document
 # (status code, content type, schema), and rejected_changes_nothing (scripts/fuzz_hooks.py):
 # a 4xx changed nothing the API shows. Prints schemathesis' summary; exits non-zero on any
-# failure. With FUZZ_README=1 it also writes the summary into README.md.
+# failure. With FUZZ_README=1 it also writes the summary into README.md. Arguments are passed
+# on to `schemathesis run` (e.g. --report har --report-dir /tmp/fuzz).
 #
 # schemathesis is pinned and installed into a cached venv (SAGASHOP_TOOLS, default
 # /var/cache/sagashop-tools) only when missing or at another version.
@@ -66,7 +67,7 @@ done
 
 post() { curl -fsS -X POST "$URL$1" --data "$2"; }
 TOKEN=$(post /api/account/auth/signup \
-  '{"password":"abcd5432","firstname":"fuzz","lastname":"er","email":"fuzz@example.com","address":"taipei","phone_number":"1234567"}' |
+  '{"password":"abcd5432","firstname":"fuzz","lastname":"er","email":"fuzz@example.com","address":"taipei","phone_number":"7654321"}' |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 post /api/product '{"name":"plenty","description":"fuzzed","brand_name":"fz","price":100,"inventory":1000000}' >/dev/null
 post /api/product '{"name":"scarce","description":"fuzzed","brand_name":"fz","price":7,"inventory":3}' >/dev/null
@@ -88,7 +89,8 @@ set +e
   --workers 1 \
   --request-timeout 15 \
   --suppress-health-check too_slow,filter_too_much \
-  --no-color) \
+  --no-color \
+  "$@") \
   2>&1 | tee "$WORK/schemathesis.out"
 STATUS=${PIPESTATUS[0]}
 set -e
@@ -101,16 +103,21 @@ if grep -q "panicked" "$WORK/server.log"; then
 fi
 
 # The summary: schemathesis' closing section (from its "SUMMARY" banner on).
-SUMMARY=$(sed -n '/SUMMARY/,$p' "$WORK/schemathesis.out")
+sed -n '/SUMMARY/,$p' "$WORK/schemathesis.out" >"$WORK/summary.txt"
 if [ "${FUZZ_README:-}" = 1 ] && [ "$STATUS" = 0 ]; then
-  python3 - "$SEED" "$MAX_EXAMPLES" "$MAX_TIME" "$SCHEMATHESIS_VERSION" <<PY
+  python3 - "$WORK/summary.txt" "$SEED" "$MAX_EXAMPLES" "$MAX_TIME" "$SCHEMATHESIS_VERSION" <<'PY'
 import re, sys
-seed, examples, max_time, version = sys.argv[1:]
-summary = """$SUMMARY"""
-block = (f"<!-- fuzz-summary:start -->\n```\n$ scripts/fuzz.sh   # schemathesis {version}, seed {seed}, "
-         f"max {examples} examples per operation, {max_time}s\n{summary.strip()}\n```\n<!-- fuzz-summary:end -->")
+path, seed, examples, max_time, version = sys.argv[1:]
+summary = open(path).read().strip()
+block = (
+    "<!-- fuzz-summary:start -->\n```\n"
+    f"$ FUZZ_SEED={seed} scripts/fuzz.sh   # schemathesis {version}, "
+    f"at most {examples} examples per operation, {max_time} s\n{summary}\n```\n"
+    "<!-- fuzz-summary:end -->"
+)
 readme = open("README.md").read()
-readme = re.sub(r"<!-- fuzz-summary:start -->.*<!-- fuzz-summary:end -->", lambda _: block, readme, flags=re.S)
+readme = re.sub(r"<!-- fuzz-summary:start -->.*<!-- fuzz-summary:end -->",
+                lambda _: block, readme, flags=re.S)
 open("README.md", "w").write(readme)
 PY
   log "README.md updated"

@@ -15,24 +15,26 @@ use crate::domain::ids::CustomerId;
 
 /// `POST /api/account/auth/signup` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"password":"abcd5432","firstname":"ming","lastname":"hsu",
+    "email":"ming@ming.com","address":"taipei","phone_number":"1234567"}))]
 pub struct SignUpBody {
     #[serde(default)]
-    #[schema(min_length = 8, max_length = 128)]
+    #[schema(required = true, min_length = 8, max_length = 128)]
     password: String,
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 50)]
+    #[schema(required = true, min_length = 1, max_length = 50)]
     firstname: String,
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 50)]
+    #[schema(required = true, min_length = 1, max_length = 50)]
     lastname: String,
     #[serde(default)]
-    #[schema(format = Email, max_length = 320)]
+    #[schema(required = true, format = Email, max_length = 320)]
     email: String,
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 1024)]
+    #[schema(required = true, min_length = 1, max_length = 1024)]
     address: String,
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 20)]
+    #[schema(required = true, min_length = 1, max_length = 20)]
     phone_number: String,
 }
 
@@ -40,10 +42,10 @@ pub struct SignUpBody {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct LogInBody {
     #[serde(default)]
-    #[schema(format = Email)]
+    #[schema(required = true, format = Email)]
     email: String,
     #[serde(default)]
-    #[schema(min_length = 1)]
+    #[schema(required = true, min_length = 1)]
     password: String,
 }
 
@@ -51,7 +53,7 @@ pub struct LogInBody {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RefreshBody {
     #[serde(default)]
-    #[schema(min_length = 1)]
+    #[schema(required = true, min_length = 1)]
     refresh_token: String,
 }
 

@@ -15,21 +15,23 @@ use crate::domain::ids::ProductId;
 
 /// `POST /api/product` body (`id` is accepted and ignored).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"name":"product1","description":"first product",
+    "brand_name":"mingbrand","price":100,"inventory":1000}))]
 pub struct CreateProductBody {
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 256)]
+    #[schema(required = true, min_length = 1, max_length = 256)]
     name: String,
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 16000)]
+    #[schema(required = true, min_length = 1, max_length = 16000)]
     description: String,
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 256)]
+    #[schema(required = true, min_length = 1, max_length = 256)]
     brand_name: String,
     #[serde(default)]
-    #[schema(minimum = 1)]
+    #[schema(required = true, minimum = 1)]
     price: i64,
     #[serde(default)]
-    #[schema(minimum = 1)]
+    #[schema(required = true, minimum = 1)]
     inventory: i64,
 }
 

@@ -70,9 +70,10 @@ impl From<StoredSaga> for PurchaseView {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ItemBody {
     #[serde(default)]
+    #[schema(required = true)]
     product_id: u64,
     #[serde(default)]
-    #[schema(minimum = 1)]
+    #[schema(required = true, minimum = 1)]
     amount: i64,
 }
 
@@ -80,7 +81,7 @@ pub struct ItemBody {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PaymentBody {
     #[serde(default)]
-    #[schema(pattern = "^(NT|US)$")]
+    #[schema(required = true, pattern = "^(NT|US)$")]
     currency_code: String,
 }
 
@@ -90,9 +91,10 @@ pub struct PurchaseBody {
     /// At most [`MAX_PURCHASE_LINES`] lines; the same product on two lines fails the saga
     /// at the inventory step, as the original.
     #[serde(default)]
-    #[schema(min_items = 1, max_items = 100)]
+    #[schema(required = true, min_items = 1, max_items = 100)]
     purchase_items: Vec<ItemBody>,
     #[serde(default)]
+    #[schema(required = true)]
     payment: Option<PaymentBody>,
 }
 
