@@ -4,8 +4,8 @@
 //! the running server against it (`scripts/fuzz.sh`).
 //!
 //! What every operation shares is added here once, by [`Contract`], rather than on each
-//! handler: JSON bodies under any Content-Type, 400/408/413 for a body, the empty 401 of a
-//! missing or invalid token, 500 and 503; and the links stateful fuzzing follows.
+//! handler: JSON bodies under any Content-Type, 400/408/413 for a body, 400 for a path id, the
+//! empty 401 of a missing or invalid token, 500 and 503; and the links stateful fuzzing follows.
 
 use std::sync::OnceLock;
 
@@ -186,6 +186,12 @@ impl Contract {
                 413,
                 error("`payload too large`: the body is over 64 KiB"),
             );
+        }
+        let in_path = |p: &utoipa::openapi::path::Parameter| {
+            p.parameter_in == utoipa::openapi::path::ParameterIn::Path
+        };
+        if op.parameters.iter().flatten().any(in_path) {
+            add_response(op, 400, error("`invalid parameter`: the id is not a u64"));
         }
         if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
             add_response(

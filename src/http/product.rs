@@ -86,7 +86,6 @@ pub async fn create(
     params(("id" = u64, Path, description = "an unsigned 64-bit id; anything else is 400")),
     responses(
         (status = 200, description = "the product", body = ProductDetail),
-        (status = 400, description = "`invalid parameter`: the id is not a u64", body = MsgBody),
         (status = 404, description = "`product not found`", body = MsgBody),
     ))]
 pub async fn get(

@@ -160,7 +160,6 @@ pub async fn create(
     params(("id" = u64, Path, description = "an unsigned 64-bit id; anything else is 400")),
     responses(
         (status = 200, description = "the purchase, its status and step log", body = PurchaseView),
-        (status = 400, description = "`invalid parameter`: the id is not a u64", body = MsgBody),
         (status = 404, description = "`purchase not found` (also another customer's)", body = MsgBody),
     ))]
 pub async fn get(

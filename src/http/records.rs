@@ -16,7 +16,6 @@ use crate::domain::ids::CustomerId;
     params(("id" = u64, Path, description = "an unsigned 64-bit id; anything else is 400")),
     responses(
         (status = 200, description = "the order (id = the purchase id)", body = OrderView),
-        (status = 400, description = "`invalid parameter`: the id is not a u64", body = MsgBody),
         (status = 404, description = "`order not found` (also another customer's)", body = MsgBody),
     ))]
 pub async fn order(
@@ -35,7 +34,6 @@ pub async fn order(
     params(("id" = u64, Path, description = "an unsigned 64-bit id; anything else is 400")),
     responses(
         (status = 200, description = "the payment (id = the purchase id)", body = PaymentView),
-        (status = 400, description = "`invalid parameter`: the id is not a u64", body = MsgBody),
         (status = 404, description = "`payment not found` (also another customer's)", body = MsgBody),
     ))]
 pub async fn payment(

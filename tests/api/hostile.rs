@@ -109,12 +109,17 @@ impl Scene {
         self.unchanged.check(&self.app, case).await;
     }
 
+    /// Posts a purchase body, as text, with the customer's token.
+    async fn purchase_raw(&self, body: &str) -> Reply {
+        let token = Some(self.customer.access.as_str());
+        self.app
+            .call("POST", "/api/purchase", token, Some(body))
+            .await
+    }
+
     /// Posts a purchase body; it must be rejected with `status` and change nothing.
     async fn purchase_rejected(&self, body: &Value, status: u16, case: &str) {
-        let r = self
-            .app
-            .post("/api/purchase", Some(&self.customer.access), body)
-            .await;
+        let r = self.purchase_raw(&body.to_string()).await;
         assert_rejected(&r, status, case);
         self.unchanged.check(&self.app, case).await;
     }
@@ -265,15 +270,7 @@ async fn numbers_beyond_64_bits_and_floats_for_integers_are_400() {
         let body = format!(
             r#"{{"purchase_items":[{{"product_id":{product_id},"amount":{amount}}}],"payment":{{"currency_code":"NT"}}}}"#
         );
-        let r = s
-            .app
-            .call(
-                "POST",
-                "/api/purchase",
-                Some(&s.customer.access),
-                Some(&body),
-            )
-            .await;
+        let r = s.purchase_raw(&body).await;
         assert_rejected(&r, 400, &body);
     }
     let token = Some(s.customer.access.as_str());
@@ -369,15 +366,7 @@ async fn the_same_product_on_two_lines_fails_at_inventory_and_changes_nothing() 
         r#"{{"purchase_items":[{{"product_id":{p},"amount":1}},{{"PRODUCT_ID":{p},"Amount":2}}],"payment":{{"currency_code":"NT"}}}}"#,
         p = s.product
     );
-    let r = s
-        .app
-        .call(
-            "POST",
-            "/api/purchase",
-            Some(&s.customer.access),
-            Some(&body),
-        )
-        .await;
+    let r = s.purchase_raw(&body).await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let purchase = r.json()["purchase_id"].as_u64().unwrap();
     s.app.wait_finished(&s.customer.access, purchase).await;
