@@ -22,7 +22,7 @@ use crate::actors::router::ServiceRouter;
 use crate::actors::saga::{SagaDeps, SagaPolicy};
 use crate::actors::store::SagaStore;
 use crate::actors::supervisor::{SagaSupervisor, SupervisorSettings, load_unfinished};
-use crate::auth::{secret, tokens::TokenIssuer};
+use crate::auth::{secret, throttle::LoginThrottle, tokens::TokenIssuer};
 use crate::cache::Cache;
 use crate::clock::Clock;
 use crate::config::{Config, DatabaseOptions, ServiceDb};
@@ -179,7 +179,11 @@ async fn refuse_clock_behind_ids(
 pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Application> {
     let data_dir_lock = lock_data_dir(&config.databases)?;
     raise_file_limit();
-    let secret = secret::load_or_create(config)?;
+    let secret = secret::load_or_create(
+        config.jwt_secret.as_ref(),
+        &config.databases.data_dir,
+        config.databases.uses_external_database(),
+    )?;
     let pools = open_databases(&config.databases).await?;
     let pool = |db: ServiceDb| {
         pools
@@ -293,6 +297,8 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
         hub,
         store,
         tokens,
+        logins: LoginThrottle::new(config.login_throttle(), clock.clone()),
+        trusted_proxies: config.trusted_proxies.clone(),
         ids,
         body_timeout: std::time::Duration::from_millis(config.client_request_timeout_ms),
         sse: SseSettings {

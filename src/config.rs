@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::auth::proxies::TrustedProxies;
+use crate::auth::throttle::ThrottleSettings;
 use crate::secrets::{DatabaseUrl, Secret};
 
 /// The service databases sagashop keeps apart (database per service).
@@ -172,6 +174,29 @@ pub struct Config {
     #[arg(long, hide = true)]
     pub hold_payments: bool,
 
+    /// Proxies (comma-separated IPs or CIDR networks) whose `X-Forwarded-For` names the
+    /// client; from anyone else the header is ignored and the peer address is the client.
+    #[arg(long, env = "SAGASHOP_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: TrustedProxies,
+
+    /// Failed logins of one email from one client address, within a window, before that
+    /// pair is refused (429) for a lockout.
+    #[arg(long, env = "SAGASHOP_LOGIN_FAILURES_PER_CLIENT", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_failures_per_client: u32,
+
+    /// Failed logins of one email from all addresses, within a window, before the email is
+    /// refused (429) for a lockout.
+    #[arg(long, env = "SAGASHOP_LOGIN_FAILURES_PER_EMAIL", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_failures_per_email: u32,
+
+    /// Seconds of the failure window and of the first lockout; each further lockout of the
+    /// same key doubles, up to 16 times this.
+    #[arg(long, env = "SAGASHOP_LOGIN_LOCKOUT_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub login_lockout_seconds: u64,
+
     /// HTTP worker threads (0 = one per core).
     #[arg(long, env = "SAGASHOP_WORKERS", default_value_t = 0)]
     pub workers: usize,
@@ -235,6 +260,15 @@ impl Config {
     /// Step reply timeout.
     pub fn step_timeout(&self) -> Duration {
         Duration::from_millis(self.step_timeout_ms)
+    }
+
+    /// The login throttle's limits.
+    pub fn login_throttle(&self) -> ThrottleSettings {
+        ThrottleSettings {
+            per_client: self.login_failures_per_client,
+            per_email: self.login_failures_per_email,
+            lockout: Duration::from_secs(self.login_lockout_seconds),
+        }
     }
 
     /// The saga machine's retry budgets.

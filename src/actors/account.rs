@@ -46,9 +46,10 @@ impl AccountCore {
         }
     }
 
-    fn issue(&self, customer_id: CustomerId) -> ServiceResult<TokenPair> {
+    /// A token pair for `customer`, its refresh token at the account's token version.
+    fn issue(&self, customer: &Customer) -> ServiceResult<TokenPair> {
         self.tokens
-            .issue(customer_id.0)
+            .issue(customer.id.0, customer.token_version)
             .map_err(|e| ServiceError::Internal(e.to_string()))
     }
 }
@@ -71,9 +72,10 @@ impl Serve<SignUp> for AccountCore {
             phone_number: msg.phone_number,
             password_hash,
             created_at: self.clock.now_ms(),
+            token_version: 0,
         };
         self.repo.insert(&customer).await?;
-        self.issue(id)
+        self.issue(&customer)
     }
 }
 
@@ -91,39 +93,44 @@ impl Serve<LogIn> for AccountCore {
         if !blocking(move || password::verify(&msg.password, &hash)).await? {
             return Err(ServiceError::AuthenticationFailed);
         }
-        self.issue(customer.id)
+        self.issue(&customer)
     }
 }
 
 impl Serve<RefreshTokens> for AccountCore {
     async fn serve(self: Arc<Self>, msg: RefreshTokens) -> ServiceResult<TokenPair> {
-        let id = self
+        let grant = self
             .tokens
             .check_refresh(&msg.refresh_token)
             .map_err(|e| match e {
                 TokenError::Expired => ServiceError::TokenExpired,
                 TokenError::Invalid => ServiceError::InvalidToken,
             })?;
+        // Read from the database, not the cache: a token version raised a moment ago by an
+        // email change must refuse the older tokens at once.
         let customer = self
             .repo
-            .by_id(CustomerId(id))
+            .by_id(CustomerId(grant.customer_id))
             .await?
             .ok_or(ServiceError::CustomerNotFound)?;
         if !customer.active {
             return Err(ServiceError::CustomerInactive);
         }
-        self.issue(customer.id)
+        if grant.token_version != customer.token_version {
+            return Err(ServiceError::InvalidToken);
+        }
+        self.issue(&customer)
     }
 }
 
 impl Serve<GetPerson> for AccountCore {
-    async fn serve(self: Arc<Self>, msg: GetPerson) -> ServiceResult<PersonInfo> {
+    async fn serve(self: Arc<Self>, msg: GetPerson) -> ServiceResult<Person> {
         let repo = &self.repo;
         self.cache
             .get_or_load(&keys::person(msg.customer_id), || async {
-                Ok::<_, ServiceError>(repo.by_id(msg.customer_id).await?.map(|c| PersonInfo {
-                    firstname: c.first_name,
-                    lastname: c.last_name,
+                Ok::<_, ServiceError>(repo.by_id(msg.customer_id).await?.map(|c| Person {
+                    first_name: c.first_name,
+                    last_name: c.last_name,
                     email: c.email,
                 }))
             })
@@ -133,11 +140,11 @@ impl Serve<GetPerson> for AccountCore {
 }
 
 impl Serve<GetShipping> for AccountCore {
-    async fn serve(self: Arc<Self>, msg: GetShipping) -> ServiceResult<ShippingInfo> {
+    async fn serve(self: Arc<Self>, msg: GetShipping) -> ServiceResult<Shipping> {
         let repo = &self.repo;
         self.cache
             .get_or_load(&keys::shipping(msg.customer_id), || async {
-                Ok::<_, ServiceError>(repo.by_id(msg.customer_id).await?.map(|c| ShippingInfo {
+                Ok::<_, ServiceError>(repo.by_id(msg.customer_id).await?.map(|c| Shipping {
                     address: c.address,
                     phone_number: c.phone_number,
                 }))
@@ -152,8 +159,8 @@ impl Serve<UpdatePerson> for AccountCore {
         let info = &msg.info;
         let key = email::unique_key(&info.email);
         let change = PersonChange {
-            first_name: &info.firstname,
-            last_name: &info.lastname,
+            first_name: &info.first_name,
+            last_name: &info.last_name,
             email: &info.email,
             email_key: &key,
         };

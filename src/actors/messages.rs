@@ -8,6 +8,9 @@ use super::ServiceResult;
 use crate::auth::tokens::TokenPair;
 use crate::domain::ids::{CustomerId, ProductId, PurchaseId};
 use crate::domain::purchase::{Purchase, PurchaseResult, StepOutcome};
+pub use crate::domain::records::{
+    CatalogLine, Order, OrderedItem, PaymentRecord, Person, ProductDetail, ProductInfo, Shipping,
+};
 
 // ---- accounts -------------------------------------------------------------------------
 
@@ -38,24 +41,9 @@ pub struct RefreshTokens {
     pub refresh_token: String,
 }
 
-/// A customer's name and email.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct PersonInfo {
-    pub firstname: String,
-    pub lastname: String,
-    pub email: String,
-}
-
-/// A customer's address and phone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ShippingInfo {
-    pub address: String,
-    pub phone_number: String,
-}
-
 /// Read a customer's personal info.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, Message)]
-#[rtype(result = "ServiceResult<PersonInfo>")]
+#[rtype(result = "ServiceResult<Person>")]
 pub struct GetPerson {
     pub customer_id: CustomerId,
 }
@@ -65,12 +53,12 @@ pub struct GetPerson {
 #[rtype(result = "ServiceResult<()>")]
 pub struct UpdatePerson {
     pub customer_id: CustomerId,
-    pub info: PersonInfo,
+    pub info: Person,
 }
 
 /// Read a customer's shipping info.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, Message)]
-#[rtype(result = "ServiceResult<ShippingInfo>")]
+#[rtype(result = "ServiceResult<Shipping>")]
 pub struct GetShipping {
     pub customer_id: CustomerId,
 }
@@ -80,7 +68,7 @@ pub struct GetShipping {
 #[rtype(result = "ServiceResult<()>")]
 pub struct UpdateShipping {
     pub customer_id: CustomerId,
-    pub info: ShippingInfo,
+    pub info: Shipping,
 }
 
 // ---- products -------------------------------------------------------------------------
@@ -96,17 +84,6 @@ pub struct CreateProduct {
     pub inventory: i64,
 }
 
-/// A product's detail as `GET /api/product/{id}` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ProductDetail {
-    pub id: ProductId,
-    pub name: String,
-    pub description: String,
-    pub brand_name: String,
-    pub price: i64,
-    pub inventory: i64,
-}
-
 /// Read one product.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, Message)]
 #[rtype(result = "ServiceResult<ProductDetail>")]
@@ -114,30 +91,11 @@ pub struct GetProduct {
     pub id: ProductId,
 }
 
-/// What never changes about a product (no API changes it): safe to cache for good.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProductInfo {
-    pub id: ProductId,
-    pub name: String,
-    pub description: String,
-    pub brand_name: String,
-    pub price: i64,
-}
-
 /// Read several products' info; answers those that exist, in the order asked.
 #[derive(Debug, Clone, Serialize, Deserialize, Message)]
 #[rtype(result = "ServiceResult<Vec<ProductInfo>>")]
 pub struct GetProducts {
     pub ids: Vec<ProductId>,
-}
-
-/// A catalog line of `GET /api/products`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct CatalogLine {
-    pub id: ProductId,
-    pub name: String,
-    pub inventory: i64,
-    pub price: i64,
 }
 
 /// Read one page of the catalog.
@@ -150,43 +108,17 @@ pub struct ListProducts {
 
 // ---- orders and payments ----------------------------------------------------------------
 
-/// An order line with the product's current details.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct OrderItem {
-    pub product_id: ProductId,
-    pub name: String,
-    pub description: String,
-    pub brand_name: String,
-    pub price: i64,
-    pub amount: i64,
-}
-
-/// An order as `GET /api/order/{id}` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct OrderView {
-    pub id: PurchaseId,
-    pub purchased_items: Vec<OrderItem>,
-}
-
 /// Read a customer's own order.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, Message)]
-#[rtype(result = "ServiceResult<OrderView>")]
+#[rtype(result = "ServiceResult<Order>")]
 pub struct GetOrder {
     pub id: PurchaseId,
     pub customer_id: CustomerId,
 }
 
-/// A payment as `GET /api/payment/{id}` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct PaymentView {
-    pub id: PurchaseId,
-    pub currency_code: String,
-    pub amount: i64,
-}
-
 /// Read a customer's own payment.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, Message)]
-#[rtype(result = "ServiceResult<PaymentView>")]
+#[rtype(result = "ServiceResult<PaymentRecord>")]
 pub struct GetPayment {
     pub id: PurchaseId,
     pub customer_id: CustomerId,

@@ -24,7 +24,7 @@ impl OrderCore {
 }
 
 impl Serve<GetOrder> for OrderCore {
-    async fn serve(self: Arc<Self>, msg: GetOrder) -> ServiceResult<OrderView> {
+    async fn serve(self: Arc<Self>, msg: GetOrder) -> ServiceResult<Order> {
         let lines = self.repo.lines(msg.id).await?;
         // Another customer's order answers exactly as a missing one (no existence leak).
         if lines.is_empty() || lines.iter().any(|l| l.customer_id != msg.customer_id) {
@@ -32,14 +32,14 @@ impl Serve<GetOrder> for OrderCore {
         }
         let ids = lines.iter().map(|l| l.product_id).collect();
         let products = self.products.send(GetProducts { ids }).await??;
-        let purchased_items = lines
+        let items = lines
             .iter()
             .map(|l| {
                 let p = products
                     .iter()
                     .find(|p| p.id == l.product_id)
                     .ok_or_else(|| ServiceError::Internal("ordered product is gone".into()))?;
-                Ok(OrderItem {
+                Ok(OrderedItem {
                     product_id: p.id,
                     name: p.name.clone(),
                     description: p.description.clone(),
@@ -49,10 +49,7 @@ impl Serve<GetOrder> for OrderCore {
                 })
             })
             .collect::<ServiceResult<_>>()?;
-        Ok(OrderView {
-            id: msg.id,
-            purchased_items,
-        })
+        Ok(Order { id: msg.id, items })
     }
 }
 

@@ -6,6 +6,7 @@ use super::messages::*;
 use super::service::{Serve, Service};
 use super::{ServiceError, ServiceResult};
 use crate::db::payments::Payments;
+use crate::domain::purchase::Currency;
 
 /// The payment service's logic, independent of actix.
 #[derive(Clone)]
@@ -21,12 +22,14 @@ impl PaymentCore {
 }
 
 impl Serve<GetPayment> for PaymentCore {
-    async fn serve(self: Arc<Self>, msg: GetPayment) -> ServiceResult<PaymentView> {
+    async fn serve(self: Arc<Self>, msg: GetPayment) -> ServiceResult<PaymentRecord> {
         match self.repo.by_id(msg.id).await? {
             // Another customer's payment answers exactly as a missing one (no existence leak).
-            Some(p) if p.customer_id == msg.customer_id => Ok(PaymentView {
+            Some(p) if p.customer_id == msg.customer_id => Ok(PaymentRecord {
                 id: p.id,
-                currency_code: p.currency_code,
+                currency: Currency::parse(&p.currency_code).ok_or_else(|| {
+                    ServiceError::Internal(format!("payment {}: bad currency", p.id))
+                })?,
                 amount: p.amount,
             }),
             _ => Err(ServiceError::PaymentNotFound),

@@ -234,14 +234,25 @@ impl Handler<AcceptPurchase> for SagaSupervisor {
                 .into_actor(self)
                 .map(move |committed, act, ctx| {
                     act.accepting -= 1;
-                    match committed? {
-                        WriteOutcome::Committed(_) => {
+                    let id = at.purchase.purchase_id;
+                    match committed {
+                        Ok(WriteOutcome::Committed(_) | WriteOutcome::AlreadyApplied) => {
                             act.launch(at, ctx);
                             Ok(())
                         }
-                        other => Err(ServiceError::Internal(format!(
+                        Ok(other) => Err(ServiceError::Internal(format!(
                             "new saga not written: {other:?}"
                         ))),
+                        Err(e) => {
+                            // The commit may have landed with only its acknowledgement lost:
+                            // look again shortly, and run the saga if it is there.
+                            ctx.run_later(SWEEP_EVERY, move |act, ctx| {
+                                if !act.running.contains_key(&id) {
+                                    act.reload(id, ctx);
+                                }
+                            });
+                            Err(e.into())
+                        }
                     }
                 }),
         )

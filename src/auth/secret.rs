@@ -6,7 +6,6 @@ use std::path::Path;
 
 use rand::Rng;
 
-use crate::config::Config;
 use crate::secrets::Secret;
 
 const SECRET_FILE: &str = "jwt_secret";
@@ -22,19 +21,20 @@ pub enum SecretError {
     Io(String, std::io::Error),
 }
 
-/// The configured secret, else the data directory's, else a new one stored there.
-pub fn load_or_create(config: &Config) -> Result<Secret, SecretError> {
-    if let Some(secret) = config
-        .jwt_secret
-        .as_ref()
-        .filter(|s| !s.expose().is_empty())
-    {
+/// The configured secret, else the data directory's, else a new one stored there. With an
+/// external database (`external`), nodes must share one secret, so none is made up.
+pub fn load_or_create(
+    configured: Option<&Secret>,
+    data_dir: &Path,
+    external: bool,
+) -> Result<Secret, SecretError> {
+    if let Some(secret) = configured.filter(|s| !s.expose().is_empty()) {
         return Ok(secret.clone());
     }
-    if config.databases.uses_external_database() {
+    if external {
         return Err(SecretError::MissingForCluster);
     }
-    from_data_dir(&config.databases.data_dir).map(Secret::new)
+    from_data_dir(data_dir).map(Secret::new)
 }
 
 fn from_data_dir(dir: &Path) -> Result<String, SecretError> {
@@ -66,20 +66,20 @@ mod tests {
     #[test]
     fn embedded_secret_is_created_once_and_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::embedded(dir.path());
-        let a = load_or_create(&config).unwrap();
-        let b = load_or_create(&config).unwrap();
+        let a = load_or_create(None, dir.path(), false).unwrap();
+        let b = load_or_create(None, dir.path(), false).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.expose().len(), 64);
     }
 
     #[test]
     fn mysql_without_secret_refuses() {
-        let mut config = Config::embedded("/nonexistent");
-        config.databases.account_database_url = Some("mysql://root@127.0.0.1/x".into());
+        let nowhere = Path::new("/nonexistent");
         assert!(matches!(
-            load_or_create(&config),
+            load_or_create(None, nowhere, true),
             Err(SecretError::MissingForCluster)
         ));
+        let given = Secret::new("given");
+        assert_eq!(load_or_create(Some(&given), nowhere, true).unwrap(), given);
     }
 }

@@ -1,5 +1,12 @@
 //! HS256 access/refresh token pairs with the original's claims
 //! `{"CustomerID":u64,"Refresh":bool,"exp":secs}`; tokens are stateless (no rotation).
+//!
+//! A refresh token also carries the account's token version (`"TokenVersion"`, after the
+//! original's claims), so that an email change can end the sessions opened before it: the
+//! account service refuses a refresh token whose version is not the account's. Access tokens
+//! are exactly the original's and are not looked up: they stay valid until they expire
+//! (`--jwt-access-token-expire-second`). A token without the claim (issued before it existed)
+//! counts as version 0, the version every account starts at.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -20,6 +27,20 @@ pub struct Claims {
     pub refresh: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exp: Option<u64>,
+    /// The account's token version when a refresh token was issued (absent from access tokens).
+    #[serde(
+        rename = "TokenVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub token_version: Option<i64>,
+}
+
+/// What a valid refresh token names: the customer and the token version it was issued at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshGrant {
+    pub customer_id: u64,
+    pub token_version: i64,
 }
 
 /// A freshly issued pair, serialized as the original does.
@@ -60,14 +81,20 @@ impl TokenIssuer {
         }
     }
 
-    /// A new access + refresh pair for a customer, both stamped with the same time.
-    pub fn issue(&self, customer_id: u64) -> Result<TokenPair, jsonwebtoken::errors::Error> {
+    /// A new access + refresh pair for a customer, both stamped with the same time; the
+    /// refresh token carries the account's current `token_version`.
+    pub fn issue(
+        &self,
+        customer_id: u64,
+        token_version: i64,
+    ) -> Result<TokenPair, jsonwebtoken::errors::Error> {
         let now = self.clock.now_secs().max(0) as u64;
         let sign = |refresh: bool, ttl: u64| {
             let claims = Claims {
                 customer_id,
                 refresh,
                 exp: Some(now + ttl),
+                token_version: refresh.then_some(token_version),
             };
             let payload = serde_json::to_vec(&claims).expect("claims serialize");
             let message = format!("{HEADER_B64}.{}", URL_SAFE_NO_PAD.encode(payload));
@@ -90,13 +117,17 @@ impl TokenIssuer {
         Ok(claims.customer_id)
     }
 
-    /// The customer of a valid refresh token (an access token is not a refresh token).
-    pub fn check_refresh(&self, token: &str) -> Result<u64, TokenError> {
+    /// The customer and token version of a valid refresh token (an access token is not a
+    /// refresh token); the caller compares the version with the account's.
+    pub fn check_refresh(&self, token: &str) -> Result<RefreshGrant, TokenError> {
         let claims = self.decode(token)?;
         if !claims.refresh {
             return Err(TokenError::Invalid);
         }
-        Ok(claims.customer_id)
+        Ok(RefreshGrant {
+            customer_id: claims.customer_id,
+            token_version: claims.token_version.unwrap_or(0),
+        })
     }
 
     /// Verifies the HS256 signature (the contract's only algorithm: a token signed otherwise,
@@ -136,11 +167,28 @@ mod tests {
         TokenIssuer::new("s3cret", 100, 200, Clock::fixed(secs * 1000))
     }
 
+    /// Claims of customer 7 valid for ten minutes, without a token version.
+    fn claims(refresh: bool) -> Claims {
+        Claims {
+            customer_id: 7,
+            refresh,
+            exp: Some(Clock::system().now_secs() as u64 + 600),
+            token_version: None,
+        }
+    }
+
+    fn grant(customer_id: u64, token_version: i64) -> Result<RefreshGrant, TokenError> {
+        Ok(RefreshGrant {
+            customer_id,
+            token_version,
+        })
+    }
+
     #[test]
     fn pair_round_trips_and_kinds_are_not_interchangeable() {
-        let pair = issuer().issue(42).unwrap();
+        let pair = issuer().issue(42, 3).unwrap();
         assert_eq!(issuer().check_access(&pair.access_token), Ok(42));
-        assert_eq!(issuer().check_refresh(&pair.refresh_token), Ok(42));
+        assert_eq!(issuer().check_refresh(&pair.refresh_token), grant(42, 3));
         assert_eq!(
             issuer().check_access(&pair.refresh_token),
             Err(TokenError::Invalid)
@@ -153,21 +201,35 @@ mod tests {
 
     #[test]
     fn claims_have_the_original_names_and_order() {
-        let pair = issuer_at(1000).issue(7).unwrap();
-        let payload = pair.access_token.split('.').nth(1).unwrap();
-        let header = pair.access_token.split('.').next().unwrap();
-        assert_eq!(header, "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9");
-        let json = URL_SAFE_NO_PAD.decode(payload).unwrap();
+        let pair = issuer_at(1000).issue(7, 2).unwrap();
+        let payload = |token: &str| {
+            let (header, rest) = token.split_once('.').unwrap();
+            assert_eq!(header, "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9");
+            let json = URL_SAFE_NO_PAD.decode(rest.split('.').next().unwrap());
+            String::from_utf8(json.unwrap()).unwrap()
+        };
         assert_eq!(
-            String::from_utf8(json).unwrap(),
+            payload(&pair.access_token),
             r#"{"CustomerID":7,"Refresh":false,"exp":1100}"#
         );
+        // the refresh token: the original's claims in its order, then the token version
+        assert_eq!(
+            payload(&pair.refresh_token),
+            r#"{"CustomerID":7,"Refresh":true,"exp":1200,"TokenVersion":2}"#
+        );
+    }
+
+    #[test]
+    fn a_refresh_token_without_a_version_is_version_0() {
+        let key = EncodingKey::from_secret(b"s3cret");
+        let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims(true), &key);
+        assert_eq!(issuer().check_refresh(&token.unwrap()), grant(7, 0));
     }
 
     #[test]
     fn expiry_is_reported_only_for_a_good_signature() {
         let issuer = issuer_at(1000);
-        let pair = issuer.issue(7).unwrap();
+        let pair = issuer.issue(7, 0).unwrap();
         let clock = issuer.clock.clone();
         clock.advance(std::time::Duration::from_secs(99));
         assert_eq!(issuer.check_access(&pair.access_token), Ok(7));
@@ -177,7 +239,7 @@ mod tests {
             Err(TokenError::Expired),
             "expired at exp, as the original"
         );
-        assert_eq!(issuer.check_refresh(&pair.refresh_token), Ok(7));
+        assert_eq!(issuer.check_refresh(&pair.refresh_token), grant(7, 0));
         let other = TokenIssuer::new("other", 100, 200, Clock::fixed(1_000_000));
         assert_eq!(
             other.check_access(&pair.access_token),
@@ -188,11 +250,7 @@ mod tests {
 
     #[test]
     fn only_hs256_is_accepted_even_with_the_right_secret() {
-        let claims = Claims {
-            customer_id: 7,
-            refresh: false,
-            exp: Some(Clock::system().now_secs() as u64 + 600),
-        };
+        let claims = claims(false);
         let sign = |alg| {
             let key = EncodingKey::from_secret(b"s3cret");
             jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, &key).unwrap()

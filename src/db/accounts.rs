@@ -23,6 +23,9 @@ pub struct Customer {
     pub phone_number: String,
     pub password_hash: String,
     pub created_at: i64,
+    /// Raised by every change that must end the sessions opened before it (an email change):
+    /// refresh tokens carry the version they were issued at and are refused once it is stale.
+    pub token_version: i64,
 }
 
 /// Personal fields changed by `PUT /api/account/info/person`.
@@ -68,7 +71,20 @@ backend_queries! {
     }
 
     async fn update_person(conn: &mut Conn, id: CustomerId, change: &PersonChange<'_>) -> Result<(), DbError> {
-        diesel::update(customers::table.find(id)).set(change).execute(conn).await?;
+        // One statement: the version moves only when the stored email (by its unique key)
+        // really changes, and only if the change itself is written (not on `Duplicate`).
+        // The version is assigned first: MySQL evaluates SET left to right, so a later
+        // assignment would already see the new email_key.
+        use diesel::sql_types::BigInt;
+        let bump = diesel::dsl::case_when::<_, _, BigInt>(
+            customers::email_key.ne(change.email_key),
+            1i64.into_sql::<BigInt>(),
+        )
+        .otherwise(0i64.into_sql::<BigInt>());
+        diesel::update(customers::table.find(id))
+            .set((customers::token_version.eq(customers::token_version + bump), change))
+            .execute(conn)
+            .await?;
         Ok(())
     }
 
@@ -108,7 +124,8 @@ impl Accounts {
         by_email_key(&self.pool, key).await
     }
 
-    /// Changes name and email; `Duplicate` when the email belongs to someone else.
+    /// Changes name and email; `Duplicate` when the email belongs to someone else. A new email
+    /// (another unique key) raises the token version, so older refresh tokens stop working.
     pub async fn update_person(
         &self,
         id: CustomerId,

@@ -100,11 +100,12 @@ pub async fn migrate(location: &DbLocation, db: ServiceDb) -> Result<(), DbError
             }
             DbLocation::Sqlite(path) => {
                 let mut conn = SqliteConnection::establish(path).map_err(|e| text(&e))?;
-                diesel::RunQueryDsl::execute(
-                    diesel::sql_query("PRAGMA journal_mode = WAL"),
-                    &mut conn,
-                )
-                .map_err(|e| text(&e))?;
+                // Wait for a lock rather than fail at once: a process that just closed the
+                // file (a restart on the same data directory) may still be checkpointing it.
+                for pragma in ["PRAGMA busy_timeout = 10000", "PRAGMA journal_mode = WAL"] {
+                    diesel::RunQueryDsl::execute(diesel::sql_query(pragma), &mut conn)
+                        .map_err(|e| text(&e))?;
+                }
                 conn.run_pending_migrations(migrations(db)).map(|_| ())
             }
         };

@@ -13,6 +13,7 @@ diesel::table! {
         phone_number -> Text,
         password_hash -> Text,
         created_at -> BigInt,
+        token_version -> BigInt,
     }
 }
 

@@ -4,4 +4,5 @@ pub mod email;
 pub mod ids;
 pub mod partition;
 pub mod purchase;
+pub mod records;
 pub mod saga;

@@ -450,4 +450,6 @@ pub fn replay(log: &[StepEvent]) -> Result<SagaState, CorruptLog> {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

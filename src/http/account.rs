@@ -1,16 +1,19 @@
 //! `/api/account/...`: sign-up, login, refresh, person and shipping info.
 
 use actix_web::{HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::JsonBody;
+use super::extract::{ClientAddr, JsonBody};
 use super::openapi::MsgBody;
 use super::validate::{self, limits};
+use crate::actors::ServiceError;
 use crate::actors::messages::*;
+use crate::auth::throttle::Outcome;
 use crate::auth::tokens::TokenPair;
+use crate::domain::email;
 use crate::domain::ids::CustomerId;
 
 /// `POST /api/account/auth/signup` body.
@@ -57,13 +60,66 @@ pub struct RefreshBody {
     refresh_token: String,
 }
 
-fn check_person(p: &PersonInfo) -> Result<(), ApiError> {
+/// A customer's name and email as the API reads and shows them.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PersonBody {
+    firstname: String,
+    lastname: String,
+    email: String,
+}
+
+impl From<Person> for PersonBody {
+    fn from(p: Person) -> Self {
+        PersonBody {
+            firstname: p.first_name,
+            lastname: p.last_name,
+            email: p.email,
+        }
+    }
+}
+
+impl From<PersonBody> for Person {
+    fn from(p: PersonBody) -> Self {
+        Person {
+            first_name: p.firstname,
+            last_name: p.lastname,
+            email: p.email,
+        }
+    }
+}
+
+/// A customer's address and phone as the API reads and shows them.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ShippingBody {
+    address: String,
+    phone_number: String,
+}
+
+impl From<Shipping> for ShippingBody {
+    fn from(s: Shipping) -> Self {
+        ShippingBody {
+            address: s.address,
+            phone_number: s.phone_number,
+        }
+    }
+}
+
+impl From<ShippingBody> for Shipping {
+    fn from(s: ShippingBody) -> Self {
+        Shipping {
+            address: s.address,
+            phone_number: s.phone_number,
+        }
+    }
+}
+
+fn check_person(p: &PersonBody) -> Result<(), ApiError> {
     validate::text(&p.firstname, limits::NAME)?;
     validate::text(&p.lastname, limits::NAME)?;
     validate::email_address(&p.email)
 }
 
-fn check_shipping(s: &ShippingInfo) -> Result<(), ApiError> {
+fn check_shipping(s: &ShippingBody) -> Result<(), ApiError> {
     validate::multiline_text(&s.address, limits::ADDRESS)?;
     validate::text(&s.phone_number, limits::PHONE)
 }
@@ -80,12 +136,12 @@ pub async fn sign_up(
     JsonBody(b): JsonBody<SignUpBody>,
 ) -> Result<HttpResponse, ApiError> {
     validate::password(&b.password)?;
-    let person = PersonInfo {
+    let person = PersonBody {
         firstname: b.firstname,
         lastname: b.lastname,
         email: b.email,
     };
-    let shipping = ShippingInfo {
+    let shipping = ShippingBody {
         address: b.address,
         phone_number: b.phone_number,
     };
@@ -103,7 +159,8 @@ pub async fn sign_up(
     Ok(HttpResponse::Created().json(pair))
 }
 
-/// Logs in: 200 with a token pair.
+/// Logs in: 200 with a token pair; 429 with `Retry-After` after repeated failures for this
+/// email (see `auth::throttle`), decided before the password is checked.
 #[utoipa::path(post, path = "/api/account/auth/login", operation_id = "logIn", tag = "account",
     request_body = LogInBody,
     responses(
@@ -114,16 +171,35 @@ pub async fn sign_up(
     ))]
 pub async fn log_in(
     state: web::Data<AppState>,
+    ClientAddr(client): ClientAddr,
     JsonBody(b): JsonBody<LogInBody>,
 ) -> Result<HttpResponse, ApiError> {
     validate::email_address(&b.email)?;
     validate::text(&b.password, usize::MAX)?;
+    let attempt = state
+        .logins
+        .begin(&email::unique_key(&b.email), client)
+        .map_err(|locked| {
+            tracing::debug!(%client, retry_after_secs = locked.retry_after_secs, "login throttled");
+            ApiError::TooManyRequests {
+                retry_after_secs: locked.retry_after_secs,
+            }
+        })?;
     let msg = LogIn {
         email: b.email,
         password: b.password,
     };
-    let pair = state.account.send(msg).await??;
-    Ok(HttpResponse::Ok().json(pair))
+    let reply = state.account.send(msg).await;
+    attempt.settle(match &reply {
+        Ok(Ok(_)) => Outcome::Succeeded,
+        Ok(Err(
+            ServiceError::AuthenticationFailed
+            | ServiceError::CustomerNotFound
+            | ServiceError::CustomerInactive,
+        )) => Outcome::Failed,
+        _ => Outcome::Inconclusive,
+    });
+    Ok(HttpResponse::Ok().json(reply??))
 }
 
 /// Exchanges a refresh token for a new pair.
@@ -151,7 +227,7 @@ pub async fn refresh(
 #[utoipa::path(get, path = "/api/account/info/person", operation_id = "getPerson", tag = "account",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "the caller's name and email", body = PersonInfo),
+        (status = 200, description = "the caller's name and email", body = PersonBody),
         (status = 404, description = "`customer not found`", body = MsgBody),
     ))]
 pub async fn get_person(
@@ -159,13 +235,13 @@ pub async fn get_person(
     customer_id: CustomerId,
 ) -> Result<HttpResponse, ApiError> {
     let info = state.account.send(GetPerson { customer_id }).await??;
-    Ok(HttpResponse::Ok().json(info))
+    Ok(HttpResponse::Ok().json(PersonBody::from(info)))
 }
 
 /// Replaces the caller's name and email.
 #[utoipa::path(put, path = "/api/account/info/person", operation_id = "putPerson", tag = "account",
     security(("bearer" = [])),
-    request_body = PersonInfo,
+    request_body = PersonBody,
     responses(
         (status = 200, description = "`{\"msg\":\"ok\"}`", body = MsgBody),
         (status = 400, description = "`invalid parameter`, or `duplicate entry` (another customer's email)", body = MsgBody),
@@ -174,9 +250,10 @@ pub async fn get_person(
 pub async fn put_person(
     state: web::Data<AppState>,
     customer_id: CustomerId,
-    JsonBody(info): JsonBody<PersonInfo>,
+    JsonBody(info): JsonBody<PersonBody>,
 ) -> Result<HttpResponse, ApiError> {
     check_person(&info)?;
+    let info = info.into();
     state
         .account
         .send(UpdatePerson { customer_id, info })
@@ -188,7 +265,7 @@ pub async fn put_person(
 #[utoipa::path(get, path = "/api/account/info/shipping", operation_id = "getShipping", tag = "account",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "the caller's address and phone", body = ShippingInfo),
+        (status = 200, description = "the caller's address and phone", body = ShippingBody),
         (status = 404, description = "`customer not found`", body = MsgBody),
     ))]
 pub async fn get_shipping(
@@ -196,13 +273,13 @@ pub async fn get_shipping(
     customer_id: CustomerId,
 ) -> Result<HttpResponse, ApiError> {
     let info = state.account.send(GetShipping { customer_id }).await??;
-    Ok(HttpResponse::Ok().json(info))
+    Ok(HttpResponse::Ok().json(ShippingBody::from(info)))
 }
 
 /// Replaces the caller's address and phone.
 #[utoipa::path(put, path = "/api/account/info/shipping", operation_id = "putShipping", tag = "account",
     security(("bearer" = [])),
-    request_body = ShippingInfo,
+    request_body = ShippingBody,
     responses(
         (status = 200, description = "`{\"msg\":\"ok\"}`", body = MsgBody),
         (status = 400, description = "`invalid parameter`, or `duplicate entry` (another customer's phone)", body = MsgBody),
@@ -211,9 +288,10 @@ pub async fn get_shipping(
 pub async fn put_shipping(
     state: web::Data<AppState>,
     customer_id: CustomerId,
-    JsonBody(info): JsonBody<ShippingInfo>,
+    JsonBody(info): JsonBody<ShippingBody>,
 ) -> Result<HttpResponse, ApiError> {
     check_shipping(&info)?;
+    let info = info.into();
     state
         .account
         .send(UpdateShipping { customer_id, info })

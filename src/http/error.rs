@@ -4,7 +4,7 @@
 //! the contract's `{"msg":"..."}`, except a missing or invalid token: 401 with an empty body,
 //! as the original. Server-side failures are logged here, once, with their cause.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
@@ -28,6 +28,9 @@ pub enum ApiError {
     RequestTimeout,
     #[error("not found")]
     RouteNotFound,
+    /// Too many failed logins: 429 with `Retry-After` (seconds).
+    #[error("too many requests")]
+    TooManyRequests { retry_after_secs: u64 },
 }
 
 impl ApiError {
@@ -52,6 +55,7 @@ impl ResponseError for ApiError {
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Service(e) => match e {
                 S::InvalidParameter | S::Duplicate => StatusCode::BAD_REQUEST,
                 S::CustomerInactive
@@ -71,8 +75,9 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
+        let mut response = HttpResponse::build(status);
         let msg = match self {
-            ApiError::Unauthorized => return HttpResponse::build(status).finish(),
+            ApiError::Unauthorized => return response.finish(),
             ApiError::Service(ServiceError::Unavailable(cause)) => {
                 tracing::error!(%cause, "dependency unavailable");
                 "service unavailable".to_owned()
@@ -81,9 +86,13 @@ impl ResponseError for ApiError {
                 tracing::error!(%cause, "server error");
                 "server error".to_owned()
             }
+            ApiError::TooManyRequests { retry_after_secs } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+                self.to_string()
+            }
             other => other.to_string(),
         };
-        HttpResponse::build(status).json(json!({ "msg": msg }))
+        response.json(json!({ "msg": msg }))
     }
 }
 
@@ -105,5 +114,15 @@ mod tests {
             assert_eq!(ApiError::from(e).status_code().as_u16(), code);
         }
         assert_eq!(ApiError::Unauthorized.status_code().as_u16(), 401);
+    }
+
+    #[test]
+    fn too_many_requests_says_when_to_retry() {
+        let r = ApiError::TooManyRequests {
+            retry_after_secs: 42,
+        }
+        .error_response();
+        assert_eq!(r.status().as_u16(), 429);
+        assert_eq!(r.headers().get(header::RETRY_AFTER).unwrap(), "42");
     }
 }

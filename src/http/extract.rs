@@ -2,6 +2,7 @@
 //! whatever the Content-Type (the README's curl sends none), and typed path ids.
 
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 use std::str::FromStr;
 
@@ -51,6 +52,33 @@ impl FromRequest for CustomerId {
             Some(Err(TokenError::Expired)) => Err(ServiceError::TokenExpired.into()),
             _ => Err(ApiError::Unauthorized),
         })
+    }
+}
+
+/// The client's address: the peer, or what `X-Forwarded-For` says when the peer is one of
+/// `--trusted-proxies` (see `auth::proxies`). Keys the login throttle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+impl FromRequest for ClientAddr {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req
+            .app_data::<web::Data<AppState>>()
+            .expect("AppState registered");
+        // No peer address (not a TCP connection): one shared unspecified client.
+        let peer = req
+            .peer_addr()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let forwarded: Vec<&str> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let client = state.trusted_proxies.client(peer, &forwarded);
+        std::future::ready(Ok(ClientAddr(client)))
     }
 }
 

@@ -25,6 +25,8 @@ use crate::actors::product::ProductService;
 use crate::actors::results::ResultHub;
 use crate::actors::store::SagaStore;
 use crate::actors::supervisor::SagaSupervisor;
+use crate::auth::proxies::TrustedProxies;
+use crate::auth::throttle::LoginThrottle;
 use crate::auth::tokens::TokenIssuer;
 use crate::db::DbPool;
 use crate::domain::ids::IdGenerator;
@@ -67,6 +69,10 @@ pub struct AppState {
     pub hub: Addr<ResultHub>,
     pub store: SagaStore,
     pub tokens: TokenIssuer,
+    /// Failed-login counters (429 after repeated failures).
+    pub logins: LoginThrottle,
+    /// Whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
     pub ids: IdGenerator,
     pub sse: SseSettings,
     /// How long a request body may take to arrive.

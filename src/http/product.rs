@@ -44,7 +44,7 @@ pub struct Created {
 /// `GET /api/products`' answer: `null` rather than `[]` for an empty page, as the original.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CatalogPage {
-    catalogs: Option<Vec<CatalogLine>>,
+    catalogs: Option<Vec<CatalogLineView>>,
 }
 
 /// `GET /api/products` query, parsed by hand so every bad value is the contract's 400.
@@ -81,11 +81,55 @@ pub async fn create(
     Ok(HttpResponse::Created().json(Created { id }))
 }
 
+/// A product as `GET /api/product/{id}` shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct ProductView {
+    id: ProductId,
+    name: String,
+    description: String,
+    brand_name: String,
+    price: i64,
+    inventory: i64,
+}
+
+impl From<ProductDetail> for ProductView {
+    fn from(p: ProductDetail) -> Self {
+        ProductView {
+            id: p.id,
+            name: p.name,
+            description: p.description,
+            brand_name: p.brand_name,
+            price: p.price,
+            inventory: p.inventory,
+        }
+    }
+}
+
+/// A line of `GET /api/products`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct CatalogLineView {
+    id: ProductId,
+    name: String,
+    inventory: i64,
+    price: i64,
+}
+
+impl From<CatalogLine> for CatalogLineView {
+    fn from(l: CatalogLine) -> Self {
+        CatalogLineView {
+            id: l.id,
+            name: l.name,
+            inventory: l.inventory,
+            price: l.price,
+        }
+    }
+}
+
 /// One product's detail.
 #[utoipa::path(get, path = "/api/product/{id}", operation_id = "getProduct", tag = "catalog",
     params(("id" = u64, Path, description = "an unsigned 64-bit id; anything else is 400")),
     responses(
-        (status = 200, description = "the product", body = ProductDetail),
+        (status = 200, description = "the product", body = ProductView),
         (status = 404, description = "`product not found`", body = MsgBody),
     ))]
 pub async fn get(
@@ -94,7 +138,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     let detail = state.product.send(GetProduct { id }).await??;
-    Ok(HttpResponse::Ok().json(detail))
+    Ok(HttpResponse::Ok().json(ProductView::from(detail)))
 }
 
 /// One page of the catalog; `{"catalogs":null}` when the page is empty, as the original.
@@ -122,6 +166,7 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         .filter(|s| (1..=500).contains(s))
         .ok_or_else(ApiError::invalid)?;
     let page = state.product.send(ListProducts { offset, size }).await??;
-    let catalogs = (!page.is_empty()).then_some(page);
+    let lines: Vec<CatalogLineView> = page.into_iter().map(CatalogLineView::from).collect();
+    let catalogs = (!lines.is_empty()).then_some(lines);
     Ok(HttpResponse::Ok().json(CatalogPage { catalogs }))
 }

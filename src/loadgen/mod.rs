@@ -5,6 +5,7 @@
 pub mod ceiling;
 mod inflight;
 mod invariants;
+mod survive;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -23,7 +24,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use sagashop::sse_client::Parser as FrameParser;
+use sagashop::sse_client::{Frame, Parser as FrameParser};
 
 /// Settings of `sagashop loadgen`.
 #[derive(Debug, Clone, Args)]
@@ -72,6 +73,16 @@ pub struct LoadgenArgs {
     /// (`--server-pid`), and wait for every saga to finish.
     #[arg(long)]
     pub inflight: Option<u64>,
+    /// Crash-loop run (scripts/crashloop.sh): keep going while the server is killed and
+    /// restarted, resuming streams with `Last-Event-ID`, until SIGUSR1 or `--duration`; then
+    /// settle, check every purchase the run created (also those whose answer was lost) and
+    /// report what was lost or duplicated.
+    #[arg(long)]
+    pub survive_restarts: bool,
+    /// With `--survive-restarts`: write every product's initial stock and every purchase's
+    /// outcome to this JSON file, for checks against the database files.
+    #[arg(long, requires = "survive_restarts")]
+    pub record: Option<std::path::PathBuf>,
 }
 
 /// A purchase whose saga reached its end.
@@ -136,6 +147,60 @@ impl Tracker {
             }
         }
         rx
+    }
+}
+
+/// What one purchase asks for: its customer, its lines, what it costs and the request body.
+pub(crate) struct Cart {
+    pub(crate) shopper: usize,
+    pub(crate) lines: Vec<(u64, i64)>,
+    pub(crate) amount: i64,
+    pub(crate) body: Value,
+}
+
+/// A random purchase for worker `w`: `fail_ratio` of them ask for 2 units of the scarce
+/// product (which has 1) and so fail on stock, the others 1-3 units of a plentiful one.
+pub(crate) fn cart(
+    rng: &mut impl Rng,
+    w: usize,
+    shoppers: usize,
+    items: &[Item],
+    scarce: &Item,
+    fail_ratio: f64,
+) -> Cart {
+    let shopper = (w + rng.random_range(0..shoppers)) % shoppers;
+    let lines: Vec<(u64, i64)> = if rng.random_bool(fail_ratio.clamp(0.0, 1.0)) {
+        vec![(scarce.id, 2)]
+    } else {
+        let item = &items[rng.random_range(0..items.len())];
+        vec![(item.id, rng.random_range(1..=3))]
+    };
+    let price = |id: u64| {
+        items
+            .iter()
+            .chain([scarce])
+            .find(|i| i.id == id)
+            .map_or(0, |i| i.price)
+    };
+    let amount = lines.iter().map(|(id, n)| price(*id) * n).sum();
+    let body = json!({
+        "purchase_items": lines.iter().map(|(id, n)| json!({"product_id": id, "amount": n})).collect::<Vec<_>>(),
+        "payment": {"currency_code": "NT"}
+    });
+    Cart {
+        shopper,
+        lines,
+        amount,
+        body,
+    }
+}
+
+/// The outcome a result frame's data announces, when it is a saga's terminal event.
+pub(crate) fn outcome_of(data: &Value) -> Option<Outcome> {
+    match (data["step"].as_str(), data["status"].as_str()) {
+        (Some("CREATE_PAYMENT"), Some("STATUS_SUCCESS")) => Some(Outcome::Succeeded),
+        (Some("UPDATE_PRODUCT_INVENTORY"), Some("STATUS_ROLLBACKED")) => Some(Outcome::RolledBack),
+        _ => None,
     }
 }
 
@@ -279,37 +344,44 @@ pub(crate) async fn watch(
         .map_err(|e| anyhow::anyhow!("result stream: {e}"))?;
     let (ready_tx, ready_rx) = oneshot::channel::<()>();
     actix_rt::spawn(async move {
-        let mut parser = FrameParser::default();
-        let mut ready = Some(ready_tx);
-        while let Some(Ok(chunk)) = res.next().await {
-            parser.push(&chunk);
-            while let Some(frame) = parser.next_frame() {
-                if frame.data == "null" {
-                    if let Some(tx) = ready.take() {
-                        let _ = tx.send(());
-                    }
-                    continue;
-                }
-                let Ok(v) = serde_json::from_str::<Value>(&frame.data) else {
-                    continue;
-                };
-                let outcome = match (v["step"].as_str(), v["status"].as_str()) {
-                    (Some("CREATE_PAYMENT"), Some("STATUS_SUCCESS")) => Outcome::Succeeded,
-                    (Some("UPDATE_PRODUCT_INVENTORY"), Some("STATUS_ROLLBACKED")) => {
-                        Outcome::RolledBack
-                    }
-                    _ => continue,
-                };
-                if let Some(id) = v["purchase_id"].as_u64() {
-                    tracker.borrow_mut().finished(id, outcome);
-                }
+        read_stream(&mut res, &mut Some(ready_tx), |frame| {
+            let Ok(v) = serde_json::from_str::<Value>(&frame.data) else {
+                return;
+            };
+            if let (Some(outcome), Some(id)) = (outcome_of(&v), v["purchase_id"].as_u64()) {
+                tracker.borrow_mut().finished(id, outcome);
             }
-        }
+        })
+        .await;
     });
     ready_rx
         .await
         .context("result stream closed before it was subscribed")?;
     Ok(())
+}
+
+/// Reads a result stream until it ends: fires `ready` at its `data: null` (subscribed) and
+/// hands every other frame to `on_frame`.
+pub(crate) async fn read_stream<S, E>(
+    body: &mut S,
+    ready: &mut Option<oneshot::Sender<()>>,
+    mut on_frame: impl FnMut(&Frame),
+) where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+{
+    let mut parser = FrameParser::default();
+    while let Some(Ok(chunk)) = body.next().await {
+        parser.push(&chunk);
+        while let Some(frame) = parser.next_frame() {
+            if frame.data == "null" {
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send(());
+                }
+            } else {
+                on_frame(&frame);
+            }
+        }
+    }
 }
 
 pub(crate) fn server_memory(pid: u32) -> Option<Value> {
@@ -336,6 +408,18 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
             println!(
                 "ceiling ({}): {:.0} durable commits/s at concurrency {} ({} commits in {:.1} s)",
                 c.backend, c.commits_per_second, c.concurrency, c.commits, c.seconds
+            );
+        }
+        return Ok(());
+    }
+    if args.survive_restarts {
+        let report = survive::run(&args).await?;
+        println!("{}", serde_json::to_string(&report)?);
+        if !report.violations.is_empty() {
+            bail!(
+                "{} violations: {:?}",
+                report.violations.len(),
+                report.violations
             );
         }
         return Ok(());
@@ -449,21 +533,21 @@ pub async fn drive(args: &LoadgenArgs) -> anyhow::Result<Report> {
                     }
                     c.issued += 1;
                 }
-                let shopper = (w + rng.random_range(0..shoppers.len())) % shoppers.len();
-                let lines: Vec<(u64, i64)> = if rng.random_bool(fail_ratio.clamp(0.0, 1.0)) {
-                    vec![(scarce.id, 2)]
-                } else {
-                    let item = &items[rng.random_range(0..items.len())];
-                    vec![(item.id, rng.random_range(1..=3))]
-                };
-                let price = |id: u64| items.iter().chain([&scarce]).find(|i| i.id == id).map_or(0, |i| i.price);
-                let amount = lines.iter().map(|(id, n)| price(*id) * n).sum();
-                let body = json!({
-                    "purchase_items": lines.iter().map(|(id, n)| json!({"product_id": id, "amount": n})).collect::<Vec<_>>(),
-                    "payment": {"currency_code": "NT"}
-                });
+                let Cart {
+                    shopper,
+                    lines,
+                    amount,
+                    body,
+                } = cart(&mut rng, w, shoppers.len(), &items, &scarce, fail_ratio);
                 let t0 = Instant::now();
-                let reply = call(&client, awc::http::Method::POST, &format!("{url}/api/purchase"), Some(&shoppers[shopper].token), Some(&body)).await;
+                let reply = call(
+                    &client,
+                    awc::http::Method::POST,
+                    &format!("{url}/api/purchase"),
+                    Some(&shoppers[shopper].token),
+                    Some(&body),
+                )
+                .await;
                 let purchase_id = match reply {
                     Ok((201, v)) => v["purchase_id"].as_u64().unwrap_or(0),
                     Ok((503, _)) => {
@@ -481,7 +565,13 @@ pub async fn drive(args: &LoadgenArgs) -> anyhow::Result<Report> {
                     Ok(Ok(outcome)) => {
                         let us = t0.elapsed().as_micros() as u64;
                         let _ = histogram.borrow_mut().record(us.max(1));
-                        counters.borrow_mut().done.push(Done { purchase_id, shopper, lines, amount, outcome });
+                        counters.borrow_mut().done.push(Done {
+                            purchase_id,
+                            shopper,
+                            lines,
+                            amount,
+                            outcome,
+                        });
                         if count.is_some() {
                             progress.inc(1);
                         }

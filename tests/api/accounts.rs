@@ -173,14 +173,15 @@ async fn signup_returns_201_and_a_token_pair_in_the_original_jwt_layout() {
         (before + 86400..=after + 86400).contains(&rexp),
         "refresh exp {rexp}"
     );
-    // exactly these claims, in the original's key order
+    // exactly the original's claims, in its key order
     assert_eq!(
         araw,
         format!(r#"{{"CustomerID":{id},"Refresh":false,"exp":{aexp}}}"#)
     );
+    // the refresh token adds the account's token version after them (see security.rs)
     assert_eq!(
         rraw,
-        format!(r#"{{"CustomerID":{id},"Refresh":true,"exp":{rexp}}}"#)
+        format!(r#"{{"CustomerID":{id},"Refresh":true,"exp":{rexp},"TokenVersion":0}}"#)
     );
 
     // the new customer can read its own info with the access token

@@ -4,6 +4,7 @@
 mod support;
 
 mod accounts;
+mod authorization;
 mod batching;
 mod compensation;
 mod concurrency;
@@ -20,4 +21,6 @@ mod quarantine;
 mod recovery;
 mod repositories;
 mod restart;
+mod secret_logs;
+mod security;
 mod smoke;

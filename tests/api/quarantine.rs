@@ -16,6 +16,10 @@ use crate::support::*;
 fn set_logged_status(data: &Path, purchase_id: u64, saga_seq: u32, status: &str) {
     let path = data.join("saga.db");
     let mut conn = diesel::SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+    // Wait for a lock the app may still hold (it checkpoints its WAL on close).
+    diesel::sql_query("PRAGMA busy_timeout = 10000")
+        .execute(&mut conn)
+        .unwrap();
     let changed = diesel::sql_query(format!(
         "UPDATE saga_events SET status = '{status}' \
          WHERE purchase_id = {purchase_id} AND saga_seq = {saga_seq}"

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use sagashop::sse_client::Parser;
 use serde_json::{Value, json};
 
-use crate::support::{DEADLINE, eventually, result_of};
+use crate::support::{DEADLINE, eventually, free_port, result_of};
 
 struct Node {
     child: Child,
@@ -30,14 +30,6 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn start(dir: &std::path::Path, port: u16) -> Node {

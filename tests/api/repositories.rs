@@ -55,6 +55,7 @@ fn customer(id: u64, email: &str, phone: &str) -> Customer {
         phone_number: phone.into(),
         password_hash: "$argon2id$x".into(),
         created_at: 1,
+        token_version: 0,
     }
 }
 
@@ -144,6 +145,30 @@ async fn exercise(r: Repos) {
             .email,
         "c@ex.com"
     );
+    // The token version moves with the email (its unique key), not with the name or case.
+    let version = async |email: &str| {
+        let key = sagashop::domain::email::unique_key(email);
+        let change = PersonChange {
+            first_name: "n",
+            last_name: "n",
+            email,
+            email_key: &key,
+        };
+        r.accounts
+            .update_person(CustomerId(4), &change)
+            .await
+            .unwrap();
+        r.accounts
+            .by_id(CustomerId(4))
+            .await
+            .unwrap()
+            .unwrap()
+            .token_version
+    };
+    assert_eq!(version("c@ex.com").await, 0, "same email");
+    assert_eq!(version("d@ex.com").await, 1, "new email");
+    assert_eq!(version("D@EX.com").await, 1, "same email, other case");
+    assert_eq!(version("e@ex.com").await, 2, "new email again");
 
     // Products: unicode, paging in id order.
     for id in [30, 10, 20] {

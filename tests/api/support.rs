@@ -82,6 +82,15 @@ pub fn unique() -> u64 {
     (std::process::id() as u64) * 100_000 + n
 }
 
+/// A port nothing listens on right now (for a real binary started with `--listen`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The customer id inside a JWT's payload.
 pub fn customer_of(token: &str) -> u64 {
     use base64::Engine as _;

@@ -4,7 +4,8 @@
 use super::*;
 use Step::*;
 
-const POLICY: RetryPolicy = RetryPolicy {
+/// The budgets the table is written for (the property tests use them too).
+pub(super) const POLICY: RetryPolicy = RetryPolicy {
     step_budget: Duration::from_secs(10),
     rollback_attempts: 3,
     first_backoff: Duration::from_millis(100),
