@@ -44,7 +44,7 @@ pub struct RefreshGrant {
 }
 
 /// A freshly issued pair, serialized as the original does.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenPair {
     pub refresh_token: String,
     pub access_token: String,

@@ -7,48 +7,61 @@ use serde_json::json;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ClientAddr, JsonBody};
+use super::openapi::MsgBody;
 use super::validate::{self, limits};
 use crate::actors::ServiceError;
 use crate::actors::messages::*;
 use crate::auth::throttle::Outcome;
+use crate::auth::tokens::TokenPair;
 use crate::domain::email;
 use crate::domain::ids::CustomerId;
 
 /// `POST /api/account/auth/signup` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"password":"abcd5432","firstname":"ming","lastname":"hsu",
+    "email":"ming@ming.com","address":"taipei","phone_number":"1234567"}))]
 pub struct SignUpBody {
     #[serde(default)]
+    #[schema(required = true, min_length = 8, max_length = 128)]
     password: String,
     #[serde(default)]
+    #[schema(required = true, min_length = 1, max_length = 50)]
     firstname: String,
     #[serde(default)]
+    #[schema(required = true, min_length = 1, max_length = 50)]
     lastname: String,
     #[serde(default)]
+    #[schema(required = true, format = Email, max_length = 320)]
     email: String,
     #[serde(default)]
+    #[schema(required = true, min_length = 1, max_length = 1024)]
     address: String,
     #[serde(default)]
+    #[schema(required = true, min_length = 1, max_length = 20)]
     phone_number: String,
 }
 
 /// `POST /api/account/auth/login` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct LogInBody {
     #[serde(default)]
+    #[schema(required = true, format = Email)]
     email: String,
     #[serde(default)]
+    #[schema(required = true, min_length = 1)]
     password: String,
 }
 
 /// `POST /api/account/auth/refresh` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RefreshBody {
     #[serde(default)]
+    #[schema(required = true, min_length = 1)]
     refresh_token: String,
 }
 
 /// A customer's name and email as the API reads and shows them.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PersonBody {
     firstname: String,
     lastname: String,
@@ -76,7 +89,7 @@ impl From<PersonBody> for Person {
 }
 
 /// A customer's address and phone as the API reads and shows them.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShippingBody {
     address: String,
     phone_number: String,
@@ -107,11 +120,17 @@ fn check_person(p: &PersonBody) -> Result<(), ApiError> {
 }
 
 fn check_shipping(s: &ShippingBody) -> Result<(), ApiError> {
-    validate::text(&s.address, limits::ADDRESS)?;
+    validate::multiline_text(&s.address, limits::ADDRESS)?;
     validate::text(&s.phone_number, limits::PHONE)
 }
 
 /// Creates a customer: 201 with a token pair.
+#[utoipa::path(post, path = "/api/account/auth/signup", operation_id = "signUp", tag = "account",
+    request_body = SignUpBody,
+    responses(
+        (status = 201, description = "the new customer's token pair", body = TokenPair),
+        (status = 400, description = "`invalid parameter`, or `duplicate entry` (email or phone taken)", body = MsgBody),
+    ))]
 pub async fn sign_up(
     state: web::Data<AppState>,
     JsonBody(b): JsonBody<SignUpBody>,
@@ -142,6 +161,14 @@ pub async fn sign_up(
 
 /// Logs in: 200 with a token pair; 429 with `Retry-After` after repeated failures for this
 /// email (see `auth::throttle`), decided before the password is checked.
+#[utoipa::path(post, path = "/api/account/auth/login", operation_id = "logIn", tag = "account",
+    request_body = LogInBody,
+    responses(
+        (status = 200, description = "a token pair", body = TokenPair),
+        (status = 400, description = "`invalid parameter`", body = MsgBody),
+        (status = 401, description = "`authentication failed` (wrong password)", body = MsgBody),
+        (status = 404, description = "`customer not found` (unknown email)", body = MsgBody),
+    ))]
 pub async fn log_in(
     state: web::Data<AppState>,
     ClientAddr(client): ClientAddr,
@@ -176,6 +203,14 @@ pub async fn log_in(
 }
 
 /// Exchanges a refresh token for a new pair.
+#[utoipa::path(post, path = "/api/account/auth/refresh", operation_id = "refresh", tag = "account",
+    request_body = RefreshBody,
+    responses(
+        (status = 200, description = "a new token pair", body = TokenPair),
+        (status = 400, description = "`invalid parameter`", body = MsgBody),
+        (status = 401, description = "`invalid token` or `token expired`", body = MsgBody),
+        (status = 404, description = "`customer not found`", body = MsgBody),
+    ))]
 pub async fn refresh(
     state: web::Data<AppState>,
     JsonBody(b): JsonBody<RefreshBody>,
@@ -189,6 +224,12 @@ pub async fn refresh(
 }
 
 /// The caller's name and email.
+#[utoipa::path(get, path = "/api/account/info/person", operation_id = "getPerson", tag = "account",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the caller's name and email", body = PersonBody),
+        (status = 404, description = "`customer not found`", body = MsgBody),
+    ))]
 pub async fn get_person(
     state: web::Data<AppState>,
     customer_id: CustomerId,
@@ -198,6 +239,14 @@ pub async fn get_person(
 }
 
 /// Replaces the caller's name and email.
+#[utoipa::path(put, path = "/api/account/info/person", operation_id = "putPerson", tag = "account",
+    security(("bearer" = [])),
+    request_body = PersonBody,
+    responses(
+        (status = 200, description = "`{\"msg\":\"ok\"}`", body = MsgBody),
+        (status = 400, description = "`invalid parameter`, or `duplicate entry` (another customer's email)", body = MsgBody),
+        (status = 404, description = "`customer not found`", body = MsgBody),
+    ))]
 pub async fn put_person(
     state: web::Data<AppState>,
     customer_id: CustomerId,
@@ -213,6 +262,12 @@ pub async fn put_person(
 }
 
 /// The caller's address and phone.
+#[utoipa::path(get, path = "/api/account/info/shipping", operation_id = "getShipping", tag = "account",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the caller's address and phone", body = ShippingBody),
+        (status = 404, description = "`customer not found`", body = MsgBody),
+    ))]
 pub async fn get_shipping(
     state: web::Data<AppState>,
     customer_id: CustomerId,
@@ -222,6 +277,14 @@ pub async fn get_shipping(
 }
 
 /// Replaces the caller's address and phone.
+#[utoipa::path(put, path = "/api/account/info/shipping", operation_id = "putShipping", tag = "account",
+    security(("bearer" = [])),
+    request_body = ShippingBody,
+    responses(
+        (status = 200, description = "`{\"msg\":\"ok\"}`", body = MsgBody),
+        (status = 400, description = "`invalid parameter`, or `duplicate entry` (another customer's phone)", body = MsgBody),
+        (status = 404, description = "`customer not found`", body = MsgBody),
+    ))]
 pub async fn put_shipping(
     state: web::Data<AppState>,
     customer_id: CustomerId,

@@ -6,6 +6,7 @@ pub mod cors;
 pub mod error;
 pub mod extract;
 mod health;
+pub mod openapi;
 mod product;
 mod purchase;
 mod records;

@@ -3,11 +3,11 @@
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonBody, parse_id};
+use super::openapi::MsgBody;
 use crate::actors::ServiceError;
 use crate::actors::messages::{AcceptPurchase, GetProducts, GetPurchase};
 use crate::db::sagas::StoredSaga;
@@ -17,10 +17,15 @@ use crate::domain::purchase::{Currency, PricingError, PurchaseItem, price};
 /// The status shown for a saga set aside because its stored log does not replay.
 const QUARANTINED: &str = "QUARANTINED";
 
+/// Most lines a cart may have: a purchase is one saga and one transaction per step, so a
+/// cart of thousands of lines would hold the product database for long. Beyond it: 400.
+pub const MAX_PURCHASE_LINES: usize = 100;
+
 /// A purchase as `GET /api/purchase/{id}` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct PurchaseView {
     purchase_id: PurchaseId,
+    /// `PENDING`, `SUCCEEDED`, `ROLLED_BACK`, `ROLLBACK_FAILED` or `QUARANTINED`.
     status: &'static str,
     amount: i64,
     currency_code: &'static str,
@@ -29,7 +34,7 @@ struct PurchaseView {
 }
 
 /// One step-log entry of a purchase.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct StepView {
     step: &'static str,
     status: &'static str,
@@ -62,38 +67,60 @@ impl From<StoredSaga> for PurchaseView {
 }
 
 /// A cart line as sent; missing fields are zero, as Go decoding leaves them.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ItemBody {
     #[serde(default)]
+    #[schema(required = true)]
     product_id: u64,
     #[serde(default)]
+    #[schema(required = true, minimum = 1)]
     amount: i64,
 }
 
 /// The payment object as sent.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PaymentBody {
     #[serde(default)]
+    #[schema(required = true, pattern = "^(NT|US)$")]
     currency_code: String,
 }
 
 /// `POST /api/purchase` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PurchaseBody {
+    /// At most [`MAX_PURCHASE_LINES`] lines; the same product on two lines fails the saga
+    /// at the inventory step, as the original.
     #[serde(default)]
+    #[schema(required = true, min_items = 1, max_items = 100)]
     purchase_items: Vec<ItemBody>,
     #[serde(default)]
+    #[schema(required = true)]
     payment: Option<PaymentBody>,
 }
 
+/// `POST /api/purchase`'s answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    purchase_id: PurchaseId,
+}
+
 /// Validates in the original's order, prices the cart, stores the saga: 201 `{"purchase_id"}`.
+#[utoipa::path(post, path = "/api/purchase", operation_id = "createPurchase", tag = "purchases",
+    security(("bearer" = [])),
+    request_body = PurchaseBody,
+    responses(
+        (status = 201, description = "accepted: the saga runs after this answer", body = Accepted),
+        (status = 400, description = "`invalid parameter`: no lines, more than 100 lines, an amount \
+            not above 0, a currency other than `NT` or `US`, no payment, a total that overflows", body = MsgBody),
+        (status = 404, description = "`product not found`", body = MsgBody),
+    ))]
 pub async fn create(
     state: web::Data<AppState>,
     customer_id: CustomerId,
     JsonBody(body): JsonBody<Option<PurchaseBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.ok_or_else(ApiError::invalid)?;
-    if body.purchase_items.is_empty() {
+    if body.purchase_items.is_empty() || body.purchase_items.len() > MAX_PURCHASE_LINES {
         return Err(ApiError::invalid());
     }
     let currency = match &body.payment {
@@ -124,10 +151,17 @@ pub async fn create(
     let purchase = priced.into_purchase(PurchaseId(state.ids.next()), customer_id, currency);
     let purchase_id = purchase.purchase_id;
     state.supervisor.send(AcceptPurchase { purchase }).await??;
-    Ok(HttpResponse::Created().json(json!({ "purchase_id": purchase_id })))
+    Ok(HttpResponse::Created().json(Accepted { purchase_id }))
 }
 
 /// The caller's purchase: status and step history.
+#[utoipa::path(get, path = "/api/purchase/{id}", operation_id = "getPurchase", tag = "purchases",
+    security(("bearer" = [])),
+    params(("id" = u64, Path, description = "an unsigned 64-bit id; anything else is 400")),
+    responses(
+        (status = 200, description = "the purchase, its status and step log", body = PurchaseView),
+        (status = 404, description = "`purchase not found` (also another customer's)", body = MsgBody),
+    ))]
 pub async fn get(
     state: web::Data<AppState>,
     customer_id: CustomerId,

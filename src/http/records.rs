@@ -7,18 +7,19 @@ use serde::Serialize;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::parse_id;
+use super::openapi::MsgBody;
 use crate::actors::messages::{GetOrder, GetPayment, Order, PaymentRecord};
 use crate::domain::ids::{CustomerId, ProductId, PurchaseId};
 
 /// An order as `GET /api/order/{id}` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct OrderView {
     id: PurchaseId,
     purchased_items: Vec<OrderItemView>,
 }
 
 /// One line of an order, with the product's current details.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct OrderItemView {
     product_id: ProductId,
     name: String,
@@ -49,7 +50,7 @@ impl From<Order> for OrderView {
 }
 
 /// A payment as `GET /api/payment/{id}` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct PaymentView {
     id: PurchaseId,
     currency_code: &'static str,
@@ -67,6 +68,13 @@ impl From<PaymentRecord> for PaymentView {
 }
 
 /// The caller's order with current product details, items sorted by product id.
+#[utoipa::path(get, path = "/api/order/{id}", operation_id = "getOrder", tag = "purchases",
+    security(("bearer" = [])),
+    params(("id" = u64, Path, description = "an unsigned 64-bit id; anything else is 400")),
+    responses(
+        (status = 200, description = "the order (id = the purchase id)", body = OrderView),
+        (status = 404, description = "`order not found` (also another customer's)", body = MsgBody),
+    ))]
 pub async fn order(
     state: web::Data<AppState>,
     customer_id: CustomerId,
@@ -78,6 +86,13 @@ pub async fn order(
 }
 
 /// The caller's payment.
+#[utoipa::path(get, path = "/api/payment/{id}", operation_id = "getPayment", tag = "purchases",
+    security(("bearer" = [])),
+    params(("id" = u64, Path, description = "an unsigned 64-bit id; anything else is 400")),
+    responses(
+        (status = 200, description = "the payment (id = the purchase id)", body = PaymentView),
+        (status = 404, description = "`payment not found` (also another customer's)", body = MsgBody),
+    ))]
 pub async fn payment(
     state: web::Data<AppState>,
     customer_id: CustomerId,

@@ -1,47 +1,84 @@
 //! The one route table. A known path with another method answers 404, as the original.
+//!
+//! The table is data ([`table`]): `configure` registers it, and the OpenAPI test reads the
+//! same list, so a route added here without documentation fails that test.
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::Method;
+use actix_web::{FromRequest, Handler, HttpResponse, Resource, Responder, web};
 
 use super::error::ApiError;
-use super::{account, health, product, purchase, records, sse};
+use super::{account, health, openapi, product, purchase, records, sse};
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::RouteNotFound)
 }
 
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(not_found))
+/// One row of the route table: a method on a path and the handler that answers it.
+pub struct Row {
+    /// The HTTP method.
+    pub method: Method,
+    /// The path pattern, as actix-web matches it (`{id}` is a segment).
+    pub path: &'static str,
+    route: actix_web::Route,
 }
 
-/// Registers every route.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg
+fn row<F, Args>(method: Method, path: &'static str, handler: F) -> Row
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    let route = web::route().method(method.clone()).to(handler);
+    Row {
+        method,
+        path,
+        route,
+    }
+}
+
+/// Every route of the API listener, in matching order (the result stream before
+/// `/api/purchase/{id}`, which would match it).
+pub fn table() -> Vec<Row> {
+    use Method as M;
+    vec![
         // accounts
-        .service(resource("/api/account/auth/signup").route(web::post().to(account::sign_up)))
-        .service(resource("/api/account/auth/login").route(web::post().to(account::log_in)))
-        .service(resource("/api/account/auth/refresh").route(web::post().to(account::refresh)))
-        .service(
-            resource("/api/account/info/person")
-                .route(web::get().to(account::get_person))
-                .route(web::put().to(account::put_person)),
-        )
-        .service(
-            resource("/api/account/info/shipping")
-                .route(web::get().to(account::get_shipping))
-                .route(web::put().to(account::put_shipping)),
-        )
+        row(M::POST, "/api/account/auth/signup", account::sign_up),
+        row(M::POST, "/api/account/auth/login", account::log_in),
+        row(M::POST, "/api/account/auth/refresh", account::refresh),
+        row(M::GET, "/api/account/info/person", account::get_person),
+        row(M::PUT, "/api/account/info/person", account::put_person),
+        row(M::GET, "/api/account/info/shipping", account::get_shipping),
+        row(M::PUT, "/api/account/info/shipping", account::put_shipping),
         // catalog
-        .service(resource("/api/product").route(web::post().to(product::create)))
-        .service(resource("/api/product/{id}").route(web::get().to(product::get)))
-        .service(resource("/api/products").route(web::get().to(product::list)))
-        // purchases (the result stream before `{id}`, which would match it)
-        .service(resource("/api/purchase").route(web::post().to(purchase::create)))
-        .service(resource("/api/purchase/result").route(web::get().to(sse::results)))
-        .service(resource("/api/purchase/{id}").route(web::get().to(purchase::get)))
-        .service(resource("/api/order/{id}").route(web::get().to(records::order)))
-        .service(resource("/api/payment/{id}").route(web::get().to(records::payment)))
+        row(M::POST, "/api/product", product::create),
+        row(M::GET, "/api/product/{id}", product::get),
+        row(M::GET, "/api/products", product::list),
+        // purchases
+        row(M::POST, "/api/purchase", purchase::create),
+        row(M::GET, "/api/purchase/result", sse::results),
+        row(M::GET, "/api/purchase/{id}", purchase::get),
+        row(M::GET, "/api/order/{id}", records::order),
+        row(M::GET, "/api/payment/{id}", records::payment),
         // operations
-        .service(resource("/healthz").route(web::get().to(health::healthz)))
-        .service(resource("/readyz").route(web::get().to(health::readyz)))
-        .default_service(web::to(not_found));
+        row(M::GET, "/api/openapi.json", openapi::document),
+        row(M::GET, "/healthz", health::healthz),
+        row(M::GET, "/readyz", health::readyz),
+    ]
+}
+
+/// Registers every route of [`table`]: one resource per path, its methods together, any
+/// other method 404.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let mut paths: Vec<(&'static str, Vec<actix_web::Route>)> = Vec::new();
+    for Row { path, route, .. } in table() {
+        match paths.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, routes)) => routes.push(route),
+            None => paths.push((path, vec![route])),
+        }
+    }
+    for (path, routes) in paths {
+        let resource = web::resource(path).default_service(web::to(not_found));
+        cfg.service(routes.into_iter().fold(resource, Resource::route));
+    }
+    cfg.default_service(web::to(not_found));
 }

@@ -67,6 +67,21 @@ fn last_event_id(req: &HttpRequest) -> Option<u64> {
 }
 
 /// The stream, or JSON `null` when the client did not ask for one.
+#[utoipa::path(get, path = "/api/purchase/result", operation_id = "purchaseResults", tag = "purchases",
+    security(("bearer" = [])),
+    params(
+        ("Accept" = Option<String>, Header, description = "`text/event-stream` first for the stream; anything else gets JSON `null`"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "resume after this event id"),
+    ),
+    responses(
+        (status = 200, description = "server-sent events: `data: null` once subscribed, then \
+            `id: <event id>` / `event: data` / `data: {\"purchase_id\",\"step\",\"status\",\"timestamp\"}` \
+            per step result; `: keep-alive` comments when idle. Without the Accept: JSON `null`.",
+            content(
+                (String = "text/event-stream"),
+                (Option<String> = "application/json"),
+            )),
+    ))]
 pub async fn results(
     state: web::Data<AppState>,
     customer_id: CustomerId,

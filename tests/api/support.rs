@@ -213,6 +213,22 @@ impl TestApp {
         self.finish(req, body.map(str::as_bytes)).await
     }
 
+    /// Sends raw bytes as the body (they need not be UTF-8) with exactly these headers.
+    pub async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.client.request(method, format!("{}{}", self.url, path));
+        for (k, v) in headers {
+            req = req.insert_header((*k, *v));
+        }
+        self.finish(req, Some(body)).await
+    }
+
     /// GET with an optional token.
     pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
         self.call("GET", path, token, None).await
