@@ -274,3 +274,16 @@ async fn finished_step_logs_are_pruned_after_retention_and_a_resume_says_so() {
     let first: u64 = frames[0].id.as_deref().unwrap().parse().unwrap();
     assert!(first > 6, "new ids follow the pruned ones: {first}");
 }
+
+#[actix_rt::test]
+async fn the_open_file_limit_is_raised_to_the_hard_limit_at_start() {
+    use rlimit::Resource;
+    // Lower the soft limit first, as a distribution's default would be.
+    let (_, hard) = Resource::NOFILE.get().unwrap();
+    Resource::NOFILE.set(hard.min(1024), hard).unwrap();
+    let app = TestApp::spawn().await;
+    let (soft, hard_after) = Resource::NOFILE.get().unwrap();
+    assert_eq!(hard_after, hard);
+    assert_eq!(soft, hard, "every connection and stream needs a descriptor");
+    assert_eq!(app.get("/healthz", None).await.status, 200);
+}
