@@ -15,7 +15,7 @@ use super::schema::{partitions, saga_events, sagas, store_meta};
 use super::{DbError, DbPool};
 use crate::backend_queries;
 use crate::clock::Clock;
-use crate::domain::ids::{CustomerId, PurchaseId};
+use crate::domain::ids::{CustomerId, PurchaseId, first_id_at};
 use crate::domain::partition::{self, PartitionId};
 use crate::domain::purchase::{Currency, Purchase, PurchaseResult, Step, StepEvent, StepStatus};
 use crate::domain::saga::{Retry, Saga, SagaState, replay};
@@ -438,8 +438,9 @@ backend_queries! {
             let ids: Vec<PurchaseId> = sagas::table
                 .filter(sagas::finished.eq(true))
                 .filter(sagas::log_pruned.eq(false))
+                .filter(sagas::purchase_id.lt(PurchaseId(first_id_at(cutoff))))
                 .filter(sagas::updated_at.lt(cutoff))
-                .order(sagas::updated_at)
+                .order(sagas::purchase_id)
                 .limit(limit)
                 .select(sagas::purchase_id)
                 .load(c)

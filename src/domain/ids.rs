@@ -75,6 +75,11 @@ pub fn issued_at_ms(id: u64) -> i64 {
     SONYFLAKE_EPOCH_MS + ((id >> 24) as i64) * 10
 }
 
+/// The smallest id made at or after `ms` (ms since the Unix epoch): ids below it are older.
+pub fn first_id_at(ms: i64) -> u64 {
+    (((ms - SONYFLAKE_EPOCH_MS).max(0) / 10) as u64) << 24
+}
+
 /// Shared id generator; cheap to clone, safe across threads.
 #[derive(Clone)]
 pub struct IdGenerator {

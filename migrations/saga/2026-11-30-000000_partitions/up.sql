@@ -42,7 +42,6 @@ DROP TABLE sagas;
 ALTER TABLE sagas_v2 RENAME TO sagas;
 CREATE INDEX sagas_unfinished ON sagas (finished, partition_id, purchase_id);
 CREATE INDEX sagas_retry_requested ON sagas (retry_requested);
-CREATE INDEX sagas_customer ON sagas (customer_id);
 
 CREATE TABLE saga_events_v2 (
     partition_id INTEGER NOT NULL,
