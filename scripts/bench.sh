@@ -7,8 +7,11 @@
 #   scripts/bench.sh [seconds-per-run]          default 15
 #   CONCURRENCY="1 16 64" scripts/bench.sh 5    a quicker subset
 #   INFLIGHT=0 scripts/bench.sh                 skip the sagas-in-flight run (default 100000)
+#   CLUSTER=0 scripts/bench.sh                  skip the cluster series
 #
-# Each mode is a "series" in the JSON, so a cluster series can be added beside "embedded".
+# Each mode is a "series" in the JSON: "embedded" (one process, SQLite), and "cluster": the
+# three nodes of scripts/cluster.sh on the local MariaDB and NATS, fresh databases per level,
+# the load spread over the nodes, with sagashop's, MariaDB's and NATS's CPU per saga.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +45,26 @@ for c in $LEVELS; do
   ceilings+=("$ceiling")
 done
 
+# Cluster: scripts/cluster.sh's three nodes, the same binary, fresh databases per level.
+cluster_runs=()
+if [ "${CLUSTER:-1}" = 1 ]; then
+  export CLUSTER_NAME=sagashop_bench CLUSTER_FRESH=1 CLUSTER_PORT_BASE=$((PORT + 100)) SAGASHOP_BIN=$BIN
+  for c in $LEVELS; do
+    CLUSTER_DIR=$(mktemp -d); export CLUSTER_DIR
+    scripts/cluster.sh start >&2
+    pids=$(cat "$CLUSTER_DIR"/node-*.pid | paste -sd,)
+    urls=$(for n in 1 2 3; do printf 'http://127.0.0.1:%s,' $((CLUSTER_PORT_BASE + n)); done)
+    echo "== cluster, concurrency $c" >&2
+    run=$("$BIN" loadgen --url "${urls%,}" --concurrency "$c" --duration "$SECONDS_PER_RUN" \
+          --fail-ratio 0.1 --customers 32 --products 32 --server-pid "$pids" \
+          --peer-pid "mariadb=$(pgrep -xo mariadbd)" --peer-pid "nats=$(pgrep -xo nats-server)" --json)
+    echo "$run" >&2
+    cluster_runs+=("$run")
+    scripts/cluster.sh stop >&2
+    rm -rf "$CLUSTER_DIR"
+  done
+fi
+
 # Sagas in flight: payments held (hidden --hold-payments switch) until loadgen releases them.
 inflight="null"
 if [ "$INFLIGHT" -gt 0 ]; then
@@ -65,8 +88,11 @@ out, machine, secs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 runs = [json.loads(l) for l in """$(printf '%s\n' "${runs[@]}")""".strip().splitlines()]
 ceilings = [json.loads(l) for l in """$(printf '%s\n' "${ceilings[@]}")""".strip().splitlines()]
 inflight = json.loads("""$inflight""")
-json.dump({"date": "$DATE", "machine": machine, "seconds_per_run": secs,
-           "series": {"embedded": {"runs": runs, "ceiling": ceilings, "inflight": inflight}}},
+cluster = [json.loads(l) for l in """$(printf '%s\n' "${cluster_runs[@]}")""".strip().splitlines()]
+series = {"embedded": {"runs": runs, "ceiling": ceilings, "inflight": inflight}}
+if cluster:
+    series["cluster"] = {"runs": cluster}
+json.dump({"date": "$DATE", "machine": machine, "seconds_per_run": secs, "series": series},
           open(out, "w"), indent=2)
 PY
 echo "wrote $OUT" >&2

@@ -1,5 +1,5 @@
 """Draws bench/results/<date>.png from bench/results/<date>.json: completed sagas/s and p99
-latency versus concurrency, one line per series (embedded now; cluster later)."""
+latency versus concurrency, one line per series (embedded, cluster)."""
 import json
 import subprocess
 import sys

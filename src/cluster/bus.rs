@@ -70,8 +70,9 @@ impl Bus {
         if let Some(token) = &options.nats_token {
             connect = connect.token(token.expose().to_owned());
         }
+        let servers: Vec<&str> = url.expose().split(',').map(str::trim).collect();
         let client = connect
-            .connect(url.expose())
+            .connect(servers)
             .await
             .map_err(|e| BusError::Connect {
                 url: url.to_string(),

@@ -31,6 +31,8 @@ pub struct InflightReport {
 pub(super) async fn run(args: &LoadgenArgs, n: u64) -> anyhow::Result<InflightReport> {
     let pid = args
         .server_pid
+        .first()
+        .copied()
         .context("--inflight needs --server-pid (to read memory and release)")?;
     let load = start(args).await?;
     let Load {

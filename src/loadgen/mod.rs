@@ -13,6 +13,7 @@ mod audit;
 mod books;
 pub mod ceiling;
 mod cluster;
+mod cpu;
 mod inflight;
 mod invariants;
 mod load;
@@ -77,9 +78,14 @@ pub struct LoadgenArgs {
     /// Skip the invariant check at the end.
     #[arg(long)]
     pub no_check: bool,
-    /// Pid of the sagashop process, to report its memory (from /proc).
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// Pid(s) of the sagashop process(es), comma-separated: the report gives their CPU time
+    /// per completed saga over the measured window, and the first one's memory (from /proc).
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
+    /// Other processes whose CPU per saga to report, as `NAME=PID` (repeatable): the
+    /// database and the bus a cluster saga also costs (`--peer-pid mariadb=123`).
+    #[arg(long, value_parser = parse_peer)]
+    pub peer_pid: Vec<(String, u32)>,
     /// Measure the store's raw durable commit rate instead of driving sagashop.
     #[arg(long)]
     pub ceiling: bool,
@@ -266,8 +272,27 @@ pub struct Report {
     /// The check at the end (`None` with `--no-check`): every purchase the run created,
     /// then stock, orders and payments.
     pub invariants: Option<invariants::Verdict>,
-    /// The server's memory (`--server-pid`).
+    /// The server's memory (the first `--server-pid`).
     pub server_memory: Option<Value>,
+    /// CPU time per completed saga during the load (not setup or check).
+    pub cpu_per_saga: CpuPerSaga,
+}
+
+/// Milliseconds of CPU per completed saga: of the `--server-pid` processes together, and
+/// of the load generator itself.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CpuPerSaga {
+    pub server_ms: Option<f64>,
+    pub loadgen_ms: Option<f64>,
+    /// Each `--peer-pid` by name.
+    pub peers_ms: std::collections::BTreeMap<String, Option<f64>>,
+}
+
+/// `NAME=PID` of `--peer-pid`.
+fn parse_peer(text: &str) -> Result<(String, u32), String> {
+    let (name, pid) = text.split_once('=').ok_or("use NAME=PID")?;
+    let pid = pid.parse().map_err(|_| format!("not a pid: {pid}"))?;
+    Ok((name.to_owned(), pid))
 }
 
 /// Latency percentiles in milliseconds.
@@ -352,6 +377,11 @@ pub async fn drive(args: &LoadgenArgs) -> anyhow::Result<Report> {
     let progress = progress_bar(args);
     let pace = Rc::new(Pace::new()?);
     let started = Instant::now();
+    let server_cpu = cpu::CpuMeter::start(&args.server_pid);
+    let own_cpu = cpu::CpuMeter::start(&[std::process::id()]);
+    let peer_cpu: Vec<(&str, cpu::CpuMeter)> = (args.peer_pid.iter())
+        .map(|(name, pid)| (name.as_str(), cpu::CpuMeter::start(&[*pid])))
+        .collect();
     let deadline = started + Duration::from_secs(args.duration);
     if args.count.is_none() {
         tick(&progress, &pace, started, deadline);
@@ -362,12 +392,22 @@ pub async fn drive(args: &LoadgenArgs) -> anyhow::Result<Report> {
     };
     run_workers(&load, args, plan, &pace, &progress).await?;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = CpuPerSaga {
+        server_ms: server_cpu.ms_per(pace.completed()),
+        loadgen_ms: own_cpu.ms_per(pace.completed()),
+        peers_ms: (peer_cpu.iter())
+            .map(|(name, meter)| (name.to_string(), meter.ms_per(pace.completed())))
+            .collect(),
+    };
     progress.finish_and_clear();
     let audit = match args.no_check {
         true => None,
         false => Some(check(&load).await?),
     };
-    Ok(report(args, &load, &pace, seconds, audit))
+    Ok(Report {
+        cpu_per_saga: cpu,
+        ..report(args, &load, &pace, seconds, audit)
+    })
 }
 
 /// The end-of-run check: a fence when some POST lost its answer (its purchase may exist
@@ -443,7 +483,8 @@ fn report(
             max: h.max() as f64 / 1000.0,
         },
         invariants: audit.map(Audit::into_verdict),
-        server_memory: args.server_pid.and_then(server_memory),
+        server_memory: args.server_pid.first().copied().and_then(server_memory),
+        cpu_per_saga: CpuPerSaga::default(),
     }
 }
 
@@ -489,6 +530,15 @@ fn render_text(r: &Report) -> String {
     if let Some(m) = &r.server_memory {
         out.push(format!("  server memory     : {m}"));
     }
+    let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
+    let peers: String = (r.cpu_per_saga.peers_ms.iter())
+        .map(|(name, v)| format!("  {name} {}", ms(*v)))
+        .collect();
+    out.push(format!(
+        "  CPU ms per saga   : server {}  loadgen {}{peers}",
+        ms(r.cpu_per_saga.server_ms),
+        ms(r.cpu_per_saga.loadgen_ms)
+    ));
     out.extend(render_verdict(r.invariants.as_ref()));
     out.join("\n")
 }
@@ -544,6 +594,7 @@ mod tests {
             },
             invariants: None,
             server_memory: None,
+            cpu_per_saga: CpuPerSaga::default(),
         }
     }
 
