@@ -1,11 +1,12 @@
 //! Test harness: a real sagashop (embedded SQLite, actix-broker, in-process cache) started
 //! in-process on a random port ([`TestApp`]), or a local cluster of real nodes
-//! (`cluster::Cluster`), and the helpers that drive the public API over HTTP ([`Api`]).
+//! ([`cluster::Cluster`]), and the helpers that drive the public API over HTTP ([`Api`]).
 //!
 //! Tests wait for outcomes, never for time: every wait polls for a state (a purchase's
 //! status, a stream's frame, a fault counter) and fails at a deadline. "Nothing more arrives"
 //! is proven with a marker purchase ([`TestApp::assert_quiet`]), not with a pause.
 
+pub mod cluster;
 pub mod mariadb;
 
 use std::cell::{Cell, RefCell};
@@ -30,7 +31,7 @@ const STOP_WAIT: Duration = Duration::from_secs(10);
 /// A sagashop reached over HTTP only, and the helpers that drive its public API: one
 /// in-process app, or the nodes of a cluster. Requests go to the nodes in turn, so a flow
 /// written against it crosses nodes on a cluster (sign up on one, log in on the next, ...)
-/// and runs unchanged on one app.
+/// and runs unchanged on one app; [`Api::node`] pins a node where a test says which.
 pub struct Api {
     /// The first node's URL (the only one of an in-process app; the pinned one of a view).
     pub url: String,
@@ -202,6 +203,24 @@ impl Api {
             pinned: None,
             turn: Cell::new(0),
             markers: Default::default(),
+        }
+    }
+
+    /// The same API with every request sent to node `n` (numbered from 1, as the cluster
+    /// numbers its nodes); it shares the client and the marker purchases.
+    pub fn node(&self, n: usize) -> Api {
+        assert!(
+            (1..=self.nodes.len()).contains(&n),
+            "no node {n} among {}",
+            self.nodes.len()
+        );
+        Api {
+            url: self.nodes[n - 1].clone(),
+            client: self.client.clone(),
+            nodes: self.nodes.clone(),
+            pinned: Some(n - 1),
+            turn: Cell::new(0),
+            markers: self.markers.clone(),
         }
     }
 
