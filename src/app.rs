@@ -1,6 +1,7 @@
 //! Assembly: open the databases, start the actors, resume unfinished sagas, serve HTTP.
 //! `sagashop serve` and the tests start the application through the same functions.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +12,16 @@ use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
 
 use crate::actors::account::{AccountCore, AccountService};
+use crate::actors::bridge::{
+    BridgeStats, NatsBridge, ResultRelay, Served, forward_results, serve_role,
+};
+use crate::actors::endpoint::Endpoint;
 use crate::actors::faults::Faults;
-use crate::actors::messages::StepCommand;
+use crate::actors::messages::{
+    AcceptPurchase, CreateProduct, GetOrder, GetPayment, GetPerson, GetProduct, GetProducts,
+    GetShipping, ListProducts, LogIn, RefreshTokens, SignUp, StepCommand, UpdatePerson,
+    UpdateShipping,
+};
 use crate::actors::order::{OrderCore, OrderService};
 use crate::actors::participant::Participant;
 use crate::actors::payment::{PaymentCore, PaymentService};
@@ -25,9 +34,13 @@ use crate::actors::supervisor::{SagaSupervisor, SupervisorSettings, load_unfinis
 use crate::auth::{secret, throttle::LoginThrottle, tokens::TokenIssuer};
 use crate::cache::Cache;
 use crate::clock::Clock;
+use crate::cluster::bus::Bus;
+use crate::cluster::identity::claim_node_id;
+use crate::cluster::roles::Role;
 use crate::config::{Config, DatabaseOptions, ServiceDb};
 use crate::db::accounts::Accounts;
 use crate::db::ledger::StepRepository;
+use crate::db::lock::{self, NamedLock};
 use crate::db::open::{DbLocation, open};
 use crate::db::orders::Orders;
 use crate::db::payments::Payments;
@@ -35,11 +48,16 @@ use crate::db::products::Products;
 use crate::db::sagas::Sagas;
 use crate::domain::ids::{IdGenerator, PurchaseId};
 use crate::domain::purchase::Step;
-use crate::http::{AppState, HttpSettings, SseSettings, cors::cors, routes};
+use crate::http::health::Probe;
+use crate::http::{AppState, HttpSettings, NodeHttp, SseSettings, cors::cors, routes};
 
 /// A started application: what HTTP needs, plus the test-only fault switches.
 pub struct Application {
-    pub state: AppState,
+    pub state: NodeHttp,
+    /// What the NATS bridge has seen (requests, refusals, results).
+    pub bridge: Arc<BridgeStats>,
+    /// Held while this node is the cluster's orchestrator.
+    pub orchestrator_lock: Option<NamedLock>,
     pub faults: Arc<Faults>,
     /// The clock every component tells time by (tests move it forward).
     pub clock: Clock,
@@ -135,13 +153,14 @@ fn hold_payments_until_sigusr1(faults: Arc<Faults>) {
     });
 }
 
-/// Opens and migrates every service database, in order.
+/// Opens and migrates the given service databases, in order.
 pub async fn open_databases(
     databases: &DatabaseOptions,
+    which: &[ServiceDb],
 ) -> anyhow::Result<Vec<(ServiceDb, crate::db::DbPool)>> {
     let mut pools = Vec::new();
-    for db in ServiceDb::ALL {
-        pools.push((db, open(databases, db).await?));
+    for db in which {
+        pools.push((*db, open(databases, *db).await?));
     }
     Ok(pools)
 }
@@ -155,12 +174,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Application> {
 /// sort before stored ones, and every order the system relies on would be off.
 async fn refuse_clock_behind_ids(
     clock: &Clock,
-    pool: impl Fn(ServiceDb) -> crate::db::DbPool,
+    pool: impl Fn(ServiceDb) -> Option<crate::db::DbPool>,
 ) -> anyhow::Result<()> {
     let newest = crate::db::newest::newest_id(
-        &pool(ServiceDb::Account),
-        &pool(ServiceDb::Product),
-        &pool(ServiceDb::Saga),
+        pool(ServiceDb::Account).as_ref(),
+        pool(ServiceDb::Product).as_ref(),
+        pool(ServiceDb::Saga).as_ref(),
     )
     .await?;
     let made_at = crate::domain::ids::issued_at_ms(newest);
@@ -175,26 +194,142 @@ async fn refuse_clock_behind_ids(
     Ok(())
 }
 
+/// Refuses a topology that cannot work: roles split without a bus to join them, or a
+/// cluster node on a SQLite file, which other nodes cannot share.
+fn check_topology(config: &Config) -> anyhow::Result<()> {
+    let cluster = &config.cluster;
+    if !cluster.is_cluster() {
+        if !cluster.roles.is_all() {
+            anyhow::bail!(
+                "--roles {} needs --nats-url: nodes with some of the roles reach the others \
+                 over NATS (without it, one process runs every role)",
+                cluster.roles
+            );
+        }
+        return Ok(());
+    }
+    for role in cluster.roles.iter() {
+        let db = role.database();
+        if let DbLocation::Sqlite(path) = DbLocation::resolve(&config.databases, db) {
+            anyhow::bail!(
+                "the {role} role needs the {name} database on MySQL in a cluster (--nats-url), \
+                 but it would be the SQLite file {path}, which other nodes cannot share: \
+                 set --{name}-database-url mysql://...",
+                name = db.name()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Joins the cluster's bus and claims the node id; `None` in embedded mode.
+async fn join_cluster(config: &Config) -> anyhow::Result<Option<Bus>> {
+    let cluster = &config.cluster;
+    if !cluster.is_cluster() {
+        return Ok(None);
+    }
+    let bus = Bus::connect(cluster, cluster.node_id).await?;
+    claim_node_id(&bus, cluster.roles).await?;
+    tracing::info!(node_id = cluster.node_id, roles = %cluster.roles, cluster = %cluster.cluster_name, "joined the cluster");
+    Ok(Some(bus))
+}
+
+/// In a cluster, takes the lock that makes this node the one orchestrator, or refuses.
+async fn claim_orchestrator(config: &Config) -> anyhow::Result<Option<NamedLock>> {
+    let cluster = &config.cluster;
+    if !cluster.is_cluster() || !cluster.roles.has(Role::Orchestrator) {
+        return Ok(None);
+    }
+    let DbLocation::Mysql(url) = DbLocation::resolve(&config.databases, ServiceDb::Saga) else {
+        unreachable!("check_topology refuses a cluster saga store on SQLite");
+    };
+    crate::db::open::create_mysql_database(&url).await?;
+    let mut name = format!("sagashop-orchestrator-{}", cluster.cluster_name);
+    name.truncate(64);
+    match lock::try_hold(&url, &name).await? {
+        Some(held) => Ok(Some(held)),
+        None => anyhow::bail!(
+            "another node already runs the orchestrator role of cluster `{}`; a cluster has \
+             one orchestrator for now (orchestration on several nodes, with failover, is the \
+             next cluster step): start this node without `orchestrator` in --roles",
+            cluster.cluster_name
+        ),
+    }
+}
+
+/// Ends the process when the process `pid` is gone (tests: nodes die with their test).
+fn exit_with(pid: Option<u32>) {
+    let Some(pid) = pid else { return };
+    actix_rt::spawn(async move {
+        let path = format!("/proc/{pid}");
+        while std::path::Path::new(&path).exists() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        tracing::warn!(pid, "the process this node lives with is gone: exiting");
+        actix_rt::System::current().stop();
+    });
+}
+
+/// How this node reaches the roles it does not run, and which of its own it serves to
+/// other nodes.
+struct Wiring {
+    bus: Option<Bus>,
+    stats: Arc<BridgeStats>,
+    timeout: Duration,
+    bridges: HashMap<Role, actix::Addr<NatsBridge>>,
+    served: Vec<(Role, Served)>,
+}
+
+impl Wiring {
+    /// The bridge to `role` on other nodes (one per role, made on first use).
+    fn remote(&mut self, role: Role) -> actix::Addr<NatsBridge> {
+        let (bus, stats, timeout) = (&self.bus, &self.stats, self.timeout);
+        self.bridges
+            .entry(role)
+            .or_insert_with(|| {
+                let bus = bus.clone().expect("check_topology: split roles need a bus");
+                NatsBridge::new(bus, role, timeout, stats.clone()).start()
+            })
+            .clone()
+    }
+
+    /// Serves `role` to other nodes with the local actors `served` names.
+    fn serve(&mut self, role: Role, served: impl FnOnce(Served, &Arc<BridgeStats>) -> Served) {
+        let served = served(Served::default(), &self.stats);
+        self.served.push((role, served));
+    }
+
+    /// Joins each served role's queue group; nothing to do in embedded mode.
+    async fn start_serving(self) -> anyhow::Result<Arc<BridgeStats>> {
+        if let Some(bus) = &self.bus {
+            for (role, served) in self.served {
+                serve_role(bus, role, served, self.stats.clone()).await?;
+            }
+        }
+        Ok(self.stats)
+    }
+}
+
 /// [`start`] with the clock every component tells time by.
 pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Application> {
+    check_topology(config)?;
+    let roles = config.cluster.roles;
+    let node_id = config.cluster.node_id;
     let data_dir_lock = lock_data_dir(&config.databases)?;
     raise_file_limit();
+    exit_with(config.cluster.exit_with_pid);
+    let bus = join_cluster(config).await?;
+    let orchestrator_lock = claim_orchestrator(config).await?;
     let secret = secret::load_or_create(
         config.jwt_secret.as_ref(),
         &config.databases.data_dir,
         config.databases.uses_external_database(),
     )?;
-    let pools = open_databases(&config.databases).await?;
-    let pool = |db: ServiceDb| {
-        pools
-            .iter()
-            .find(|(d, _)| *d == db)
-            .map(|(_, p)| p.clone())
-            .expect("every database opened")
-    };
+    let pools = open_databases(&config.databases, &roles.databases()).await?;
+    let pool = |db: ServiceDb| pools.iter().find(|(d, _)| *d == db).map(|(_, p)| p.clone());
     refuse_clock_behind_ids(&clock, pool).await?;
     let faults = Arc::new(Faults::default());
-    let ids = IdGenerator::new(config.machine_id);
+    let ids = IdGenerator::new(node_id);
     let cache = Cache::local(std::time::Duration::from_secs(config.cache_ttl_seconds));
     let tokens = TokenIssuer::new(
         secret.expose(),
@@ -202,47 +337,104 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
         config.jwt_refresh_token_expire_second,
         clock.clone(),
     );
-
+    let mut wiring = Wiring {
+        bus: bus.clone(),
+        stats: Arc::new(BridgeStats::default()),
+        timeout: Duration::from_millis(config.cluster.bus_timeout_ms),
+        bridges: HashMap::new(),
+        served: Vec::new(),
+    };
     let mut arbiters = Vec::new();
-    let account = on_own_thread(
-        &mut arbiters,
-        AccountService::new(AccountCore::new(
-            Accounts::new(pool(ServiceDb::Account)),
-            cache.clone(),
-            ids.clone(),
-            tokens.clone(),
+
+    let account = if roles.has(Role::Account) {
+        let addr = on_own_thread(
+            &mut arbiters,
+            AccountService::new(AccountCore::new(
+                Accounts::new(pool(ServiceDb::Account).expect("opened")),
+                cache.clone(),
+                ids.clone(),
+                tokens.clone(),
+                clock.clone(),
+            )),
+        );
+        wiring.serve(Role::Account, |s, stats| {
+            s.on::<SignUp>(addr.clone().recipient(), stats.clone())
+                .on::<LogIn>(addr.clone().recipient(), stats.clone())
+                .on::<RefreshTokens>(addr.clone().recipient(), stats.clone())
+                .on::<GetPerson>(addr.clone().recipient(), stats.clone())
+                .on::<UpdatePerson>(addr.clone().recipient(), stats.clone())
+                .on::<GetShipping>(addr.clone().recipient(), stats.clone())
+                .on::<UpdateShipping>(addr.clone().recipient(), stats.clone())
+        });
+        Endpoint::Local(addr)
+    } else {
+        Endpoint::Remote(wiring.remote(Role::Account))
+    };
+
+    let (product, product_steps, product_lookup) = if roles.has(Role::Product) {
+        let products = Products::new(pool(ServiceDb::Product).expect("opened"), clock.clone());
+        let steps = Participant::new(
+            products.clone(),
+            Step::UpdateProductInventory,
+            faults.clone(),
             clock.clone(),
-        )),
-    );
-    let products = Products::new(pool(ServiceDb::Product), clock.clone());
-    let steps = Participant::new(
-        products.clone(),
-        Step::UpdateProductInventory,
-        faults.clone(),
-        clock.clone(),
-    );
-    let core = ProductCore::new(products, cache.clone(), ids.clone(), clock.clone());
-    let (product, product_steps) =
-        participant_thread(&mut arbiters, ProductService::new(core), steps);
-    let orders = Orders::new(pool(ServiceDb::Order), clock.clone());
-    let steps = Participant::new(
-        orders.clone(),
-        Step::CreateOrder,
-        faults.clone(),
-        clock.clone(),
-    );
-    let core = OrderCore::new(orders, product.clone().recipient());
-    let (order, order_steps) = participant_thread(&mut arbiters, OrderService::new(core), steps);
-    let payments = Payments::new(pool(ServiceDb::Payment), clock.clone());
-    let steps = Participant::new(
-        payments.clone(),
-        Step::CreatePayment,
-        faults.clone(),
-        clock.clone(),
-    );
-    let core = PaymentCore::new(payments);
-    let (payment, payment_steps) =
-        participant_thread(&mut arbiters, PaymentService::new(core), steps);
+        );
+        let core = ProductCore::new(products, cache.clone(), ids.clone(), clock.clone());
+        let (addr, steps) = participant_thread(&mut arbiters, ProductService::new(core), steps);
+        wiring.serve(Role::Product, |s, stats| {
+            s.on::<CreateProduct>(addr.clone().recipient(), stats.clone())
+                .on::<GetProduct>(addr.clone().recipient(), stats.clone())
+                .on::<GetProducts>(addr.clone().recipient(), stats.clone())
+                .on::<ListProducts>(addr.clone().recipient(), stats.clone())
+                .on::<StepCommand>(steps.clone(), stats.clone())
+        });
+        let lookup = addr.clone().recipient();
+        (Endpoint::Local(addr), steps, lookup)
+    } else {
+        let bridge = wiring.remote(Role::Product);
+        let (steps, lookup) = (bridge.clone().recipient(), bridge.clone().recipient());
+        (Endpoint::Remote(bridge), steps, lookup)
+    };
+
+    let (order, order_steps) = if roles.has(Role::Order) {
+        let orders = Orders::new(pool(ServiceDb::Order).expect("opened"), clock.clone());
+        let steps = Participant::new(
+            orders.clone(),
+            Step::CreateOrder,
+            faults.clone(),
+            clock.clone(),
+        );
+        let core = OrderCore::new(orders, product_lookup);
+        let (addr, steps) = participant_thread(&mut arbiters, OrderService::new(core), steps);
+        wiring.serve(Role::Order, |s, stats| {
+            s.on::<GetOrder>(addr.clone().recipient(), stats.clone())
+                .on::<StepCommand>(steps.clone(), stats.clone())
+        });
+        (Endpoint::Local(addr), steps)
+    } else {
+        let bridge = wiring.remote(Role::Order);
+        (Endpoint::Remote(bridge.clone()), bridge.recipient())
+    };
+
+    let (payment, payment_steps) = if roles.has(Role::Payment) {
+        let payments = Payments::new(pool(ServiceDb::Payment).expect("opened"), clock.clone());
+        let steps = Participant::new(
+            payments.clone(),
+            Step::CreatePayment,
+            faults.clone(),
+            clock.clone(),
+        );
+        let core = PaymentCore::new(payments);
+        let (addr, steps) = participant_thread(&mut arbiters, PaymentService::new(core), steps);
+        wiring.serve(Role::Payment, |s, stats| {
+            s.on::<GetPayment>(addr.clone().recipient(), stats.clone())
+                .on::<StepCommand>(steps.clone(), stats.clone())
+        });
+        (Endpoint::Local(addr), steps)
+    } else {
+        let bridge = wiring.remote(Role::Payment);
+        (Endpoint::Remote(bridge.clone()), bridge.recipient())
+    };
     if config.hold_payments {
         #[cfg(feature = "faults")]
         hold_payments_until_sigusr1(faults.clone());
@@ -255,47 +447,71 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
     })
     .start();
 
-    let store_thread = Arbiter::new();
-    let store = SagaStore::start(
-        Sagas::new(pool(ServiceDb::Saga), clock.clone()),
-        config.machine_id,
-        config.partitions,
-        &store_thread.handle(),
-    )
-    .await?;
-    arbiters.push(store_thread);
-    let deps = SagaDeps {
-        router: ServiceRouter::new(product_steps, order_steps, payment_steps, faults.clone()),
-        store: store.clone(),
-        policy: SagaPolicy {
-            step_timeout: config.step_timeout(),
-            retry: config.retry_policy(),
-        },
-        faults: faults.clone(),
-        clock: clock.clone(),
+    let (supervisor, store) = if roles.has(Role::Orchestrator) {
+        let store_thread = Arbiter::new();
+        let store = SagaStore::start(
+            Sagas::new(pool(ServiceDb::Saga).expect("opened"), clock.clone()),
+            node_id,
+            config.partitions,
+            &store_thread.handle(),
+        )
+        .await?;
+        arbiters.push(store_thread);
+        let deps = SagaDeps {
+            router: ServiceRouter::new(product_steps, order_steps, payment_steps, faults.clone()),
+            store: store.clone(),
+            policy: SagaPolicy {
+                step_timeout: config.step_timeout(),
+                retry: config.retry_policy(),
+            },
+            faults: faults.clone(),
+            clock: clock.clone(),
+        };
+        let resumed = load_unfinished(&store).await?;
+        if !resumed.is_empty() {
+            tracing::info!(count = resumed.len(), "resuming unfinished sagas");
+        }
+        // The supervisor and every saga actor it starts live on a thread of their own, stopped
+        // with the application's other threads.
+        let settings = SupervisorSettings {
+            max_in_flight: config.max_sagas_in_flight,
+            resume_per_second: config.resume_per_second,
+            retain: Duration::from_secs(config.retain_days * 86_400),
+            prune_every: Duration::from_secs(config.prune_every_seconds.max(1)),
+        };
+        let addr = on_own_thread(&mut arbiters, SagaSupervisor::new(deps, settings, resumed));
+        wiring.serve(Role::Orchestrator, |s, stats| {
+            s.on::<AcceptPurchase>(addr.clone().recipient(), stats.clone())
+        });
+        if let Some(bus) = &bus {
+            ResultRelay::new(bus.clone(), config.partitions, wiring.stats.clone()).start();
+        }
+        (Endpoint::Local(addr), Some(store))
+    } else {
+        let store = pool(ServiceDb::Saga)
+            .map(|p| SagaStore::reader(Sagas::new(p, clock.clone()), config.partitions));
+        (Endpoint::Remote(wiring.remote(Role::Orchestrator)), store)
     };
-    let resumed = load_unfinished(&store).await?;
-    if !resumed.is_empty() {
-        tracing::info!(count = resumed.len(), "resuming unfinished sagas");
+    let remote: Vec<Role> = roles.remote_needs();
+    let stats = wiring.start_serving().await?;
+    if let (Some(bus), true) = (&bus, roles.has(Role::Api)) {
+        forward_results(
+            bus,
+            hub.clone(),
+            roles.has(Role::Orchestrator),
+            stats.clone(),
+        )
+        .await?;
     }
-    // The supervisor and every saga actor it starts live on a thread of their own, stopped
-    // with the application's other threads.
-    let settings = SupervisorSettings {
-        max_in_flight: config.max_sagas_in_flight,
-        resume_per_second: config.resume_per_second,
-        retain: Duration::from_secs(config.retain_days * 86_400),
-        prune_every: Duration::from_secs(config.prune_every_seconds.max(1)),
-    };
-    let supervisor = on_own_thread(&mut arbiters, SagaSupervisor::new(deps, settings, resumed));
 
-    let state = AppState {
+    let api = roles.has(Role::Api).then(|| AppState {
         account,
         product,
         order,
         payment,
         supervisor,
         hub,
-        store,
+        store: store.expect("the api role opens the saga store"),
         tokens,
         logins: LoginThrottle::new(config.login_throttle(), clock.clone()),
         trusted_proxies: config.trusted_proxies.clone(),
@@ -306,12 +522,19 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
             keep_alive: std::time::Duration::from_secs(config.sse_keepalive_seconds),
             replay_page: config.sse_replay_page.max(1),
         },
+    });
+    let probe = Arc::new(Probe {
+        node_id,
+        roles,
         databases: pools.iter().map(|(db, p)| (db.name(), p.clone())).collect(),
-    };
+        bus,
+        remote,
+    });
     Ok(Application {
-        state,
+        state: NodeHttp { api, probe },
         faults,
         clock,
+        bridge: stats,
         http: HttpSettings {
             workers: config.workers,
             max_connections: config.max_connections,
@@ -320,23 +543,28 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
             signals: true,
         },
         data_dir_lock,
+        orchestrator_lock,
         arbiters,
     })
 }
 
 /// The HTTP server over a started application, bound to `listener`.
 pub fn http_server(
-    state: AppState,
+    state: NodeHttp,
     listener: std::net::TcpListener,
     settings: &HttpSettings,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let data = web::Data::new(state);
+    let api = state.api.map(web::Data::new);
+    let probe = web::Data::from(state.probe);
     let mut server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .wrap(from_fn(cors))
+        let app = App::new().app_data(probe.clone());
+        let app = match &api {
+            Some(data) => app.app_data(data.clone()),
+            None => app,
+        };
+        app.wrap(from_fn(cors))
             .wrap(TracingLogger::default())
-            .configure(routes::configure)
+            .configure(|cfg| routes::configure_for(cfg, api.is_some()))
     })
     .shutdown_timeout(5)
     .max_connections(settings.max_connections)
@@ -363,7 +591,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
 /// `sagashop migrate`: create and migrate every database, then exit.
 pub async fn migrate(databases: DatabaseOptions) -> anyhow::Result<()> {
-    for (db, _) in open_databases(&databases).await? {
+    for (db, _) in open_databases(&databases, &ServiceDb::ALL).await? {
         tracing::info!(database = db.name(), "migrated");
     }
     Ok(())

@@ -8,6 +8,7 @@ use clap::Args;
 
 use crate::auth::proxies::TrustedProxies;
 use crate::auth::throttle::ThrottleSettings;
+use crate::cluster::roles::Roles;
 use crate::secrets::{DatabaseUrl, Secret};
 
 /// The service databases sagashop keeps apart (database per service).
@@ -99,10 +100,6 @@ pub struct Config {
     /// Refresh token lifetime in seconds.
     #[arg(long, env = "JWT_REFRESH_TOKEN_EXPIRE_SECOND", default_value_t = 86400)]
     pub jwt_refresh_token_expire_second: u64,
-
-    /// Machine id (0-65535) stamped into every generated id; unique per node.
-    #[arg(long, env = "SAGASHOP_MACHINE_ID", default_value_t = 1)]
-    pub machine_id: u16,
 
     /// Seconds an entry stays in the in-process cache.
     #[arg(long, env = "SAGASHOP_CACHE_TTL_SECONDS", default_value_t = 600)]
@@ -218,9 +215,81 @@ pub struct Config {
     #[arg(long, env = "SAGASHOP_KEEP_ALIVE_SECONDS", default_value_t = 15)]
     pub keep_alive_seconds: u64,
 
+    /// How this node joins a cluster (its own help heading).
+    #[command(flatten)]
+    pub cluster: ClusterOptions,
+
     /// Where the service databases live (listed last: they carry their own help heading).
     #[command(flatten)]
     pub databases: DatabaseOptions,
+}
+
+/// How a node takes part in a cluster. Without `--nats-url` it is the embedded system: one
+/// process with every role, local actors and actix-broker only.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Cluster")]
+pub struct ClusterOptions {
+    /// Roles this node runs, comma-separated: api, orchestrator, account, product, order,
+    /// payment (or `all`). Any subset but `all` needs `--nats-url`.
+    #[arg(long, env = "SAGASHOP_ROLES", default_value = "all")]
+    pub roles: Roles,
+
+    /// This node's id (1-65535): unique in the cluster, and the machine id inside every id
+    /// it generates. A node refuses to start while another live node holds its id.
+    #[arg(long, visible_alias = "machine-id", env = "SAGASHOP_NODE_ID", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub node_id: u16,
+
+    /// NATS server URL(s), comma-separated (`nats://host:4222`, `tls://...` for TLS). Unset:
+    /// embedded mode.
+    #[arg(long, env = "NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<DatabaseUrl>,
+
+    /// NATS user (with `--nats-password`).
+    #[arg(long, env = "NATS_USER")]
+    pub nats_user: Option<String>,
+
+    /// NATS password (never logged).
+    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<Secret>,
+
+    /// NATS token, instead of a user and password (never logged).
+    #[arg(long, env = "NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<Secret>,
+
+    /// The cluster's name: the prefix of its NATS subjects, so clusters sharing a NATS
+    /// server stay apart. Letters, digits, `-` and `_`.
+    #[arg(long, env = "SAGASHOP_CLUSTER_NAME", default_value = "sagashop",
+          value_parser = subject_token)]
+    pub cluster_name: String,
+
+    /// Milliseconds an API request to another node's role may take before it answers 503.
+    #[arg(long, env = "SAGASHOP_BUS_TIMEOUT_MS", default_value_t = 5000)]
+    pub bus_timeout_ms: u64,
+
+    /// Tests only: exit when the process with this pid is gone.
+    #[arg(long, hide = true, env = "SAGASHOP_EXIT_WITH_PID")]
+    pub exit_with_pid: Option<u32>,
+}
+
+/// A cluster name usable as a NATS subject token.
+fn subject_token(name: &str) -> Result<String, String> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err("use letters, digits, `-` and `_` only".into())
+    }
+}
+
+impl ClusterOptions {
+    /// Whether the node joins a cluster (NATS configured).
+    pub fn is_cluster(&self) -> bool {
+        self.nats_url.is_some()
+    }
 }
 
 impl DatabaseOptions {

@@ -4,7 +4,7 @@
 use crate::db::DbError;
 
 /// A service's refusal or failure, as the HTTP layer needs to tell them apart.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum ServiceError {
     #[error("invalid parameter")]

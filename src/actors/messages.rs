@@ -153,14 +153,6 @@ pub struct AcceptPurchase {
     pub purchase: Purchase,
 }
 
-/// Read a customer's own purchase.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, Message)]
-#[rtype(result = "ServiceResult<crate::db::sagas::StoredSaga>")]
-pub struct GetPurchase {
-    pub purchase_id: PurchaseId,
-    pub customer_id: CustomerId,
-}
-
 /// A committed step result, broadcast to SSE streams through actix-broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
 #[rtype(result = "()")]

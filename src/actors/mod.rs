@@ -3,6 +3,8 @@
 //! Actors are thin: each handler forwards to a plain struct (`*Core`) that holds the logic.
 
 pub mod account;
+pub mod bridge;
+pub mod endpoint;
 mod error;
 pub mod faults;
 pub mod messages;

@@ -64,6 +64,13 @@ pub struct Unsubscribe {
     pub ticket: u64,
 }
 
+/// Ends every live stream: results may have been missed (the bus between this node and the
+/// orchestrator was down), so each client reconnects and resumes from the step log with
+/// `Last-Event-ID`, which loses nothing.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DropStreams;
+
 /// How many streams the hub holds (for tests and, later, metrics).
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -191,6 +198,15 @@ impl Handler<CountStreams> for ResultHub {
 
     fn handle(&mut self, _: CountStreams, _: &mut Context<Self>) -> usize {
         self.total
+    }
+}
+
+impl Handler<DropStreams> for ResultHub {
+    type Result = ();
+
+    fn handle(&mut self, _: DropStreams, _: &mut Context<Self>) {
+        self.streams.clear();
+        self.total = 0;
     }
 }
 

@@ -28,13 +28,14 @@ struct Request {
 /// Handle to the saga store: group-committed writes, direct reads.
 #[derive(Clone)]
 pub struct SagaStore {
-    tx: mpsc::Sender<Request>,
+    /// The writer; `None` on a node that only reads the store (an api node in a cluster).
+    tx: Option<mpsc::Sender<Request>>,
     repo: Sagas,
     partitions: u32,
 }
 
 fn stopped() -> DbError {
-    DbError::Unavailable("saga store writer stopped".into())
+    DbError::Unavailable("saga store writer stopped (or not run on this node)".into())
 }
 
 impl SagaStore {
@@ -50,17 +51,27 @@ impl SagaStore {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         arbiter.spawn(write_loop(rx, repo.clone(), node, owned));
         Ok(Self {
-            tx,
+            tx: Some(tx),
             repo,
             partitions,
         })
     }
 
+    /// The store as an api node without the orchestrator role sees it: reads only (purchase
+    /// status, stream resumes); the orchestrator writes. `partitions` must match the store's.
+    pub fn reader(repo: Sagas, partitions: u32) -> Self {
+        Self {
+            tx: None,
+            repo,
+            partitions,
+        }
+    }
+
     /// Commits one saga's transition and publishes its results; answers once both are done.
     pub async fn commit(&self, write: SagaWrite) -> Result<WriteOutcome, DbError> {
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Request { write, reply })
+        let tx = self.tx.as_ref().ok_or_else(stopped)?;
+        tx.send(Request { write, reply })
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
@@ -92,6 +103,18 @@ impl SagaStore {
     /// before it may have missed events that are gone.
     pub async fn pruned_up_to(&self, customer_id: CustomerId) -> Result<u64, DbError> {
         self.repo.pruned_up_to(self.partition_of(customer_id)).await
+    }
+
+    /// A customer's own purchase; another customer's is as good as absent.
+    pub async fn purchase_of(
+        &self,
+        customer_id: CustomerId,
+        purchase_id: crate::domain::ids::PurchaseId,
+    ) -> crate::actors::ServiceResult<crate::db::sagas::StoredSaga> {
+        match self.repo.by_id(purchase_id).await? {
+            Some(s) if s.purchase.customer_id == customer_id => Ok(s),
+            _ => Err(crate::actors::ServiceError::PurchaseNotFound),
+        }
     }
 
     /// The repository, for reads.

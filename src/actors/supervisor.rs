@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::messages::{AcceptPurchase, GetPurchase};
+use super::messages::AcceptPurchase;
 use super::saga::{SagaActor, SagaDeps, SagaFinished, SagaPosition};
 use super::store::SagaStore;
 use super::{ServiceError, ServiceResult};
@@ -264,20 +264,6 @@ impl Handler<SagaFinished> for SagaSupervisor {
 
     fn handle(&mut self, msg: SagaFinished, _: &mut Context<Self>) {
         self.running.remove(&msg.purchase_id);
-    }
-}
-
-impl Handler<GetPurchase> for SagaSupervisor {
-    type Result = ResponseFuture<ServiceResult<StoredSaga>>;
-
-    fn handle(&mut self, msg: GetPurchase, _: &mut Context<Self>) -> Self::Result {
-        let store = self.deps.store.clone();
-        Box::pin(async move {
-            match store.repo().by_id(msg.purchase_id).await? {
-                Some(s) if s.purchase.customer_id == msg.customer_id => Ok(s),
-                _ => Err(ServiceError::PurchaseNotFound),
-            }
-        })
     }
 }
 

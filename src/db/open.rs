@@ -91,12 +91,18 @@ pub async fn migrate(location: &DbLocation, db: ServiceDb) -> Result<(), DbError
         let text = |e: &dyn std::fmt::Display| e.to_string();
         let applied = match &location {
             DbLocation::Mysql(url) => {
-                <AsyncConnectionWrapper<AsyncMysqlConnection> as Connection>::establish(
-                    url.expose(),
-                )
-                .map_err(|e| text(&e))?
-                .run_pending_migrations(migrations(db))
-                .map(|_| ())
+                let mut conn =
+                    <AsyncConnectionWrapper<AsyncMysqlConnection> as Connection>::establish(
+                        url.expose(),
+                    )
+                    .map_err(|e| text(&e))?;
+                // Nodes starting together take turns: one migrates, the others then find
+                // nothing pending.
+                let lock = migration_lock_name(url);
+                hold_named_lock(&mut conn, &lock, MIGRATION_LOCK_WAIT_SECONDS)?;
+                let applied = conn.run_pending_migrations(migrations(db)).map(|_| ());
+                release_named_lock(&mut conn, &lock);
+                applied
             }
             DbLocation::Sqlite(path) => {
                 let mut conn = SqliteConnection::establish(path).map_err(|e| text(&e))?;
@@ -114,6 +120,59 @@ pub async fn migrate(location: &DbLocation, db: ServiceDb) -> Result<(), DbError
     .await
     .map_err(|e| setup(&e))?;
     applied.map_err(|e| setup(&scrub(e)))
+}
+
+/// Seconds a node waits for another node's migration of the same database to finish.
+const MIGRATION_LOCK_WAIT_SECONDS: u32 = 300;
+
+/// The named lock guarding one database's migrations (named locks are server-wide, and
+/// their names at most 64 characters).
+fn migration_lock_name(url: &DatabaseUrl) -> String {
+    let name = split_mysql_url(url.expose())
+        .map(|(_, name)| name)
+        .unwrap_or_default();
+    let mut lock = format!("sagashop-migrate-{name}");
+    lock.truncate(64);
+    lock
+}
+
+/// Takes a MySQL named lock on a blocking connection, waiting up to `wait` seconds.
+fn hold_named_lock(
+    conn: &mut AsyncConnectionWrapper<AsyncMysqlConnection>,
+    name: &str,
+    wait: u32,
+) -> Result<(), String> {
+    use diesel::sql_types::{Integer, Nullable, Text, Unsigned};
+    let got: Option<i32> = diesel::RunQueryDsl::get_result(
+        diesel::select(
+            diesel::dsl::sql::<Nullable<Integer>>("GET_LOCK(")
+                .bind::<Text, _>(name)
+                .sql(", ")
+                .bind::<Unsigned<Integer>, _>(wait)
+                .sql(")"),
+        ),
+        conn,
+    )
+    .map_err(|e| e.to_string())?;
+    match got {
+        Some(1) => Ok(()),
+        _ => Err(format!(
+            "another node held the migration lock `{name}` for {wait} s"
+        )),
+    }
+}
+
+/// Gives a named lock back (closing the connection would too).
+fn release_named_lock(conn: &mut AsyncConnectionWrapper<AsyncMysqlConnection>, name: &str) {
+    use diesel::sql_types::{Integer, Nullable, Text};
+    let _: Result<Option<i32>, _> = diesel::RunQueryDsl::get_result(
+        diesel::select(
+            diesel::dsl::sql::<Nullable<Integer>>("RELEASE_LOCK(")
+                .bind::<Text, _>(name)
+                .sql(")"),
+        ),
+        conn,
+    );
 }
 
 /// Creates the database named in a MySQL URL when the server does not have it yet, with a

@@ -187,14 +187,14 @@ impl StepStatus {
 }
 
 /// One entry of a saga's step log, as streamed to its customer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepEvent {
     pub step: Step,
     pub status: StepStatus,
 }
 
 /// A step log entry that has been committed: it has an id (the SSE `id:`) and a time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PurchaseResult {
     pub event_id: u64,
     pub purchase_id: PurchaseId,

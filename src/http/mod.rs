@@ -5,7 +5,7 @@ mod account;
 pub mod cors;
 pub mod error;
 pub mod extract;
-mod health;
+pub mod health;
 pub mod openapi;
 mod product;
 mod purchase;
@@ -19,6 +19,7 @@ use std::time::Duration;
 use actix::Addr;
 
 use crate::actors::account::AccountService;
+use crate::actors::endpoint::Endpoint;
 use crate::actors::order::OrderService;
 use crate::actors::payment::PaymentService;
 use crate::actors::product::ProductService;
@@ -28,7 +29,6 @@ use crate::actors::supervisor::SagaSupervisor;
 use crate::auth::proxies::TrustedProxies;
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::tokens::TokenIssuer;
-use crate::db::DbPool;
 use crate::domain::ids::IdGenerator;
 
 /// SSE stream settings.
@@ -58,14 +58,22 @@ pub struct HttpSettings {
     pub signals: bool,
 }
 
-/// What handlers reach: actor addresses and the few stateless helpers.
+/// What a node's HTTP listener serves: the API when the node runs the api role, and the
+/// operations routes (health, readiness) on every node.
+#[derive(Clone)]
+pub struct NodeHttp {
+    pub api: Option<AppState>,
+    pub probe: std::sync::Arc<health::Probe>,
+}
+
+/// What handlers reach: each role's actor (here or over NATS) and the few stateless helpers.
 #[derive(Clone)]
 pub struct AppState {
-    pub account: Addr<AccountService>,
-    pub product: Addr<ProductService>,
-    pub order: Addr<OrderService>,
-    pub payment: Addr<PaymentService>,
-    pub supervisor: Addr<SagaSupervisor>,
+    pub account: Endpoint<AccountService>,
+    pub product: Endpoint<ProductService>,
+    pub order: Endpoint<OrderService>,
+    pub payment: Endpoint<PaymentService>,
+    pub supervisor: Endpoint<SagaSupervisor>,
     pub hub: Addr<ResultHub>,
     pub store: SagaStore,
     pub tokens: TokenIssuer,
@@ -77,5 +85,4 @@ pub struct AppState {
     pub sse: SseSettings,
     /// How long a request body may take to arrive.
     pub body_timeout: Duration,
-    pub databases: Vec<(&'static str, DbPool)>,
 }

@@ -9,7 +9,7 @@ use super::error::ApiError;
 use super::extract::{JsonBody, parse_id};
 use super::openapi::MsgBody;
 use crate::actors::ServiceError;
-use crate::actors::messages::{AcceptPurchase, GetProducts, GetPurchase};
+use crate::actors::messages::{AcceptPurchase, GetProducts};
 use crate::db::sagas::StoredSaga;
 use crate::domain::ids::{CustomerId, ProductId, PurchaseId};
 use crate::domain::purchase::{Currency, PricingError, PurchaseItem, price};
@@ -168,12 +168,6 @@ pub async fn get(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let purchase_id = parse_id(&id)?;
-    let stored = state
-        .supervisor
-        .send(GetPurchase {
-            purchase_id,
-            customer_id,
-        })
-        .await??;
+    let stored = state.store.purchase_of(customer_id, purchase_id).await?;
     Ok(HttpResponse::Ok().json(PurchaseView::from(stored)))
 }

@@ -66,11 +66,23 @@ pub fn table() -> Vec<Row> {
     ]
 }
 
+/// Whether a route belongs to the API contract (served by api nodes) rather than to
+/// operations (served by every node).
+fn is_api(path: &str) -> bool {
+    path.starts_with("/api/")
+}
+
 /// Registers every route of [`table`]: one resource per path, its methods together, any
 /// other method 404.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    configure_for(cfg, true);
+}
+
+/// Registers the routes a node serves: all of them with `api`, the operations routes only
+/// without (a node without the api role answers 404 on the API's paths).
+pub fn configure_for(cfg: &mut web::ServiceConfig, api: bool) {
     let mut paths: Vec<(&'static str, Vec<actix_web::Route>)> = Vec::new();
-    for Row { path, route, .. } in table() {
+    for Row { path, route, .. } in table().into_iter().filter(|r| api || !is_api(r.path)) {
         match paths.iter_mut().find(|(p, _)| *p == path) {
             Some((_, routes)) => routes.push(route),
             None => paths.push((path, vec![route])),

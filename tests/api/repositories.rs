@@ -29,7 +29,7 @@ struct Repos {
 }
 
 async fn open(config: &Config) -> Repos {
-    let pools = sagashop::app::open_databases(&config.databases)
+    let pools = sagashop::app::open_databases(&config.databases, &sagashop::config::ServiceDb::ALL)
         .await
         .expect("databases open");
     let pool =

@@ -1,0 +1,394 @@
+//! The NATS bridge: how actors on different nodes talk.
+//!
+//! - [`NatsBridge`] is the local stand-in for a role this node does not run. It handles the
+//!   same messages as the role's actor (it is a `Recipient` of each), and turns each into a
+//!   request on the role's subject; one replica of the role's queue group answers.
+//! - [`serve_role`] is the other side: a replica subscribes in its role's queue group and
+//!   hands each request to its local actor.
+//! - [`relay_results`] and [`forward_results`] carry committed step results from the
+//!   orchestrator to every api node's result hub.
+//!
+//! Commands are retried by the saga and idempotent at the participant, so a replica that
+//! dies mid-command loses nothing. Nothing here retries on its own.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_broker::BrokerSubscribe;
+use async_nats::client::RequestErrorKind;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::future::LocalBoxFuture;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::messages::ResultPublished;
+use super::results::{DropStreams, ResultHub};
+use crate::cluster::bus::{Bus, BusError};
+use crate::cluster::roles::Role;
+use crate::cluster::wire::{self, BridgeError, Remote, Reply};
+use crate::domain::partition;
+use crate::domain::purchase::PurchaseResult;
+
+/// The message kind every replica answers, to show it is there (readiness).
+const PING: &str = "ping";
+
+/// What the bridge has seen, for readiness, tests and (later) metrics.
+#[derive(Debug, Default)]
+pub struct BridgeStats {
+    /// Requests this node sent to other nodes.
+    pub requests_out: AtomicU64,
+    /// Requests this node answered for others.
+    pub served: AtomicU64,
+    /// Messages that did not decode (logged, answered with an error, never retried here).
+    pub undecodable: AtomicU64,
+    /// Messages in a schema version this build does not know.
+    pub unknown_version: AtomicU64,
+    /// Results received from the orchestrator and handed to the local hub.
+    pub results_in: AtomicU64,
+    /// Results this node published.
+    pub results_out: AtomicU64,
+}
+
+impl BridgeStats {
+    fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a message that could not be read, by why.
+    fn refused(&self, error: &BridgeError) {
+        match error {
+            BridgeError::Version(_) => Self::count(&self.unknown_version),
+            _ => Self::count(&self.undecodable),
+        }
+    }
+}
+
+/// Stands in for a role that runs on other nodes: each message becomes a request on the
+/// role's subject, and the reply comes back as the local actor's would.
+pub struct NatsBridge {
+    bus: Bus,
+    role: Role,
+    timeout: Duration,
+    stats: Arc<BridgeStats>,
+}
+
+impl NatsBridge {
+    /// Bridge to `role`; a request not answered within `timeout` fails (and is retried by
+    /// its saga, or answered 503 to an API client).
+    pub fn new(bus: Bus, role: Role, timeout: Duration, stats: Arc<BridgeStats>) -> Self {
+        Self {
+            bus,
+            role,
+            timeout,
+            stats,
+        }
+    }
+}
+
+impl Actor for NatsBridge {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Each message only starts a request: a deep mailbox costs nothing and keeps
+        // senders from waiting on each other.
+        ctx.set_mailbox_capacity(1 << 16);
+    }
+}
+
+impl<M> Handler<M> for NatsBridge
+where
+    M: Remote,
+    M::Result: Reply,
+{
+    type Result = ResponseFuture<M::Result>;
+
+    fn handle(&mut self, msg: M, _: &mut Context<Self>) -> Self::Result {
+        BridgeStats::count(&self.stats.requests_out);
+        let subject = self.bus.command_subject(self.role, M::KIND);
+        let (bus, role, timeout) = (self.bus.clone(), self.role, self.timeout);
+        Box::pin(async move {
+            request(&bus, subject, role, wire::encode(&msg), timeout)
+                .await
+                .and_then(|bytes| wire::decode_answer::<M::Result>(&bytes))
+                .unwrap_or_else(M::Result::failed)
+        })
+    }
+}
+
+/// One request-reply exchange with whichever replica of `role` takes it.
+async fn request(
+    bus: &Bus,
+    subject: String,
+    role: Role,
+    payload: Vec<u8>,
+    timeout: Duration,
+) -> Result<Bytes, BridgeError> {
+    let request = async_nats::Request::new()
+        .payload(payload.into())
+        .timeout(Some(timeout));
+    match bus.client.send_request(subject, request).await {
+        Ok(reply) => Ok(reply.payload),
+        Err(e) => Err(match e.kind() {
+            RequestErrorKind::NoResponders => BridgeError::NoResponders(role.name()),
+            RequestErrorKind::TimedOut => BridgeError::TimedOut(role.name()),
+            _ => BridgeError::Bus(e.to_string()),
+        }),
+    }
+}
+
+/// Whether at least one replica of `role` answers now.
+pub async fn ping(bus: &Bus, role: Role, timeout: Duration) -> Result<(), BridgeError> {
+    let subject = bus.command_subject(role, PING);
+    let bytes = request(bus, subject, role, wire::encode(&()), timeout).await?;
+    wire::decode_answer::<()>(&bytes)
+}
+
+type Serve = Rc<dyn Fn(Bytes) -> LocalBoxFuture<'static, Vec<u8>>>;
+
+/// What one replica of a role answers: a local actor per message kind.
+#[derive(Default)]
+pub struct Served {
+    handlers: HashMap<&'static str, Serve>,
+}
+
+impl Served {
+    /// Answers requests of kind `M` with the local actor behind `to`.
+    pub fn on<M>(mut self, to: Recipient<M>, stats: Arc<BridgeStats>) -> Self
+    where
+        M: Remote,
+        M::Result: Reply,
+    {
+        let serve = move |bytes: Bytes| -> LocalBoxFuture<'static, Vec<u8>> {
+            let (to, stats) = (to.clone(), stats.clone());
+            Box::pin(async move {
+                match wire::decode::<M>(&bytes) {
+                    Ok(msg) => {
+                        let reply = to.send(msg).await.unwrap_or_else(|e| {
+                            M::Result::failed(BridgeError::Bus(format!("local actor: {e}")))
+                        });
+                        wire::encode_answer(Ok(&reply))
+                    }
+                    Err(e) => {
+                        tracing::error!(kind = M::KIND, error = %e, "refused a request");
+                        stats.refused(&e);
+                        wire::encode_answer::<M::Result>(Err(&e))
+                    }
+                }
+            })
+        };
+        self.handlers.insert(M::KIND, Rc::new(serve));
+        self
+    }
+}
+
+/// Joins `role`'s queue group and answers its requests with the local actors in `served`,
+/// each request concurrently, until the connection is closed for good.
+pub async fn serve_role(
+    bus: &Bus,
+    role: Role,
+    served: Served,
+    stats: Arc<BridgeStats>,
+) -> Result<(), BusError> {
+    let mut requests = bus
+        .client
+        .queue_subscribe(bus.role_subjects(role), bus.queue_group(role))
+        .await
+        .map_err(|e| BusError::Nats(e.to_string()))?;
+    bus.client
+        .flush()
+        .await
+        .map_err(|e| BusError::Nats(e.to_string()))?;
+    let client = bus.client.clone();
+    actix_rt::spawn(async move {
+        while let Some(request) = requests.next().await {
+            let Some(reply_to) = request.reply.clone() else {
+                continue;
+            };
+            let kind = request.subject.rsplit('.').next().unwrap_or_default();
+            let handler = served.handlers.get(kind).cloned();
+            let (client, stats) = (client.clone(), stats.clone());
+            let kind = kind.to_owned();
+            actix_rt::spawn(async move {
+                let answer = match handler {
+                    Some(serve) => {
+                        BridgeStats::count(&stats.served);
+                        serve(request.payload).await
+                    }
+                    None if kind == PING => wire::encode_answer(Ok(&())),
+                    None => {
+                        tracing::error!(%kind, "request of a kind this role does not serve");
+                        BridgeStats::count(&stats.undecodable);
+                        wire::encode_answer::<()>(Err(&BridgeError::UnknownKind(kind)))
+                    }
+                };
+                let _ = client.publish(reply_to, answer.into()).await;
+            });
+        }
+    });
+    Ok(())
+}
+
+/// What the orchestrator publishes on a partition's results subject.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Bulletin {
+    /// A committed step result.
+    Result { origin: u16, result: PurchaseResult },
+    /// The publisher lost its connection and is back: results it published meanwhile may be
+    /// lost, so live streams must resume from the step log.
+    Reset { origin: u16 },
+}
+
+/// Publishes every result committed on this node (the orchestrator) to the results
+/// subjects, in commit order, and a reset notice after each reconnection.
+pub struct ResultRelay {
+    outbox: mpsc::UnboundedSender<(String, Bulletin)>,
+    bus: Bus,
+    partitions: u32,
+}
+
+impl ResultRelay {
+    /// Relay over `bus`, numbering partitions as the saga store does.
+    pub fn new(bus: Bus, partitions: u32, stats: Arc<BridgeStats>) -> Self {
+        let (outbox, mut queued) = mpsc::unbounded_channel::<(String, Bulletin)>();
+        let client = bus.client.clone();
+        // One task publishes in order: results of one customer must not overtake each other.
+        actix_rt::spawn(async move {
+            while let Some((subject, bulletin)) = queued.recv().await {
+                let _ = client
+                    .publish(subject, wire::encode(&bulletin).into())
+                    .await;
+                BridgeStats::count(&stats.results_out);
+            }
+        });
+        Self {
+            outbox,
+            bus,
+            partitions,
+        }
+    }
+}
+
+impl Actor for ResultRelay {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(usize::MAX >> 4);
+        self.subscribe_system_async::<ResultPublished>(ctx);
+        let mut state = self.bus.state();
+        let (outbox, bus) = (self.outbox.clone(), self.bus.clone());
+        ctx.spawn(
+            async move {
+                while Bus::reconnected(&mut state).await {
+                    let notice = Bulletin::Reset {
+                        origin: bus.node_id,
+                    };
+                    let _ = outbox.send((bus.all_results().replace('*', "reset"), notice));
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl Handler<ResultPublished> for ResultRelay {
+    type Result = ();
+
+    fn handle(&mut self, msg: ResultPublished, _: &mut Context<Self>) {
+        let result = msg.0;
+        let partition = partition::of_customer(result.customer_id, self.partitions);
+        let subject = self.bus.results_subject(partition.0);
+        let bulletin = Bulletin::Result {
+            origin: self.bus.node_id,
+            result,
+        };
+        let _ = self.outbox.send((subject, bulletin));
+    }
+}
+
+/// Hands every result published in the cluster to this node's hub. With `skip_own`, results
+/// this node published itself are left out (its hub has them from the local broker). Live
+/// streams are dropped, to resume from the step log, whenever results may have been missed:
+/// this node's connection came back, or the publisher's did.
+pub async fn forward_results(
+    bus: &Bus,
+    hub: Addr<ResultHub>,
+    skip_own: bool,
+    stats: Arc<BridgeStats>,
+) -> Result<(), BusError> {
+    let mut published = bus
+        .client
+        .subscribe(bus.all_results())
+        .await
+        .map_err(|e| BusError::Nats(e.to_string()))?;
+    bus.client
+        .flush()
+        .await
+        .map_err(|e| BusError::Nats(e.to_string()))?;
+    let own = bus.node_id;
+    let reset_hub = hub.clone();
+    actix_rt::spawn(async move {
+        while let Some(msg) = published.next().await {
+            match wire::decode::<Bulletin>(&msg.payload) {
+                Ok(Bulletin::Result { origin, .. }) if skip_own && origin == own => {}
+                Ok(Bulletin::Result { result, .. }) => {
+                    BridgeStats::count(&stats.results_in);
+                    hub.do_send(ResultPublished(result));
+                }
+                Ok(Bulletin::Reset { origin }) => {
+                    if !(skip_own && origin == own) {
+                        tracing::warn!(origin, "the orchestrator reconnected: streams resume");
+                        hub.do_send(DropStreams);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, subject = %msg.subject, "unreadable result");
+                    stats.refused(&e);
+                }
+            }
+        }
+    });
+    let mut state = bus.state();
+    actix_rt::spawn(async move {
+        while Bus::reconnected(&mut state).await {
+            tracing::warn!("back on NATS: live streams resume from the step log");
+            reset_hub.do_send(DropStreams);
+        }
+    });
+    Ok(())
+}
+
+/// The partition subjects' results as they would be published, for tests of the format.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bulletin_crosses_intact() {
+        let result = PurchaseResult {
+            event_id: 7,
+            purchase_id: crate::domain::ids::PurchaseId(9),
+            customer_id: crate::domain::ids::CustomerId(3),
+            event: crate::domain::purchase::StepEvent {
+                step: crate::domain::purchase::Step::CreateOrder,
+                status: crate::domain::purchase::StepStatus::Success,
+            },
+            timestamp: 5,
+        };
+        let bytes = wire::encode(&Bulletin::Result { origin: 2, result });
+        match wire::decode::<Bulletin>(&bytes).unwrap() {
+            Bulletin::Result {
+                origin,
+                result: back,
+            } => {
+                assert_eq!((origin, back), (2, result));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

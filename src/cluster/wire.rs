@@ -1,0 +1,201 @@
+//! What crosses NATS: the actix messages themselves, serialized with serde inside an
+//! envelope that carries a schema version. A node that meets a version it does not know
+//! answers with a retryable error, so a rolling upgrade delays purchases instead of failing
+//! them; a body that does not decode is an error of its own, reported once and never retried
+//! by the bridge.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::actors::messages::{
+    AcceptPurchase, CreateProduct, GetOrder, GetPayment, GetPerson, GetProduct, GetProducts,
+    GetShipping, ListProducts, LogIn, RefreshTokens, SignUp, StepCommand, StepError, UpdatePerson,
+    UpdateShipping,
+};
+use crate::actors::{ServiceError, ServiceResult};
+use crate::domain::purchase::StepOutcome;
+
+/// The schema version this build writes and reads. Bump it when a message changes shape.
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// Why a request over the bus got no usable answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BridgeError {
+    /// Nobody serves the role right now (no replica connected).
+    #[error("no {0} replica is reachable")]
+    NoResponders(&'static str),
+    /// No answer in time (a replica died mid-command, or all are saturated).
+    #[error("no answer from the {0} role in time")]
+    TimedOut(&'static str),
+    /// The other side speaks another schema version (a rolling upgrade): retry later.
+    #[error("schema version {0} is not understood")]
+    Version(u16),
+    /// A message that does not decode: it will not get better by retrying.
+    #[error("undecodable message: {0}")]
+    Undecodable(String),
+    /// The other side does not handle this kind of message.
+    #[error("unknown message kind {0}")]
+    UnknownKind(String),
+    /// The NATS connection failed.
+    #[error("bus unavailable: {0}")]
+    Bus(String),
+}
+
+/// A message that can be served by another node.
+pub trait Remote: actix::Message + Serialize + DeserializeOwned + Send + 'static {
+    /// The last token of the message's subject.
+    const KIND: &'static str;
+}
+
+/// A reply type that can stand for a failed crossing: the caller sees the bus's failure as
+/// the same kind of error as a local failure of the service.
+pub trait Reply: Serialize + DeserializeOwned + Send + 'static {
+    /// The reply a caller gets when the request could not be answered.
+    fn failed(error: BridgeError) -> Self;
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> Reply for ServiceResult<T> {
+    fn failed(error: BridgeError) -> Self {
+        Err(ServiceError::Unavailable(error.to_string()))
+    }
+}
+
+impl Reply for Result<StepOutcome, StepError> {
+    fn failed(error: BridgeError) -> Self {
+        Err(StepError(error.to_string()))
+    }
+}
+
+macro_rules! remote_kinds {
+    ($($msg:ty => $kind:literal),* $(,)?) => {
+        $(impl Remote for $msg { const KIND: &'static str = $kind; })*
+    };
+}
+
+remote_kinds! {
+    SignUp => "sign_up",
+    LogIn => "log_in",
+    RefreshTokens => "refresh_tokens",
+    GetPerson => "get_person",
+    UpdatePerson => "update_person",
+    GetShipping => "get_shipping",
+    UpdateShipping => "update_shipping",
+    CreateProduct => "create_product",
+    GetProduct => "get_product",
+    GetProducts => "get_products",
+    ListProducts => "list_products",
+    GetOrder => "get_order",
+    GetPayment => "get_payment",
+    StepCommand => "step",
+    AcceptPurchase => "accept_purchase",
+}
+
+/// A request or result on the bus.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope<T> {
+    v: u16,
+    body: T,
+}
+
+/// Only the version, read first so that a newer body is not mistaken for a broken one.
+#[derive(Deserialize)]
+struct VersionOnly {
+    v: u16,
+}
+
+/// An answer on the bus: the service's reply, or why there is none.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Answer<R> {
+    Ok(R),
+    Version(u16),
+    Undecodable(String),
+    UnknownKind(String),
+}
+
+/// Encodes a request or a published result.
+pub fn encode<T: Serialize>(body: &T) -> Vec<u8> {
+    serde_json::to_vec(&Envelope {
+        v: SCHEMA_VERSION,
+        body,
+    })
+    .expect("message types serialize")
+}
+
+/// Decodes a request or a published result, checking its version first.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BridgeError> {
+    let version = serde_json::from_slice::<VersionOnly>(bytes)
+        .map_err(|e| BridgeError::Undecodable(e.to_string()))?
+        .v;
+    if version != SCHEMA_VERSION {
+        return Err(BridgeError::Version(version));
+    }
+    serde_json::from_slice::<Envelope<T>>(bytes)
+        .map(|e| e.body)
+        .map_err(|e| BridgeError::Undecodable(e.to_string()))
+}
+
+/// Encodes a service's answer (`Ok`) or the reason a request was not served.
+pub fn encode_answer<R: Serialize>(answer: Result<&R, &BridgeError>) -> Vec<u8> {
+    let answer = match answer {
+        Ok(reply) => Answer::Ok(reply),
+        Err(BridgeError::Version(v)) => Answer::Version(*v),
+        Err(BridgeError::UnknownKind(k)) => Answer::UnknownKind(k.clone()),
+        Err(other) => Answer::Undecodable(other.to_string()),
+    };
+    encode(&answer)
+}
+
+/// Decodes an answer into the reply, or the error the other side reported.
+pub fn decode_answer<R: DeserializeOwned>(bytes: &[u8]) -> Result<R, BridgeError> {
+    match decode::<Answer<R>>(bytes)? {
+        Answer::Ok(reply) => Ok(reply),
+        Answer::Version(v) => Err(BridgeError::Version(v)),
+        Answer::Undecodable(why) => Err(BridgeError::Undecodable(why)),
+        Answer::UnknownKind(kind) => Err(BridgeError::UnknownKind(kind)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::CustomerId;
+
+    #[test]
+    fn a_message_crosses_and_comes_back_equal() {
+        let msg = GetPerson {
+            customer_id: CustomerId(42),
+        };
+        let back: GetPerson = decode(&encode(&msg)).unwrap();
+        assert_eq!(back.customer_id, msg.customer_id);
+        let reply: ServiceResult<u64> = Err(ServiceError::Busy);
+        let back: ServiceResult<u64> = decode_answer(&encode_answer(Ok(&reply))).unwrap();
+        assert_eq!(back, reply);
+    }
+
+    #[test]
+    fn another_version_is_told_apart_from_garbage() {
+        let newer = br#"{"v":2,"body":{"customer_id":42,"new_field":true}}"#;
+        assert_eq!(
+            decode::<GetPerson>(newer).unwrap_err(),
+            BridgeError::Version(2)
+        );
+        assert!(matches!(
+            decode::<GetPerson>(b"\x00garbage").unwrap_err(),
+            BridgeError::Undecodable(_)
+        ));
+        assert!(matches!(
+            decode::<GetPerson>(br#"{"v":1,"body":{"customer":"x"}}"#).unwrap_err(),
+            BridgeError::Undecodable(_)
+        ));
+    }
+
+    #[test]
+    fn a_refusal_travels_back_as_the_same_error() {
+        let bytes = encode_answer::<()>(Err(&BridgeError::Version(9)));
+        assert_eq!(
+            decode_answer::<()>(&bytes).unwrap_err(),
+            BridgeError::Version(9)
+        );
+    }
+}
