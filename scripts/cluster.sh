@@ -181,6 +181,8 @@ launch() {
   if port_taken "$(port "$n")"; then die "port $(port "$n") of node $n is in use by another process"; fi
   mkdir -p "$(node_dir "$n")"
   for db in "${DATABASES[@]}"; do export "${db^^}_DATABASE_URL=$MYSQL_URL/${CLUSTER_NAME}_$db"; done
+  # The logs are files: no colour codes in them, unless NO_COLOR says otherwise.
+  export NO_COLOR=${NO_COLOR-1}
   local args=(serve --roles "${ROLES[$n]}" --node-id "$n" --nats-url "$NATS_URL"
     --cluster-name "$CLUSTER_NAME" --listen "127.0.0.1:$(port "$n")" --data-dir "$(node_dir "$n")")
   if [ -n "${SAGASHOP_EXIT_WITH_PID:-}" ]; then args+=(--exit-with-pid "$SAGASHOP_EXIT_WITH_PID"); fi

@@ -231,9 +231,10 @@ fn clusters_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("clusters")
 }
 
-/// Removes what the clusters of test processes that are gone left behind: their databases
-/// and files. A shared cluster is never dropped (its nodes exit with its process, its
-/// databases stay), and a test process killed outright drops nothing.
+/// Removes what the clusters of test processes that are gone left behind: nodes still
+/// running, databases and files. A shared cluster is never dropped (its databases stay, and
+/// its nodes only exit with its process if `--exit-with-pid` works), and a test process
+/// killed outright drops nothing.
 fn sweep() {
     let Ok(entries) = std::fs::read_dir(clusters_dir()) else {
         return;
@@ -246,8 +247,17 @@ fn sweep() {
         if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        if mariadb::drop_databases(&mariadb::server(), mariadb::database_names(&name)).is_ok() {
-            let _ = std::fs::remove_dir_all(entry.path());
+        let left = Settings {
+            dir: entry.path(),
+            name,
+            // `stop` finds the nodes by their pid files, not by their ports.
+            port_base: 0,
+        };
+        let dropped = left.script(&["stop"]).is_ok()
+            && mariadb::drop_databases(&mariadb::server(), mariadb::database_names(&left.name))
+                .is_ok();
+        if dropped {
+            let _ = std::fs::remove_dir_all(&left.dir);
         }
     }
 }
