@@ -5,7 +5,8 @@
 //!
 //! Every cluster's name ends with the test process's id, so two test runs on one machine (two
 //! checkouts, say) never share databases or NATS subjects; and its nodes get
-//! `--exit-with-pid` of the test process, so none outlives the run. When MariaDB or NATS
+//! `--exit-with-pid` of the test process, so none should outlive the run (the next run's
+//! [`sweep`] stops any that did). When MariaDB or NATS
 //! cannot be reached, a test fails in CI and says it did not run elsewhere, as the MariaDB
 //! tests do ([`mariadb::skipped`]).
 
@@ -132,13 +133,26 @@ impl Cluster {
     /// Each node's pid, alive and ready state and URL, one line per node, as the script
     /// prints them (whether or not every node is ready).
     pub fn status(&self) -> String {
-        self.settings.script(&["status"]).unwrap_or_else(|e| e)
+        self.settings.run(&["status"]).1
     }
 }
 
 impl Settings {
     /// Runs `scripts/cluster.sh` on this cluster: its output, or an error that holds it.
     fn script(&self, args: &[&str]) -> Result<String, String> {
+        match self.run(args) {
+            (true, text) => Ok(text),
+            (false, text) => Err(format!(
+                "cluster.sh {} ({}, files in {}) failed:\n{text}",
+                args.join(" "),
+                self.name,
+                self.dir.display()
+            )),
+        }
+    }
+
+    /// Runs `scripts/cluster.sh` on this cluster: whether it succeeded, and its output.
+    fn run(&self, args: &[&str]) -> (bool, String) {
         let port_base = self.port_base.to_string();
         let pid = std::process::id().to_string();
         let out = Command::new(SCRIPT)
@@ -154,24 +168,17 @@ impl Settings {
             .env("NATS_URL", nats_url())
             // As an in-process app in the tests: idle streams get a keep-alive every second.
             .env("SAGASHOP_SSE_KEEPALIVE_SECONDS", "1")
-            .output()
-            .map_err(|e| format!("{SCRIPT}: {e}"))?;
+            .output();
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => return (false, format!("{SCRIPT}: {e}")),
+        };
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        if out.status.success() {
-            Ok(text)
-        } else {
-            Err(format!(
-                "cluster.sh {} ({}, files in {}): {}\n{text}",
-                args.join(" "),
-                self.name,
-                self.dir.display(),
-                out.status
-            ))
-        }
+        (out.status.success(), text)
     }
 }
 
