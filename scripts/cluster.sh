@@ -82,7 +82,7 @@ cd "$ROOT"
 
 # The name is a NATS subject token and a database name prefix (MariaDB names: 64 characters).
 [[ $CLUSTER_NAME =~ ^[A-Za-z0-9_]{1,56}$ ]] || die "CLUSTER_NAME must be 1-56 letters, digits or _: '$CLUSTER_NAME'"
-if ! [[ $CLUSTER_PORT_BASE =~ ^[0-9]{1,5}$ ]] || [ "$CLUSTER_PORT_BASE" -gt 65532 ]; then
+if ! [[ $CLUSTER_PORT_BASE =~ ^(0|[1-9][0-9]{0,4})$ ]] || [ "$CLUSTER_PORT_BASE" -gt 65532 ]; then
   die "CLUSTER_PORT_BASE must be a number up to 65532: '$CLUSTER_PORT_BASE'"
 fi
 
@@ -110,6 +110,13 @@ node_pid() {
   [[ $pid =~ ^[0-9]+$ ]] || return 1
   tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline" | grep -qxF -- "$(node_dir "$1")" || return 1
   echo "$pid"
+}
+
+# curl asks the nodes whether they are ready; installed when missing, as the servers are.
+ensure_curl() {
+  command -v curl >/dev/null && return
+  log "installing curl"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y curl >/dev/null
 }
 
 # Asks node N's /readyz; sets READY_CODE (000: nothing answered) and READY_BODY.
@@ -289,6 +296,7 @@ cmd_start() {
   done
   log "starting cluster '$CLUSTER_NAME' in $CLUSTER_DIR, nodes on $(url 1)..$(port 3)"
   services
+  ensure_curl
   resolve_bin
   mkdir -p "$CLUSTER_DIR"
   resolve_secret generate
@@ -307,6 +315,7 @@ cmd_start_node() {
   local pid
   check_node_number "$NODE"
   if pid=$(node_pid "$NODE"); then die "node $NODE already runs (pid $pid)"; fi
+  ensure_curl
   resolve_bin
   resolve_secret read
   launch "$NODE"
@@ -334,6 +343,7 @@ cmd_kill() {
 
 cmd_status() {
   local n pid alive ready detail all=0
+  ensure_curl
   for n in "${NODES[@]}"; do
     ready="not ready" detail=""
     if pid=$(node_pid "$n"); then
