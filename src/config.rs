@@ -360,8 +360,14 @@ mod tests {
         let mut config = Config::embedded("/srv");
         config.jwt_secret = Some("jwt-s3cret".into());
         config.databases.order_database_url = Some("mysql://shop:db-s3cret@db:3306/order".into());
+        config.cluster.nats_url = Some("nats://bus:nats-s3cret@nats:4222".into());
+        config.cluster.nats_password = Some("pw-s3cret".into());
+        config.cluster.nats_token = Some("tok-s3cret".into());
         let shown = format!("{config:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("nats://bus:***@nats:4222"), "{shown}");
+        let token_url = crate::secrets::DatabaseUrl::new("nats://tok-s3cret@nats:4222");
+        assert_eq!(token_url.to_string(), "nats://***@nats:4222");
         assert!(shown.contains("mysql://shop:***@db:3306/order"), "{shown}");
     }
 }

@@ -196,6 +196,23 @@ mod tests {
     }
 
     #[test]
+    fn loadgen_takes_several_urls_comma_separated_or_repeated() {
+        let urls = |args: &[&str]| match parse(args).unwrap() {
+            Command::Loadgen(a) => a.url,
+            _ => panic!("not loadgen"),
+        };
+        assert_eq!(urls(&["loadgen"]), ["http://127.0.0.1:8000"]);
+        assert_eq!(
+            urls(&["loadgen", "--url", "http://a:1,http://b:2"]),
+            ["http://a:1", "http://b:2"]
+        );
+        assert_eq!(
+            urls(&["loadgen", "--url", "http://a:1", "--url", "http://b:2"]),
+            ["http://a:1", "http://b:2"]
+        );
+    }
+
+    #[test]
     fn each_help_lists_the_options_of_its_command() {
         let serve = help(&["serve", "--help"]);
         for option in [

@@ -86,10 +86,14 @@ impl DatabaseUrl {
 /// user info, so an unencoded `@` in a password is still covered (and at worst more than the
 /// password is hidden).
 fn password(url: &str) -> Option<&str> {
-    let (_, rest) = url.split_once("://")?;
+    let (scheme, rest) = url.split_once("://")?;
     let (userinfo, _) = rest.rsplit_once('@')?;
-    let (_, password) = userinfo.split_once(':')?;
-    Some(password)
+    match userinfo.split_once(':') {
+        Some((_, password)) => Some(password),
+        // NATS reads `nats://TOKEN@host` as a token: all of it is secret.
+        None if matches!(scheme, "nats" | "tls") => Some(userinfo),
+        None => None,
+    }
 }
 
 /// The URL as it may be shown.

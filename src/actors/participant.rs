@@ -117,7 +117,9 @@ impl<R: StepRepository> Handler<StepCommand> for Participant<R> {
 
     fn handle(&mut self, cmd: StepCommand, ctx: &mut Context<Self>) -> Self::Result {
         #[cfg(feature = "faults")]
-        self.faults.hold_command(self.step);
+        if self.faults.hold_command(self.step) {
+            tracing::info!(purchase_id = %cmd.purchase.purchase_id, step = %self.step.as_str(), "command held by a fault switch");
+        }
         let (reply, answer) = oneshot::channel();
         self.queue.push(cmd, reply);
         self.maybe_flush(ctx);

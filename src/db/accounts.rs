@@ -1,5 +1,6 @@
 //! The account database: customers and their credentials.
 
+use super::reusable::Reusable;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
@@ -48,7 +49,7 @@ pub struct ShippingChange<'a> {
 
 backend_queries! {
     async fn insert(conn: &mut Conn, c: &Customer) -> Result<(), DbError> {
-        diesel::insert_into(customers::table).values(c).execute(conn).await?;
+        Reusable(diesel::insert_into(customers::table).values(c)).execute(conn).await?;
         Ok(())
     }
 
@@ -81,15 +82,15 @@ backend_queries! {
             1i64.into_sql::<BigInt>(),
         )
         .otherwise(0i64.into_sql::<BigInt>());
-        diesel::update(customers::table.find(id))
-            .set((customers::token_version.eq(customers::token_version + bump), change))
+        Reusable(diesel::update(customers::table.find(id))
+            .set((customers::token_version.eq(customers::token_version + bump), change)))
             .execute(conn)
             .await?;
         Ok(())
     }
 
     async fn update_shipping(conn: &mut Conn, id: CustomerId, change: &ShippingChange<'_>) -> Result<(), DbError> {
-        diesel::update(customers::table.find(id)).set(change).execute(conn).await?;
+        Reusable(diesel::update(customers::table.find(id)).set(change)).execute(conn).await?;
         Ok(())
     }
 }

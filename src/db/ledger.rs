@@ -6,6 +6,7 @@
 //! Every transaction here starts with a write, so SQLite takes its write lock up front and
 //! waits on `busy_timeout` instead of failing on a lock upgrade.
 
+use super::reusable::Reusable;
 use std::future::Future;
 
 use diesel::prelude::*;
@@ -76,16 +77,16 @@ pub trait Ledger: AsyncConnection {
 backend_queries! {
     impl Ledger for Conn {
         async fn claim(&mut self, purchase_id: PurchaseId, now: i64) -> Result<bool, DbError> {
-            let n = diesel::insert_or_ignore_into(step_ledger::table)
-                .values(entry(purchase_id, APPLIED, "", now))
+            let n = Reusable(diesel::insert_or_ignore_into(step_ledger::table)
+                .values(entry(purchase_id, APPLIED, "", now)))
                 .execute(self)
                 .await?;
             Ok(n == 1)
         }
 
         async fn record_failure(&mut self, purchase_id: PurchaseId, reason: &str, now: i64) -> Result<(), DbError> {
-            diesel::insert_or_ignore_into(step_ledger::table)
-                .values(entry(purchase_id, FAILED, reason, now))
+            Reusable(diesel::insert_or_ignore_into(step_ledger::table)
+                .values(entry(purchase_id, FAILED, reason, now)))
                 .execute(self)
                 .await?;
             Ok(())
@@ -105,24 +106,24 @@ backend_queries! {
         }
 
         async fn start_compensation(&mut self, purchase_id: PurchaseId, now: i64) -> Result<bool, DbError> {
-            let undone = diesel::update(
+            let undone = Reusable(diesel::update(
                 step_ledger::table
                     .find(purchase_id)
                     .filter(step_ledger::status.eq(APPLIED)),
             )
-            .set((step_ledger::status.eq(COMPENSATED), step_ledger::updated_at.eq(now)))
+            .set((step_ledger::status.eq(COMPENSATED), step_ledger::updated_at.eq(now))))
             .execute(self)
             .await?;
             if undone == 1 {
                 return Ok(true);
             }
             // Nothing applied: leave a tombstone so a late forward command is refused.
-            diesel::insert_or_ignore_into(step_ledger::table)
-                .values(entry(purchase_id, COMPENSATED, "", now))
+            Reusable(diesel::insert_or_ignore_into(step_ledger::table)
+                .values(entry(purchase_id, COMPENSATED, "", now)))
                 .execute(self)
                 .await?;
-            diesel::update(step_ledger::table.find(purchase_id))
-                .set((step_ledger::status.eq(COMPENSATED), step_ledger::updated_at.eq(now)))
+            Reusable(diesel::update(step_ledger::table.find(purchase_id))
+                .set((step_ledger::status.eq(COMPENSATED), step_ledger::updated_at.eq(now))))
                 .execute(self)
                 .await?;
             Ok(false)

@@ -12,6 +12,7 @@ pub mod orders;
 pub mod payments;
 pub mod pool;
 pub mod products;
+pub mod reusable;
 pub mod sagas;
 pub mod schema;
 

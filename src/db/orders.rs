@@ -1,5 +1,6 @@
 //! The order database: one row per purchased item, keyed by purchase id.
 
+use super::reusable::Reusable;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
@@ -43,7 +44,7 @@ backend_queries! {
         ledger::step(conn, purchase.purchase_id, now, async |c| {
             // One statement per row: SQLite's sync wrapper has no multi-row INSERT.
             for line in &lines {
-                diesel::insert_into(orders::table).values(line).execute(c).await?;
+                Reusable(diesel::insert_into(orders::table).values(line)).execute(c).await?;
             }
             Ok(())
         })

@@ -1,5 +1,6 @@
 //! The payment database: one payment per purchase, keyed by purchase id.
 
+use super::reusable::Reusable;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
@@ -32,7 +33,7 @@ backend_queries! {
             amount: purchase.amount,
         };
         ledger::step(conn, payment.id, now, async |c| {
-            diesel::insert_into(payments::table).values(&payment).execute(c).await?;
+            Reusable(diesel::insert_into(payments::table).values(&payment)).execute(c).await?;
             Ok(())
         })
         .await

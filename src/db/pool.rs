@@ -49,9 +49,14 @@ pub enum DbPool {
 }
 
 impl DbPool {
-    /// Pool over a MySQL/MariaDB URL.
+    /// Pool over a MySQL/MariaDB URL. A checkout is not pinged first (a round trip per
+    /// transaction): a connection that broke fails its next statement, which the caller
+    /// retries or reports, and the pool then discards it.
     pub fn mysql(url: &str, size: usize) -> Result<Self, DbError> {
-        let manager = AsyncDieselConnectionManager::<AsyncMysqlConnection>::new(url);
+        let mut config = ManagerConfig::<AsyncMysqlConnection>::default();
+        config.recycling_method = RecyclingMethod::Fast;
+        let manager =
+            AsyncDieselConnectionManager::<AsyncMysqlConnection>::new_with_config(url, config);
         Pool::builder(manager)
             .max_size(size)
             .build()

@@ -1,5 +1,6 @@
 //! The product database: the catalog, inventory reservations and their compensation.
 
+use super::reusable::Reusable;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
@@ -51,7 +52,7 @@ pub const INSUFFICIENT_INVENTORY: &str = "insufficient inventory";
 
 backend_queries! {
     async fn insert(conn: &mut Conn, p: &Product) -> Result<(), DbError> {
-        diesel::insert_into(products::table).values(p).execute(conn).await?;
+        Reusable(diesel::insert_into(products::table).values(p)).execute(conn).await?;
         Ok(())
     }
 
@@ -94,10 +95,10 @@ backend_queries! {
             // Conditional updates in product_id order: stock never goes negative and two
             // purchases lock rows in the same order.
             for item in &sorted {
-                let taken = diesel::update(
+                let taken = Reusable(diesel::update(
                     products::table.find(item.product_id).filter(products::inventory.ge(item.amount)),
                 )
-                .set(products::inventory.eq(products::inventory - item.amount))
+                .set(products::inventory.eq(products::inventory - item.amount)))
                 .execute(c)
                 .await?;
                 if taken != 1 {
@@ -106,7 +107,7 @@ backend_queries! {
             }
             for i in &sorted {
                 let row = Reservation { purchase_id, product_id: i.product_id, amount: i.amount };
-                diesel::insert_into(reservations::table).values(&row).execute(c).await?;
+                Reusable(diesel::insert_into(reservations::table).values(&row)).execute(c).await?;
             }
             Ok(())
         })
@@ -122,8 +123,8 @@ backend_queries! {
                 .load(c)
                 .await?;
             for r in &taken {
-                diesel::update(products::table.find(r.product_id))
-                    .set(products::inventory.eq(products::inventory + r.amount))
+                Reusable(diesel::update(products::table.find(r.product_id))
+                    .set(products::inventory.eq(products::inventory + r.amount)))
                     .execute(c)
                     .await?;
             }

@@ -5,6 +5,7 @@
 //! Rows are decoded here, once, into domain types; a saga whose row or log does not decode or
 //! replay comes back quarantined, with the reason.
 
+use super::reusable::Reusable;
 use std::collections::BTreeMap;
 
 use diesel::prelude::*;
@@ -235,7 +236,7 @@ backend_queries! {
             let id = w.purchase.purchase_id;
             let from = to_column(w.from_version)?;
             let written = if w.from_version == 0 {
-                match diesel::insert_into(sagas::table).values(new_row(w, from + 1, now)).execute(c).await {
+                match Reusable(diesel::insert_into(sagas::table).values(new_row(w, from + 1, now))).execute(c).await {
                     Ok(n) => n,
                     Err(diesel::result::Error::DatabaseError(
                         diesel::result::DatabaseErrorKind::UniqueViolation,
@@ -244,7 +245,7 @@ backend_queries! {
                     Err(e) => return Err(e.into()),
                 }
             } else {
-                diesel::update(sagas::table.find(id).filter(sagas::version.eq(from)))
+                Reusable(diesel::update(sagas::table.find(id).filter(sagas::version.eq(from)))
                     .set((
                         sagas::state.eq(w.saga.state.to_string()),
                         sagas::finished.eq(w.saga.state.is_terminal()),
@@ -252,7 +253,7 @@ backend_queries! {
                         sagas::attempts.eq(w.saga.retry.attempts as i32),
                         sagas::retry_since.eq(w.saga.retry.since_ms),
                         sagas::updated_at.eq(now),
-                    ))
+                    )))
                     .execute(c)
                     .await?
             };
@@ -284,13 +285,13 @@ backend_queries! {
             for (partition, members) in by_partition {
                 let wanted: i64 = members.iter().map(|&i| writes[i].events.len() as i64).sum();
                 let fenced = match owned.get(&partition) {
-                    Some(&epoch) => diesel::update(
+                    Some(&epoch) => Reusable(diesel::update(
                         partitions::table
                             .find(partition.0 as i32)
                             .filter(partitions::owner_node.eq(owner))
                             .filter(partitions::epoch.eq(to_column(epoch)?)),
                     )
-                    .set(partitions::next_seq.eq(partitions::next_seq + wanted))
+                    .set(partitions::next_seq.eq(partitions::next_seq + wanted)))
                     .execute(c)
                     .await?,
                     None => 0,
@@ -339,15 +340,15 @@ backend_queries! {
                 }
                 if seq != end {
                     // Some writes were not applied: give their ids back.
-                    diesel::update(partitions::table.find(partition.0 as i32))
-                        .set(partitions::next_seq.eq(seq))
+                    Reusable(diesel::update(partitions::table.find(partition.0 as i32))
+                        .set(partitions::next_seq.eq(seq)))
                         .execute(c)
                         .await?;
                 }
             }
             // One statement per entry: diesel has no multi-row insert on async SQLite.
             for row in &rows {
-                diesel::insert_into(saga_events::table).values(row).execute(c).await?;
+                Reusable(diesel::insert_into(saga_events::table).values(row)).execute(c).await?;
             }
             Ok(outcomes.into_iter().map(|o| o.expect("every write decided")).collect())
         })
@@ -404,23 +405,23 @@ backend_queries! {
     }
 
     async fn set_quarantine(conn: &mut Conn, id: PurchaseId, reason: Option<String>, retry_requested: bool, now: i64) -> Result<usize, DbError> {
-        Ok(diesel::update(sagas::table.find(id))
+        Ok(Reusable(diesel::update(sagas::table.find(id))
             .set((
                 sagas::quarantine.eq(reason),
                 sagas::retry_requested.eq(retry_requested),
                 sagas::updated_at.eq(now),
-            ))
+            )))
             .execute(conn)
             .await?)
     }
 
     async fn release(conn: &mut Conn, id: PurchaseId, now: i64) -> Result<usize, DbError> {
-        Ok(diesel::update(sagas::table.find(id).filter(sagas::quarantine.is_not_null()))
+        Ok(Reusable(diesel::update(sagas::table.find(id).filter(sagas::quarantine.is_not_null()))
             .set((
                 sagas::quarantine.eq(None::<String>),
                 sagas::retry_requested.eq(true),
                 sagas::updated_at.eq(now),
-            ))
+            )))
             .execute(conn)
             .await?)
     }
@@ -464,12 +465,12 @@ backend_queries! {
                 .await?;
             for (partition, top) in tops {
                 let Some(top) = top else { continue };
-                diesel::update(
+                Reusable(diesel::update(
                     partitions::table
                         .find(partition)
                         .filter(partitions::pruned_up_to.lt(top)),
                 )
-                .set(partitions::pruned_up_to.eq(top))
+                .set(partitions::pruned_up_to.eq(top)))
                 .execute(c)
                 .await?;
             }
@@ -512,8 +513,8 @@ backend_queries! {
                         .first(c)
                         .await?;
                     for (name, value) in [(META_COUNT, count.to_string()), (META_HASH, partition::HASH.to_owned())] {
-                        diesel::insert_into(store_meta::table)
-                            .values((store_meta::name.eq(name), store_meta::value.eq(value)))
+                        Reusable(diesel::insert_into(store_meta::table)
+                            .values((store_meta::name.eq(name), store_meta::value.eq(value))))
                             .execute(c)
                             .await?;
                     }
@@ -526,7 +527,7 @@ backend_queries! {
                             next_seq: old_max.unwrap_or(0) + 1,
                             pruned_up_to: 0,
                         };
-                        diesel::insert_into(partitions::table).values(row).execute(c).await?;
+                        Reusable(diesel::insert_into(partitions::table).values(row)).execute(c).await?;
                     }
                 }
                 (Some(stored), Some(hash)) if stored == count.to_string() && hash == partition::HASH => {}
@@ -549,21 +550,21 @@ backend_queries! {
                 .await?;
             for customer in customers {
                 let p = partition::of_customer(customer, count).0 as i32;
-                diesel::update(sagas::table.filter(sagas::customer_id.eq(customer)))
-                    .set(sagas::partition_id.eq(p))
+                Reusable(diesel::update(sagas::table.filter(sagas::customer_id.eq(customer)))
+                    .set(sagas::partition_id.eq(p)))
                     .execute(c)
                     .await?;
-                diesel::update(saga_events::table.filter(saga_events::customer_id.eq(customer)))
-                    .set(saga_events::partition_id.eq(p))
+                Reusable(diesel::update(saga_events::table.filter(saga_events::customer_id.eq(customer)))
+                    .set(saga_events::partition_id.eq(p)))
                     .execute(c)
                     .await?;
             }
-            diesel::update(partitions::table)
+            Reusable(diesel::update(partitions::table)
                 .set((
                     partitions::owner_node.eq(owner),
                     partitions::epoch.eq(partitions::epoch + 1),
                     partitions::lease_expires_at.eq(i64::MAX),
-                ))
+                )))
                 .execute(c)
                 .await?;
             Ok(partitions::table

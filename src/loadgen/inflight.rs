@@ -9,9 +9,12 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Done, LoadgenArgs, Setup, call, invariants, prepare, server_memory};
+use super::cluster::client;
+use super::load::{Load, start};
+use super::{Done, LoadgenArgs, invariants, server_memory};
 
-/// What the run measured.
+/// What the run measured: how many sagas one node holds in flight, in how much memory, and
+/// how fast they drain once released.
 #[derive(Debug, Serialize)]
 pub struct InflightReport {
     pub purchases: u64,
@@ -24,26 +27,29 @@ pub struct InflightReport {
     pub invariants: Option<invariants::Verdict>,
 }
 
+/// Fires `n` purchases at a server holding payments, then releases it; see the module comment.
 pub(super) async fn run(args: &LoadgenArgs, n: u64) -> anyhow::Result<InflightReport> {
     let pid = args
         .server_pid
         .context("--inflight needs --server-pid (to read memory and release)")?;
-    let Setup {
-        client,
+    let load = start(args).await?;
+    let Load {
+        cluster,
+        books,
         shoppers,
         items,
         scarce,
-        tracker,
-    } = prepare(args).await?;
+    } = &load;
     let started = Instant::now();
     let posts = futures_util::stream::iter((0..n).map(|i| {
         let shopper = (i as usize) % shoppers.len();
         let item = &items[(i as usize) % items.len()];
         let lines = vec![(item.id, 1i64)];
         let body = json!({"purchase_items": [{"product_id": item.id, "amount": 1}], "payment": {"currency_code": "NT"}});
-        let (client, url, token) = (&client, &args.url, &shoppers[shopper].token);
+        let (node, token) = (cluster.nodes.home(shopper), &shoppers[shopper].token);
         async move {
-            let reply = call(client, awc::http::Method::POST, &format!("{url}/api/purchase"), Some(token), Some(&body)).await;
+            // Not `books::buy`: a 503 (the in-flight cap) must not be sent again while held.
+            let reply = cluster.request(node, awc::http::Method::POST, "/api/purchase", Some(token), Some(&body)).await;
             match reply {
                 Ok((201, v)) => v["purchase_id"].as_u64().map(|id| (id, shopper, lines, item.price)),
                 _ => None,
@@ -57,7 +63,7 @@ pub(super) async fn run(args: &LoadgenArgs, n: u64) -> anyhow::Result<InflightRe
     let accepted: Vec<_> = posts.into_iter().flatten().collect();
     let waits: Vec<_> = accepted
         .iter()
-        .map(|(id, ..)| tracker.borrow_mut().wait_for(*id))
+        .map(|(id, ..)| books.tracker.borrow_mut().wait_for(*id))
         .collect();
     actix_rt::time::sleep(Duration::from_secs(2)).await;
     let memory_while_held = server_memory(pid);
@@ -88,11 +94,11 @@ pub(super) async fn run(args: &LoadgenArgs, n: u64) -> anyhow::Result<InflightRe
         done.len()
     );
     // A fresh client: the firing one may have been worn out by the burst of connections.
-    let checker = super::client(64);
+    let checker = cluster.with_client(client(64));
     let invariants = if args.no_check {
         None
     } else {
-        Some(invariants::check(&checker, &args.url, &shoppers, &items, &scarce, &done).await?)
+        Some(invariants::check(&checker, shoppers, items, scarce, &done).await?)
     };
     Ok(InflightReport {
         purchases: n,

@@ -3,25 +3,28 @@
 
 use std::collections::HashMap;
 
-use awc::Client;
-use awc::http::Method;
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Done, Item, Outcome, Shopper, call};
+use super::cluster::Cluster;
+use super::{Done, Item, Outcome, Shopper};
 
-/// What the check found.
+/// What the check found: a run is only as good as its books balance.
 #[derive(Debug, Clone, Serialize)]
 pub struct Verdict {
+    /// Purchases whose order and payment were checked.
     pub purchases_checked: usize,
+    /// Products whose stock was checked.
     pub products_checked: usize,
+    /// Everything that did not add up; empty when the run is sound.
     pub violations: Vec<String>,
 }
 
+/// Checks stock, orders and payments of `done` through whichever nodes are alive (each
+/// customer's reads go to its own node first).
 pub(super) async fn check(
-    client: &Client,
-    url: &str,
+    cluster: &Cluster,
     shoppers: &[Shopper],
     items: &[Item],
     scarce: &Item,
@@ -34,15 +37,10 @@ pub(super) async fn check(
             *sold.entry(*id).or_default() += n;
         }
     }
-    for item in items.iter().chain([scarce]) {
-        let (status, v) = call(
-            client,
-            Method::GET,
-            &format!("{url}/api/product/{}", item.id),
-            None,
-            None,
-        )
-        .await?;
+    for (i, item) in items.iter().chain([scarce]).enumerate() {
+        let (status, v) = cluster
+            .get(i, &format!("/api/product/{}", item.id), None)
+            .await?;
         let left = v["inventory"].as_i64().unwrap_or(i64::MIN);
         let want = item.stock - sold.get(&item.id).copied().unwrap_or(0);
         if status != 200 || left != want || left < 0 {
@@ -54,22 +52,13 @@ pub(super) async fn check(
     }
     let checks = futures_util::stream::iter(done.iter().map(|d| async move {
         let token = Some(shoppers[d.shopper].token.as_str());
-        let order = call(
-            client,
-            Method::GET,
-            &format!("{url}/api/order/{}", d.purchase_id),
-            token,
-            None,
-        )
-        .await;
-        let payment = call(
-            client,
-            Method::GET,
-            &format!("{url}/api/payment/{}", d.purchase_id),
-            token,
-            None,
-        )
-        .await;
+        let node = cluster.nodes.home(d.shopper);
+        let order = cluster
+            .get(node, &format!("/api/order/{}", d.purchase_id), token)
+            .await;
+        let payment = cluster
+            .get(node, &format!("/api/payment/{}", d.purchase_id), token)
+            .await;
         verify(d, order, payment)
     }))
     .buffer_unordered(64)

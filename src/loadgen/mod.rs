@@ -1,22 +1,30 @@
-//! `sagashop loadgen`: drives a running sagashop through its public API and measures how many
-//! purchase sagas per second complete, and how long each takes from `POST /api/purchase` to
-//! its terminal SSE event. Ends with an invariant check of stock, orders and payments.
+//! `sagashop loadgen`: drives a running sagashop (one node, or a cluster of nodes that each
+//! serve the whole API) through its public API and measures how many purchase sagas per
+//! second complete, and how long each takes from `POST /api/purchase` to its terminal SSE
+//! event. Ends with a check of every purchase the run created, and of stock, orders and
+//! payments.
+//!
+//! Every run goes the same way, for one URL or many: `load.rs` creates customers and
+//! products and runs the workers, `books.rs` keeps the books while nodes may die (streams
+//! resume elsewhere with `Last-Event-ID`, purchases move to a live node), `nodes.rs` decides
+//! which node each request goes to, and `audit.rs` checks everything at the end.
 
+mod audit;
+mod books;
 pub mod ceiling;
+mod cluster;
 mod inflight;
 mod invariants;
+mod load;
+mod nodes;
 mod survive;
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use awc::Client;
+use anyhow::bail;
 use clap::Args;
-use futures_util::StreamExt;
-use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::Rng;
 use sagashop::secrets::DatabaseUrl;
@@ -24,14 +32,24 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use sagashop::sse_client::{Frame, Parser as FrameParser};
+use audit::Audit;
+use load::{Load, Pace, Plan, run_workers};
+use nodes::NodeReport;
 
 /// Settings of `sagashop loadgen`.
 #[derive(Debug, Clone, Args)]
 pub struct LoadgenArgs {
-    /// Base URL of the sagashop to drive.
-    #[arg(long, default_value = "http://127.0.0.1:8000")]
-    pub url: String,
+    /// Base URL of the sagashop to drive; several (comma-separated) for a cluster: customer
+    /// i buys on node i % N and holds its result stream on node (i+1) % N. A node that stops
+    /// answering is passed over (streams resume on another with Last-Event-ID) and tried again
+    /// every second.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        num_args = 1,
+        default_value = "http://127.0.0.1:8000"
+    )]
+    pub url: Vec<String>,
     /// Customers to create (each with its own SSE stream).
     #[arg(long, default_value_t = 16)]
     pub customers: usize,
@@ -74,9 +92,9 @@ pub struct LoadgenArgs {
     #[arg(long)]
     pub inflight: Option<u64>,
     /// Crash-loop run (scripts/crashloop.sh): keep going while the server is killed and
-    /// restarted, resuming streams with `Last-Event-ID`, until SIGUSR1 or `--duration`; then
-    /// settle, check every purchase the run created (also those whose answer was lost) and
-    /// report what was lost or duplicated.
+    /// restarted, until SIGUSR1 or `--duration`; then fence, check every purchase the run
+    /// created (also those whose answer was lost) and report what was lost or duplicated.
+    /// (Every run survives dead nodes; this one reports in detail, and always fences.)
     #[arg(long)]
     pub survive_restarts: bool,
     /// With `--survive-restarts`: write every product's initial stock and every purchase's
@@ -88,7 +106,9 @@ pub struct LoadgenArgs {
 /// A purchase whose saga reached its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Outcome {
+    /// Its payment was created.
     Succeeded,
+    /// A step failed and every completed step was compensated.
     RolledBack,
 }
 
@@ -125,6 +145,7 @@ pub(crate) struct Tracker {
 }
 
 impl Tracker {
+    /// Purchase `purchase_id` reached `outcome`: wakes its waiter, or keeps it for one.
     pub(crate) fn finished(&mut self, purchase_id: u64, outcome: Outcome) {
         match self.waiting.remove(&purchase_id) {
             Some(tx) => {
@@ -136,6 +157,7 @@ impl Tracker {
         }
     }
 
+    /// Resolves with the purchase's outcome (at once when it already arrived).
     pub(crate) fn wait_for(&mut self, purchase_id: u64) -> oneshot::Receiver<Outcome> {
         let (tx, rx) = oneshot::channel();
         match self.early.remove(&purchase_id) {
@@ -207,183 +229,62 @@ pub(crate) fn outcome_of(data: &Value) -> Option<Outcome> {
 /// The run's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The nodes driven, comma-separated as `--url` takes them.
     pub url: String,
+    /// What each node served and how often it failed, in `--url` order.
+    pub nodes: Vec<NodeReport>,
+    /// Purchases in flight at once.
     pub concurrency: usize,
+    /// Share of purchases built to fail on stock.
     pub fail_ratio: f64,
+    /// Seconds the load ran (the check at the end not included).
     pub seconds: f64,
+    /// Purchases the workers saw end (their terminal event arrived).
     pub completed: u64,
+    /// Of `completed`, those that succeeded.
     pub succeeded: u64,
+    /// Of `completed`, those that were compensated.
     pub rolled_back: u64,
+    /// Purchases refused: answered with neither `201` nor `503`.
     pub errors: u64,
+    /// Purchases answered `503` (sent again).
     pub busy: u64,
+    /// Accepted purchases whose terminal event did not arrive in time.
     pub timeouts: u64,
+    /// Requests that got no answer (connection refused or reset, timeout), on any node.
+    pub failed_requests: u64,
+    /// Purchase POSTs whose answer was lost: not sent again (they may have bought).
+    pub unanswered_posts: u64,
+    /// Of those, purchases that had been created, found by the check at the end.
+    pub discovered: u64,
+    /// Result streams that ended and were opened again (on another node if theirs died).
+    pub stream_reconnects: u64,
+    /// `completed` per second of load.
     pub sagas_per_second: f64,
+    /// From the first POST of a purchase to its terminal event.
     pub latency_ms: Latency,
+    /// The check at the end (`None` with `--no-check`): every purchase the run created,
+    /// then stock, orders and payments.
     pub invariants: Option<invariants::Verdict>,
+    /// The server's memory (`--server-pid`).
     pub server_memory: Option<Value>,
 }
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
+    /// Median.
     pub p50: f64,
+    /// 90th percentile.
     pub p90: f64,
+    /// 99th percentile.
     pub p99: f64,
+    /// Slowest.
     pub max: f64,
 }
 
-#[derive(Default)]
-struct Counters {
-    issued: u64,
-    errors: u64,
-    busy: u64,
-    timeouts: u64,
-    done: Vec<Done>,
-}
-
-pub(crate) fn client(concurrency: usize) -> Client {
-    let connector = awc::Connector::new().limit(concurrency * 2 + 64);
-    Client::builder()
-        .connector(connector)
-        .timeout(Duration::from_secs(60))
-        .finish()
-}
-
-pub(crate) async fn call(
-    client: &Client,
-    method: awc::http::Method,
-    url: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> anyhow::Result<(u16, Value)> {
-    let mut req = client.request(method, url);
-    if let Some(t) = token {
-        req = req.insert_header(("Authorization", format!("Bearer {t}")));
-    }
-    let mut res = match body {
-        Some(b) => req.send_body(b.to_string()).await,
-        None => req.send().await,
-    }
-    .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
-    let bytes = res.body().limit(16 << 20).await?;
-    Ok((
-        res.status().as_u16(),
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    ))
-}
-
-pub(crate) async fn setup(
-    client: &Client,
-    args: &LoadgenArgs,
-) -> anyhow::Result<(Vec<Shopper>, Vec<Item>, Item)> {
-    let run = sagashop::clock::Clock::system().now_ms();
-    let mut shoppers = Vec::new();
-    for i in 0..args.customers {
-        let body = json!({"password":"loadgen-pass","firstname":"load","lastname":"gen","email":format!("loadgen-{run}-{i}@example.com"),"address":"bench","phone_number":format!("{run}{i}")});
-        let (status, v) = call(
-            client,
-            awc::http::Method::POST,
-            &format!("{}/api/account/auth/signup", args.url),
-            None,
-            Some(&body),
-        )
-        .await?;
-        if status != 201 {
-            bail!("signup answered {status}: {v}");
-        }
-        shoppers.push(Shopper {
-            token: v["access_token"]
-                .as_str()
-                .context("access_token")?
-                .to_owned(),
-        });
-    }
-    let create = async |name: String, price: i64, stock: i64| -> anyhow::Result<Item> {
-        let body = json!({"name":name,"description":"loadgen","brand_name":"loadgen","price":price,"inventory":stock});
-        let (status, v) = call(
-            client,
-            awc::http::Method::POST,
-            &format!("{}/api/product", args.url),
-            None,
-            Some(&body),
-        )
-        .await?;
-        if status != 201 {
-            bail!("product create answered {status}: {v}");
-        }
-        Ok(Item {
-            id: v["id"].as_u64().context("id")?,
-            price,
-            stock,
-        })
-    };
-    let mut items = Vec::new();
-    for i in 0..args.products {
-        items.push(create(format!("loadgen-{run}-{i}"), 10 + i as i64, args.stock).await?);
-    }
-    // Purchases built to fail ask for 2 units of this product, which has 1.
-    let scarce = create(format!("loadgen-{run}-scarce"), 1, 1).await?;
-    Ok((shoppers, items, scarce))
-}
-
-/// Opens a customer's result stream; resolves once it is subscribed, then keeps feeding the
-/// tracker with terminal events.
-pub(crate) async fn watch(
-    client: Client,
-    url: String,
-    token: String,
-    tracker: Rc<RefCell<Tracker>>,
-) -> anyhow::Result<()> {
-    let mut res = client
-        .get(format!("{url}/api/purchase/result"))
-        .timeout(Duration::from_secs(24 * 3600))
-        .insert_header(("Accept", "text/event-stream"))
-        .insert_header(("Authorization", format!("Bearer {token}")))
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("result stream: {e}"))?;
-    let (ready_tx, ready_rx) = oneshot::channel::<()>();
-    actix_rt::spawn(async move {
-        read_stream(&mut res, &mut Some(ready_tx), |frame| {
-            let Ok(v) = serde_json::from_str::<Value>(&frame.data) else {
-                return;
-            };
-            if let (Some(outcome), Some(id)) = (outcome_of(&v), v["purchase_id"].as_u64()) {
-                tracker.borrow_mut().finished(id, outcome);
-            }
-        })
-        .await;
-    });
-    ready_rx
-        .await
-        .context("result stream closed before it was subscribed")?;
-    Ok(())
-}
-
-/// Reads a result stream until it ends: fires `ready` at its `data: null` (subscribed) and
-/// hands every other frame to `on_frame`.
-pub(crate) async fn read_stream<S, E>(
-    body: &mut S,
-    ready: &mut Option<oneshot::Sender<()>>,
-    mut on_frame: impl FnMut(&Frame),
-) where
-    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
-{
-    let mut parser = FrameParser::default();
-    while let Some(Ok(chunk)) = body.next().await {
-        parser.push(&chunk);
-        while let Some(frame) = parser.next_frame() {
-            if frame.data == "null" {
-                if let Some(tx) = ready.take() {
-                    let _ = tx.send(());
-                }
-            } else {
-                on_frame(&frame);
-            }
-        }
-    }
-}
-
+/// The resident memory of process `pid` (now and at its peak, in MiB, from /proc): what a
+/// benchmark reports of the server it drives.
 pub(crate) fn server_memory(pid: u32) -> Option<Value> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
@@ -433,7 +334,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        print_text(&report);
+        println!("{}", render_text(&report));
     }
     if report
         .invariants
@@ -445,193 +346,95 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What every run starts from: a client, customers with their streams open, products.
-pub(crate) struct Setup {
-    client: Client,
-    shoppers: Vec<Shopper>,
-    items: Vec<Item>,
-    scarce: Item,
-    tracker: Rc<RefCell<Tracker>>,
-}
-
-/// Creates the customers and products and opens every customer's result stream.
-pub(crate) async fn prepare(args: &LoadgenArgs) -> anyhow::Result<Setup> {
-    let client = client(args.concurrency);
-    let (shoppers, items, scarce) = setup(&client, args).await?;
-    let tracker = Rc::new(RefCell::new(Tracker::default()));
-    for s in &shoppers {
-        watch(
-            client.clone(),
-            args.url.clone(),
-            s.token.clone(),
-            tracker.clone(),
-        )
-        .await?;
-    }
-    Ok(Setup {
-        client,
-        shoppers,
-        items,
-        scarce,
-        tracker,
-    })
-}
-
 /// Runs the load and returns its figures (what `run` prints).
 pub async fn drive(args: &LoadgenArgs) -> anyhow::Result<Report> {
-    let Setup {
-        client,
-        shoppers,
-        items,
-        scarce,
-        tracker,
-    } = prepare(args).await?;
-
-    let progress = if args.json {
-        ProgressBar::hidden()
-    } else {
-        match args.count {
-            Some(n) => ProgressBar::new(n),
-            None => ProgressBar::new(args.duration),
-        }
+    let load = Rc::new(load::start(args).await?);
+    let progress = progress_bar(args);
+    let pace = Rc::new(Pace::new()?);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.duration);
+    if args.count.is_none() {
+        tick(&progress, &pace, started, deadline);
+    }
+    let plan = Plan {
+        count: args.count,
+        deadline,
     };
+    run_workers(&load, args, plan, &pace, &progress).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    progress.finish_and_clear();
+    let audit = match args.no_check {
+        true => None,
+        false => Some(check(&load).await?),
+    };
+    Ok(report(args, &load, &pace, seconds, audit))
+}
+
+/// The end-of-run check: a fence when some POST lost its answer (its purchase may exist
+/// unseen), then the audit of every purchase the run created.
+async fn check(load: &Load) -> anyhow::Result<Audit> {
+    if load.books.unanswered.get() > 0 {
+        audit::fence(load).await?;
+    }
+    audit::audit(load).await
+}
+
+/// A progress bar over `--count` purchases or `--duration` seconds; hidden with `--json`.
+fn progress_bar(args: &LoadgenArgs) -> ProgressBar {
+    if args.json {
+        return ProgressBar::hidden();
+    }
+    let progress = ProgressBar::new(args.count.unwrap_or(args.duration));
     progress.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {msg}")
             .expect("template")
             .progress_chars("=> "),
     );
-    let histogram = Rc::new(RefCell::new(Histogram::<u64>::new_with_bounds(
-        1,
-        600_000_000,
-        3,
-    )?));
-    let counters = Rc::new(RefCell::new(Counters::default()));
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.duration);
-    let mut workers = Vec::new();
-    for w in 0..args.concurrency {
-        let (client, url) = (client.clone(), args.url.clone());
-        let (shoppers, items, scarce) = (shoppers.clone(), items.clone(), scarce.clone());
-        let (tracker, histogram, counters, progress) = (
-            tracker.clone(),
-            histogram.clone(),
-            counters.clone(),
-            progress.clone(),
-        );
-        let (count, fail_ratio) = (args.count, args.fail_ratio);
-        workers.push(actix_rt::spawn(async move {
-            let mut rng = rand::rng();
-            loop {
-                {
-                    let mut c = counters.borrow_mut();
-                    let over = match count {
-                        Some(n) => c.issued >= n,
-                        None => Instant::now() >= deadline,
-                    };
-                    if over {
-                        break;
-                    }
-                    c.issued += 1;
-                }
-                let Cart {
-                    shopper,
-                    lines,
-                    amount,
-                    body,
-                } = cart(&mut rng, w, shoppers.len(), &items, &scarce, fail_ratio);
-                let t0 = Instant::now();
-                let reply = call(
-                    &client,
-                    awc::http::Method::POST,
-                    &format!("{url}/api/purchase"),
-                    Some(&shoppers[shopper].token),
-                    Some(&body),
-                )
-                .await;
-                let purchase_id = match reply {
-                    Ok((201, v)) => v["purchase_id"].as_u64().unwrap_or(0),
-                    Ok((503, _)) => {
-                        counters.borrow_mut().busy += 1;
-                        actix_rt::time::sleep(Duration::from_millis(5)).await;
-                        continue;
-                    }
-                    _ => {
-                        counters.borrow_mut().errors += 1;
-                        continue;
-                    }
-                };
-                let wait = tracker.borrow_mut().wait_for(purchase_id);
-                match actix_rt::time::timeout(Duration::from_secs(60), wait).await {
-                    Ok(Ok(outcome)) => {
-                        let us = t0.elapsed().as_micros() as u64;
-                        let _ = histogram.borrow_mut().record(us.max(1));
-                        counters.borrow_mut().done.push(Done {
-                            purchase_id,
-                            shopper,
-                            lines,
-                            amount,
-                            outcome,
-                        });
-                        if count.is_some() {
-                            progress.inc(1);
-                        }
-                    }
-                    _ => counters.borrow_mut().timeouts += 1,
-                }
-            }
-        }));
-    }
-    if args.count.is_none() {
-        let progress = progress.clone();
-        let counters = counters.clone();
-        actix_rt::spawn(async move {
-            while Instant::now() < deadline {
-                actix_rt::time::sleep(Duration::from_secs(1)).await;
-                progress.set_position(
-                    started
-                        .elapsed()
-                        .as_secs()
-                        .min(progress.length().unwrap_or(0)),
-                );
-                let n = counters.borrow().done.len() as f64;
-                progress.set_message(format!(
-                    "{:.0} sagas/s",
-                    n / started.elapsed().as_secs_f64()
-                ));
-            }
-        });
-    }
-    for w in workers {
-        w.await?;
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    progress.finish_and_clear();
+    progress
+}
 
-    let c = std::mem::take(&mut *counters.borrow_mut());
-    let h = histogram.borrow().clone();
+/// Moves a `--duration` run's progress bar every second, with the rate so far.
+fn tick(progress: &ProgressBar, pace: &Rc<Pace>, started: Instant, deadline: Instant) {
+    let (progress, pace) = (progress.clone(), pace.clone());
+    actix_rt::spawn(async move {
+        while Instant::now() < deadline {
+            actix_rt::time::sleep(Duration::from_secs(1)).await;
+            let len = progress.length().unwrap_or(0);
+            progress.set_position(started.elapsed().as_secs().min(len));
+            let rate = pace.completed() as f64 / started.elapsed().as_secs_f64();
+            progress.set_message(format!("{rate:.0} sagas/s"));
+        }
+    });
+}
+
+/// The figures of a run: the workers' `pace`, the books, and the check's `audit`.
+fn report(
+    args: &LoadgenArgs,
+    load: &Load,
+    pace: &Pace,
+    seconds: f64,
+    audit: Option<Audit>,
+) -> Report {
+    let h = pace.latency_us.borrow();
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    let succeeded = c
-        .done
-        .iter()
-        .filter(|d| d.outcome == Outcome::Succeeded)
-        .count() as u64;
-    let completed = c.done.len() as u64;
-    let invariants = if args.no_check {
-        None
-    } else {
-        Some(invariants::check(&client, &args.url, &shoppers, &items, &scarce, &c.done).await?)
-    };
-    Ok(Report {
-        url: args.url.clone(),
+    let (books, nodes) = (&load.books, &load.cluster.nodes);
+    let completed = pace.completed();
+    Report {
+        url: nodes.urls(),
+        nodes: nodes.report(),
         concurrency: args.concurrency,
         fail_ratio: args.fail_ratio,
         seconds,
         completed,
-        succeeded,
-        rolled_back: completed - succeeded,
-        errors: c.errors,
-        busy: c.busy,
-        timeouts: c.timeouts,
+        succeeded: pace.succeeded.get(),
+        rolled_back: pace.rolled_back.get(),
+        errors: books.refused.get(),
+        busy: books.busy.get(),
+        timeouts: pace.timeouts.get(),
+        failed_requests: nodes.failed_requests(),
+        unanswered_posts: books.unanswered.get(),
+        discovered: audit.as_ref().map_or(0, |a| a.discovered),
+        stream_reconnects: books.reconnects.get(),
         sagas_per_second: completed as f64 / seconds,
         latency_ms: Latency {
             p50: ms(0.5),
@@ -639,48 +442,137 @@ pub async fn drive(args: &LoadgenArgs) -> anyhow::Result<Report> {
             p99: ms(0.99),
             max: h.max() as f64 / 1000.0,
         },
-        invariants,
+        invariants: audit.map(Audit::into_verdict),
         server_memory: args.server_pid.and_then(server_memory),
-    })
+    }
 }
 
-fn print_text(r: &Report) {
-    println!(
-        "sagashop loadgen against {} (concurrency {}, {:.0}% built to fail)",
-        r.url,
-        r.concurrency,
-        r.fail_ratio * 100.0
-    );
-    println!(
-        "  completed sagas/s : {:.1} ({} in {:.1} s)",
-        r.sagas_per_second, r.completed, r.seconds
-    );
-    println!(
-        "  outcomes          : {} succeeded, {} rolled back",
-        r.succeeded, r.rolled_back
-    );
-    println!(
-        "  errors            : {} failed requests, {} busy (503), {} timed out",
-        r.errors, r.busy, r.timeouts
-    );
-    println!(
+/// The text report (without `--json`).
+fn render_text(r: &Report) -> String {
+    let mut out = vec![
+        format!(
+            "sagashop loadgen against {} (concurrency {}, {:.0}% built to fail)",
+            r.url,
+            r.concurrency,
+            r.fail_ratio * 100.0
+        ),
+        format!(
+            "  completed sagas/s : {:.1} ({} in {:.1} s)",
+            r.sagas_per_second, r.completed, r.seconds
+        ),
+        format!(
+            "  outcomes          : {} succeeded, {} rolled back",
+            r.succeeded, r.rolled_back
+        ),
+        format!(
+            "  errors            : {} failed requests (no answer), {} refused, {} busy (503), {} timed out",
+            r.failed_requests, r.errors, r.busy, r.timeouts
+        ),
+        format!(
+            "  answers lost      : {} purchases ({} of them created), {} stream reconnects",
+            r.unanswered_posts, r.discovered, r.stream_reconnects
+        ),
+    ];
+    if r.nodes.len() > 1 {
+        out.push("  nodes             :".to_owned());
+        out.extend(r.nodes.iter().map(|n| {
+            format!(
+                "    {} : {} answered, {} failed requests, {} streams",
+                n.url, n.answered, n.failed_requests, n.streams
+            )
+        }));
+    }
+    out.push(format!(
         "  latency (ms)      : p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
         r.latency_ms.p50, r.latency_ms.p90, r.latency_ms.p99, r.latency_ms.max
-    );
+    ));
     if let Some(m) = &r.server_memory {
-        println!("  server memory     : {m}");
+        out.push(format!("  server memory     : {m}"));
     }
-    match &r.invariants {
-        Some(v) if v.violations.is_empty() => println!(
+    out.extend(render_verdict(r.invariants.as_ref()));
+    out.join("\n")
+}
+
+/// The invariants' lines of the text report.
+fn render_verdict(verdict: Option<&invariants::Verdict>) -> Vec<String> {
+    match verdict {
+        Some(v) if v.violations.is_empty() => vec![format!(
             "  invariants        : OK ({} purchases, {} products checked)",
             v.purchases_checked, v.products_checked
-        ),
-        Some(v) => {
-            println!("  invariants        : {} VIOLATIONS", v.violations.len());
-            for line in v.violations.iter().take(10) {
-                println!("    - {line}");
-            }
+        )],
+        Some(v) => std::iter::once(format!(
+            "  invariants        : {} VIOLATIONS",
+            v.violations.len()
+        ))
+        .chain(v.violations.iter().take(10).map(|l| format!("    - {l}")))
+        .collect(),
+        None => vec!["  invariants        : not checked".to_owned()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(nodes: Vec<NodeReport>) -> Report {
+        Report {
+            url: nodes
+                .iter()
+                .map(|n| n.url.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            failed_requests: nodes.iter().map(|n| n.failed_requests).sum(),
+            nodes,
+            concurrency: 4,
+            fail_ratio: 0.1,
+            seconds: 2.0,
+            completed: 10,
+            succeeded: 9,
+            rolled_back: 1,
+            errors: 0,
+            busy: 0,
+            timeouts: 0,
+            unanswered_posts: 1,
+            discovered: 1,
+            stream_reconnects: 2,
+            sagas_per_second: 5.0,
+            latency_ms: Latency {
+                p50: 1.0,
+                p90: 2.0,
+                p99: 3.0,
+                max: 4.0,
+            },
+            invariants: None,
+            server_memory: None,
         }
-        None => println!("  invariants        : not checked"),
+    }
+
+    fn node(url: &str, answered: u64, failed_requests: u64, streams: u64) -> NodeReport {
+        NodeReport {
+            url: url.to_owned(),
+            answered,
+            failed_requests,
+            streams,
+        }
+    }
+
+    #[test]
+    fn the_text_report_shows_failed_requests_and_each_node_of_a_cluster() {
+        let text = render_text(&report(vec![
+            node("http://a:1", 50, 0, 1),
+            node("http://b:2", 0, 7, 0),
+        ]));
+        assert!(text.contains("against http://a:1,http://b:2"), "{text}");
+        assert!(text.contains("7 failed requests (no answer)"), "{text}");
+        assert!(text.contains("1 purchases (1 of them created), 2 stream reconnects"));
+        assert!(text.contains("http://b:2 : 0 answered, 7 failed requests, 0 streams"));
+        assert!(text.contains("invariants        : not checked"), "{text}");
+    }
+
+    #[test]
+    fn the_text_report_of_one_node_has_no_node_list() {
+        let text = render_text(&report(vec![node("http://a:1", 50, 2, 1)]));
+        assert!(text.contains("2 failed requests (no answer)"), "{text}");
+        assert!(!text.contains("nodes"), "{text}");
     }
 }
