@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# Makes sure the servers the tests talk to are up: MariaDB on 127.0.0.1:3306 (root, empty
-# password over TCP). Installs it with apt-get when absent, starts it when down, and fails
-# loudly when it cannot be reached. Later issues add Redis and NATS here.
+# Makes sure the servers the tests and the local cluster talk to are up:
+#   - MariaDB on 127.0.0.1:3306 (root, empty password over TCP);
+#   - NATS on 127.0.0.1:4222, with JetStream.
+# Installs each with apt-get when absent, starts it when down, and fails loudly when it cannot
+# be reached. A NATS started here keeps its pid file, log and JetStream store under
+# $SERVICES_STATE_DIR/nats (default /var/lib/sagashop-services/nats). Later issues add Redis.
 set -euo pipefail
+
+STATE_DIR=${SERVICES_STATE_DIR:-/var/lib/sagashop-services}
 
 log() { printf '[services] %s\n' "$*"; }
 
-wait_for() { # name, command...
+wait_for() { # [--pid PID: give up as soon as it has exited] name, command...
+  local pid=""
+  if [ "$1" = --pid ]; then pid=$2; shift 2; fi
   local name=$1; shift
   for _ in $(seq 1 100); do
     if "$@" >/dev/null 2>&1; then log "$name is up"; return 0; fi
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then log "$name exited"; return 1; fi
     sleep 0.2
   done
   log "$name did not come up"; return 1
@@ -37,4 +45,34 @@ ensure_mariadb() {
   fi
 }
 
+# A NATS server greets every new connection with its INFO line at once: a TCP check that also
+# proves it is NATS (curl cannot speak the protocol, and the monitoring port is not enabled).
+nats_ok() (
+  exec 3<>/dev/tcp/127.0.0.1/4222 && IFS= read -r -t 1 line <&3 && [[ $line == INFO* ]]
+)
+
+nats_bin() { command -v nats-server || echo /usr/sbin/nats-server; }
+
+ensure_nats() {
+  local bin dir=$STATE_DIR/nats
+  local pidfile=$dir/nats-server.pid
+  if [ ! -x "$(nats_bin)" ]; then
+    log "installing nats-server"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y nats-server >/dev/null
+  fi
+  bin=$(nats_bin)
+  if nats_ok >/dev/null 2>&1; then log "NATS is up"; return 0; fi
+  log "starting NATS (JetStream; pid, log and store in $dir)"
+  mkdir -p "$dir/jetstream"
+  # Detached like MariaDB above, so it outlives this script and the shell that ran it.
+  start-stop-daemon --start --oknodo --background --make-pidfile --pidfile "$pidfile" --exec "$bin" -- \
+    -a 127.0.0.1 -p 4222 -js -sd "$dir/jetstream" -l "$dir/nats-server.log"
+  if ! wait_for --pid "$(cat "$pidfile")" NATS nats_ok; then
+    log "the end of $dir/nats-server.log:"
+    tail -n 5 "$dir/nats-server.log" >&2 || true
+    return 1
+  fi
+}
+
 ensure_mariadb
+ensure_nats

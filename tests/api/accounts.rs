@@ -102,25 +102,25 @@ fn app_secret(app: &TestApp) -> String {
         .to_owned()
 }
 
-async fn login(app: &TestApp, email: &str, password: &str) -> Reply {
+async fn login(app: &Api, email: &str, password: &str) -> Reply {
     app.post(LOGIN, None, &json!({"email": email, "password": password}))
         .await
 }
 
-async fn person(app: &TestApp, token: &str) -> Value {
+async fn person(app: &Api, token: &str) -> Value {
     let r = app.get(PERSON, Some(token)).await;
     assert_eq!(r.status, 200, "{}", text(&r));
     r.json()
 }
 
-async fn shipping(app: &TestApp, token: &str) -> Value {
+async fn shipping(app: &Api, token: &str) -> Value {
     let r = app.get(SHIPPING, Some(token)).await;
     assert_eq!(r.status, 200, "{}", text(&r));
     r.json()
 }
 
 /// Polls `GET path` until it shows `want` (the contract allows up to 1 s of propagation).
-async fn eventually_shows(app: &TestApp, path: &str, token: &str, want: &Value) {
+async fn eventually_shows(app: &Api, path: &str, token: &str, want: &Value) {
     let deadline = std::time::Instant::now() + Duration::from_secs(1);
     loop {
         let r = app.get(path, Some(token)).await;
@@ -140,9 +140,7 @@ async fn eventually_shows(app: &TestApp, path: &str, token: &str, want: &Value) 
 // ---------------------------------------------------------------------------------------------
 // Items 1-4: sign-up
 
-#[actix_rt::test]
-async fn signup_returns_201_and_a_token_pair_in_the_original_jwt_layout() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn signup_returns_201_and_a_token_pair_in_the_original_jwt_layout(app: &Api) {
     let (email, phone) = identity();
     let before = now();
     let r = app.post(SIGNUP, None, &signup_body(&email, &phone)).await;
@@ -186,18 +184,18 @@ async fn signup_returns_201_and_a_token_pair_in_the_original_jwt_layout() {
 
     // the new customer can read its own info with the access token
     assert_eq!(
-        person(&app, &access).await,
+        person(app, &access).await,
         json!({"firstname":"ming","lastname":"hsu","email":email})
     );
     assert_eq!(
-        shipping(&app, &access).await,
+        shipping(app, &access).await,
         json!({"address":"taipei","phone_number":phone})
     );
 }
 
-#[actix_rt::test]
-async fn duplicate_email_in_any_case_and_duplicate_phone_are_400_and_create_nothing() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn duplicate_email_in_any_case_and_duplicate_phone_are_400_and_create_nothing(
+    app: &Api,
+) {
     let (email, phone) = identity();
     let r = app.post(SIGNUP, None, &signup_body(&email, &phone)).await;
     assert_eq!(r.status, 201);
@@ -228,12 +226,12 @@ async fn duplicate_email_in_any_case_and_duplicate_phone_are_400_and_create_noth
         .await;
     assert_eq!(r.status, 201, "{}", text(&r));
     // and the original customer still logs in with its password
-    token_pair(&login(&app, &email, "abcd5432").await, 200);
+    token_pair(&login(app, &email, "abcd5432").await, 200);
 }
 
-#[actix_rt::test]
-async fn signup_validation_failures_are_400_invalid_parameter_and_create_nothing() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn signup_validation_failures_are_400_invalid_parameter_and_create_nothing(
+    app: &Api,
+) {
     let (email, phone) = identity();
     let good = signup_body(&email, &phone);
     let with = |key: &str, value: Value| {
@@ -284,32 +282,30 @@ async fn signup_validation_failures_are_400_invalid_parameter_and_create_nothing
         b["password"] = json!(password);
         let r = app.post(SIGNUP, None, &b).await;
         assert_eq!(r.status, 201, "password of {} chars", password.len());
-        token_pair(&login(&app, &email, &password).await, 200);
+        token_pair(&login(app, &email, &password).await, 200);
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Items 5-8: login
 
-#[actix_rt::test]
-async fn login_ok_wrong_password_unknown_email_and_validation() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn login_ok_wrong_password_unknown_email_and_validation(app: &Api) {
     let c = app.sign_up().await;
 
-    let (access, refresh) = token_pair(&login(&app, &c.email, "abcd5432").await, 200);
+    let (access, refresh) = token_pair(&login(app, &c.email, "abcd5432").await, 200);
     assert_eq!(customer_of(&access), c.id);
     assert_eq!(customer_of(&refresh), c.id);
     assert_eq!(jwt_parts(&refresh).1["Refresh"], json!(true));
-    assert_eq!(person(&app, &access).await["email"], json!(c.email));
+    assert_eq!(person(app, &access).await["email"], json!(c.email));
 
     assert_msg(
-        &login(&app, &c.email, "abcd5433").await,
+        &login(app, &c.email, "abcd5433").await,
         401,
         "authentication failed",
     );
     let (never_used, _) = identity();
     assert_msg(
-        &login(&app, &never_used, "abcd5432").await,
+        &login(app, &never_used, "abcd5432").await,
         404,
         "customer not found",
     );
@@ -334,30 +330,26 @@ async fn login_ok_wrong_password_unknown_email_and_validation() {
         assert_eq!(r.json(), json!({"msg":"invalid parameter"}), "{case}");
     }
     // the failed attempts locked nothing out
-    token_pair(&login(&app, &c.email, "abcd5432").await, 200);
+    token_pair(&login(app, &c.email, "abcd5432").await, 200);
 }
 
-#[actix_rt::test]
-async fn unknown_email_becomes_loggable_as_soon_as_it_signs_up() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn unknown_email_becomes_loggable_as_soon_as_it_signs_up(app: &Api) {
     let (email, phone) = identity();
     assert_msg(
-        &login(&app, &email, "abcd5432").await,
+        &login(app, &email, "abcd5432").await,
         404,
         "customer not found",
     );
     let r = app.post(SIGNUP, None, &signup_body(&email, &phone)).await;
     let (access, _) = token_pair(&r, 201);
-    let (login_access, _) = token_pair(&login(&app, &email, "abcd5432").await, 200);
+    let (login_access, _) = token_pair(&login(app, &email, "abcd5432").await, 200);
     assert_eq!(customer_of(&login_access), customer_of(&access));
 }
 
 // ---------------------------------------------------------------------------------------------
 // Items 9-11: refresh
 
-#[actix_rt::test]
-async fn refresh_issues_a_new_pair_without_rotation() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn refresh_issues_a_new_pair_without_rotation(app: &Api) {
     let c = app.sign_up().await;
     let body = json!({"refresh_token": c.refresh});
 
@@ -368,15 +360,15 @@ async fn refresh_issues_a_new_pair_without_rotation() {
     }
     assert_eq!(jwt_parts(&access1).1["Refresh"], json!(false));
     assert_eq!(jwt_parts(&refresh1).1["Refresh"], json!(true));
-    assert_eq!(person(&app, &access1).await["email"], json!(c.email));
-    assert_eq!(person(&app, &access2).await["email"], json!(c.email));
+    assert_eq!(person(app, &access1).await["email"], json!(c.email));
+    assert_eq!(person(app, &access2).await["email"], json!(c.email));
     // the refresh token obtained from refresh works too, and the old access token still does
     token_pair(
         &app.post(REFRESH, None, &json!({"refresh_token": refresh1}))
             .await,
         200,
     );
-    assert_eq!(person(&app, &c.access).await["email"], json!(c.email));
+    assert_eq!(person(app, &c.access).await["email"], json!(c.email));
 }
 
 #[actix_rt::test]
@@ -468,9 +460,7 @@ async fn expired_refresh_token_is_token_expired_only_when_the_signature_is_good(
 // ---------------------------------------------------------------------------------------------
 // Items 12-14: bearer extraction and access-token checks
 
-#[actix_rt::test]
-async fn any_scheme_word_is_accepted_before_the_token() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn any_scheme_word_is_accepted_before_the_token(app: &Api) {
     let c = app.sign_up().await;
     let want = json!({"firstname":"ming","lastname":"hsu","email":c.email});
     for scheme in ["Bearer", "bearer", "Token"] {
@@ -611,9 +601,7 @@ async fn expired_access_token_is_401_token_expired_everywhere() {
 // ---------------------------------------------------------------------------------------------
 // Items 15-18: person and shipping info
 
-#[actix_rt::test]
-async fn update_person_validates_after_auth_rejects_duplicates_and_applies() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn update_person_validates_after_auth_rejects_duplicates_and_applies(app: &Api) {
     let c = app.sign_up().await;
     let other = app.sign_up().await;
     let original = json!({"firstname":"ming","lastname":"hsu","email":c.email});
@@ -652,7 +640,7 @@ async fn update_person_validates_after_auth_rejects_duplicates_and_applies() {
         assert_eq!(r.status, 400, "{case}: {}", text(&r));
         assert_eq!(r.json(), json!({"msg":"invalid parameter"}), "{case}");
     }
-    assert_eq!(person(&app, &c.access).await, original);
+    assert_eq!(person(app, &c.access).await, original);
 
     // another customer's email, in any case: 400 duplicate entry (the original answered 500)
     for email in [other.email.clone(), other.email.to_uppercase()] {
@@ -666,9 +654,9 @@ async fn update_person_validates_after_auth_rejects_duplicates_and_applies() {
             .await;
         assert_msg(&r, 400, "duplicate entry");
     }
-    assert_eq!(person(&app, &c.access).await, original);
+    assert_eq!(person(app, &c.access).await, original);
     assert_eq!(
-        person(&app, &other.access).await["email"],
+        person(app, &other.access).await["email"],
         json!(other.email)
     );
 
@@ -678,7 +666,7 @@ async fn update_person_validates_after_auth_rejects_duplicates_and_applies() {
         .call("PUT", PERSON, Some(&c.access), Some(&same.to_string()))
         .await;
     assert_msg(&r, 200, "ok");
-    eventually_shows(&app, PERSON, &c.access, &same).await;
+    eventually_shows(app, PERSON, &c.access, &same).await;
 
     let new_email = format!("new{}@ex.com", unique());
     let new = json!({"firstname":"new","lastname":"name","email":new_email});
@@ -686,17 +674,15 @@ async fn update_person_validates_after_auth_rejects_duplicates_and_applies() {
         .call("PUT", PERSON, Some(&c.access), Some(&new.to_string()))
         .await;
     assert_msg(&r, 200, "ok");
-    eventually_shows(&app, PERSON, &c.access, &new).await;
+    eventually_shows(app, PERSON, &c.access, &new).await;
     // shipping info is untouched by a person update
-    assert_eq!(shipping(&app, &c.access).await["address"], json!("taipei"));
+    assert_eq!(shipping(app, &c.access).await["address"], json!("taipei"));
 }
 
-#[actix_rt::test]
-async fn email_change_takes_effect_for_login_at_once() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn email_change_takes_effect_for_login_at_once(app: &Api) {
     let c = app.sign_up().await;
     // warm whatever cache login uses for the old email
-    token_pair(&login(&app, &c.email, "abcd5432").await, 200);
+    token_pair(&login(app, &c.email, "abcd5432").await, 200);
 
     let new_email = format!("moved{}@ex.com", unique());
     let r = app
@@ -710,11 +696,11 @@ async fn email_change_takes_effect_for_login_at_once() {
     assert_msg(&r, 200, "ok");
 
     assert_msg(
-        &login(&app, &c.email, "abcd5432").await,
+        &login(app, &c.email, "abcd5432").await,
         404,
         "customer not found",
     );
-    let (access, _) = token_pair(&login(&app, &new_email, "abcd5432").await, 200);
+    let (access, _) = token_pair(&login(app, &new_email, "abcd5432").await, 200);
     assert_eq!(customer_of(&access), c.id);
 
     // the old email is free again for a new customer
@@ -726,18 +712,16 @@ async fn email_change_takes_effect_for_login_at_once() {
     assert_ne!(customer_of(&fresh), c.id);
 }
 
-#[actix_rt::test]
-async fn shipping_get_put_validation_and_duplicate_phone() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn shipping_get_put_validation_and_duplicate_phone(app: &Api) {
     let (email, phone) = identity();
     let (access, _) = token_pair(
         &app.post(SIGNUP, None, &signup_body(&email, &phone)).await,
         201,
     );
     let other = app.sign_up().await;
-    let other_phone = shipping(&app, &other.access).await["phone_number"].clone();
+    let other_phone = shipping(app, &other.access).await["phone_number"].clone();
     let original = json!({"address":"taipei","phone_number":phone});
-    assert_eq!(shipping(&app, &access).await, original);
+    assert_eq!(shipping(app, &access).await, original);
 
     let r = app
         .call(
@@ -770,7 +754,7 @@ async fn shipping_get_put_validation_and_duplicate_phone() {
         assert_eq!(r.status, 400, "{case}: {}", text(&r));
         assert_eq!(r.json(), json!({"msg":"invalid parameter"}), "{case}");
     }
-    assert_eq!(shipping(&app, &access).await, original);
+    assert_eq!(shipping(app, &access).await, original);
 
     // another customer's phone: 400 duplicate entry (the original answered 500)
     let r = app
@@ -782,7 +766,7 @@ async fn shipping_get_put_validation_and_duplicate_phone() {
         )
         .await;
     assert_msg(&r, 400, "duplicate entry");
-    assert_eq!(shipping(&app, &access).await, original);
+    assert_eq!(shipping(app, &access).await, original);
 
     let new_phone = format!("5{}", unique());
     let new = json!({"address":"japan","phone_number":new_phone});
@@ -790,10 +774,10 @@ async fn shipping_get_put_validation_and_duplicate_phone() {
         .call("PUT", SHIPPING, Some(&access), Some(&new.to_string()))
         .await;
     assert_msg(&r, 200, "ok");
-    eventually_shows(&app, SHIPPING, &access, &new).await;
+    eventually_shows(app, SHIPPING, &access, &new).await;
     // person info is untouched by a shipping update
     assert_eq!(
-        person(&app, &access).await,
+        person(app, &access).await,
         json!({"firstname":"ming","lastname":"hsu","email":email})
     );
     // the old phone number is free again
@@ -802,4 +786,24 @@ async fn shipping_get_put_validation_and_duplicate_phone() {
         .post(SIGNUP, None, &signup_body(&fresh_email, &phone))
         .await;
     assert_eq!(r.status, 201, "{}", text(&r));
+}
+
+/// The flows of this file, each on an in-process app of its own (`cluster_blackbox` runs
+/// them on the cluster too).
+mod embedded {
+    use crate::support::*;
+
+    flow_tests!(
+        Some(TestApp::spawn().await); super =>
+        signup_returns_201_and_a_token_pair_in_the_original_jwt_layout,
+        duplicate_email_in_any_case_and_duplicate_phone_are_400_and_create_nothing,
+        signup_validation_failures_are_400_invalid_parameter_and_create_nothing,
+        login_ok_wrong_password_unknown_email_and_validation,
+        unknown_email_becomes_loggable_as_soon_as_it_signs_up,
+        refresh_issues_a_new_pair_without_rotation,
+        any_scheme_word_is_accepted_before_the_token,
+        update_person_validates_after_auth_rejects_duplicates_and_applies,
+        email_change_takes_effect_for_login_at_once,
+        shipping_get_put_validation_and_duplicate_phone,
+    );
 }

@@ -6,6 +6,7 @@ mod support;
 mod accounts;
 mod authorization;
 mod batching;
+mod cluster_blackbox;
 mod compensation;
 mod concurrency;
 mod hostile;

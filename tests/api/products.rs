@@ -109,9 +109,7 @@ async fn create_validation_failures_are_400_and_create_nothing() {
     assert_eq!(catalog(&app).await.len(), 1);
 }
 
-#[actix_rt::test]
-async fn get_product_errors() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn get_product_errors(app: &Api) {
     app.create_product("exists", 1, 1).await;
     for path in [
         "/api/product/abc",
@@ -193,4 +191,15 @@ async fn empty_catalog_lists_as_null() {
     let r = app.get("/api/products?offset=0&size=10", None).await;
     assert_eq!(r.status, 200);
     assert_eq!(text(&r), r#"{"catalogs":null}"#);
+}
+
+/// The flows of this file, each on an in-process app of its own (`cluster_blackbox` runs
+/// them on the cluster too).
+mod embedded {
+    use crate::support::*;
+
+    flow_tests!(
+        Some(TestApp::spawn().await); super =>
+        get_product_errors,
+    );
 }

@@ -31,9 +31,7 @@ fn nt(items: Value) -> Value {
 
 // ---------------------------------------------------------------- synchronous API
 
-#[actix_rt::test]
-async fn unauthenticated_purchase_and_result_are_401_with_empty_body() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn unauthenticated_purchase_and_result_are_401_with_empty_body(app: &Api) {
     let p = app.create_product("p", 100, 10).await;
     let r = app
         .post(
@@ -69,9 +67,7 @@ async fn unauthenticated_purchase_and_result_are_401_with_empty_body() {
     assert_eq!(app.inventory(p).await, 10);
 }
 
-#[actix_rt::test]
-async fn create_purchase_answers_201_with_purchase_id_only() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn create_purchase_answers_201_with_purchase_id_only(app: &Api) {
     let c = app.sign_up().await;
     let p = app.create_product("p", 100, 10).await;
     let r = app
@@ -94,9 +90,7 @@ async fn create_purchase_answers_201_with_purchase_id_only() {
     assert_eq!(view["status"], "SUCCEEDED");
 }
 
-#[actix_rt::test]
-async fn non_positive_amount_is_400_even_for_unknown_products() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn non_positive_amount_is_400_even_for_unknown_products(app: &Api) {
     let c = app.sign_up().await;
     let p = app.create_product("p", 100, 10).await;
     for amount in [0, -1] {
@@ -123,9 +117,7 @@ async fn non_positive_amount_is_400_even_for_unknown_products() {
     assert_eq!(app.inventory(p).await, 10);
 }
 
-#[actix_rt::test]
-async fn empty_missing_or_null_items_are_400() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn empty_missing_or_null_items_are_400(app: &Api) {
     let c = app.sign_up().await;
     let bodies = [
         r#"{"purchase_items":[],"payment":{"currency_code":"NT"}}"#,
@@ -149,9 +141,7 @@ async fn empty_missing_or_null_items_are_400() {
     }
 }
 
-#[actix_rt::test]
-async fn unknown_product_is_404_and_no_event_follows() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn unknown_product_is_404_and_no_event_follows(app: &Api) {
     let c = app.sign_up().await;
     let p = app.create_product("p", 100, 10).await;
     let mut sse = app.subscribe(&c.access, None).await;
@@ -173,9 +163,7 @@ async fn unknown_product_is_404_and_no_event_follows() {
     assert_eq!(app.inventory(p).await, 10);
 }
 
-#[actix_rt::test]
-async fn currency_must_be_exactly_nt_or_us() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn currency_must_be_exactly_nt_or_us(app: &Api) {
     let c = app.sign_up().await;
     let p = app.create_product("p", 100, 10).await;
     let items = json!([{"product_id": p, "amount": 1}]);
@@ -218,9 +206,7 @@ async fn currency_must_be_exactly_nt_or_us() {
 }
 
 /// API.md "Deliberately better" 6: the original panics (500, empty body).
-#[actix_rt::test]
-async fn missing_payment_object_is_400_invalid_parameter() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn missing_payment_object_is_400_invalid_parameter(app: &Api) {
     let c = app.sign_up().await;
     let p = app.create_product("p", 100, 10).await;
     let mut sse = app.subscribe(&c.access, None).await;
@@ -235,9 +221,7 @@ async fn missing_payment_object_is_400_invalid_parameter() {
     assert_eq!(app.inventory(p).await, 10);
 }
 
-#[actix_rt::test]
-async fn wrong_methods_are_404() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn wrong_methods_are_404(app: &Api) {
     let c = app.sign_up().await;
     let r = app.get("/api/purchase", Some(&c.access)).await;
     assert_eq!(r.status, 404);
@@ -247,9 +231,7 @@ async fn wrong_methods_are_404() {
     assert_eq!(r.status, 404);
 }
 
-#[actix_rt::test]
-async fn result_without_stream_accept_is_json_null() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn result_without_stream_accept_is_json_null(app: &Api) {
     let c = app.sign_up().await;
     let auth = format!("Bearer {}", c.access);
     let cases: [&[(&str, &str)]; 4] = [
@@ -306,9 +288,7 @@ fn assert_ids_increase(frames: &[SseFrame]) {
     );
 }
 
-#[actix_rt::test]
-async fn stream_headers_and_happy_path_six_events() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn stream_headers_and_happy_path_six_events(app: &Api) {
     let c = app.sign_up().await;
     let p1 = app.create_product("product1", 100, 1000).await;
     let mut sse = app.subscribe(&c.access, None).await;
@@ -331,9 +311,7 @@ async fn stream_headers_and_happy_path_six_events() {
     app.assert_quiet(&mut sse).await;
 }
 
-#[actix_rt::test]
-async fn success_effects_order_payment_and_stock() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn success_effects_order_payment_and_stock(app: &Api) {
     let c = app.sign_up().await;
     let p1 = app.create_product("product1", 100, 1000).await;
     let purchase = app.purchase_ok(&c.access, &[(p1, 2)]).await;
@@ -362,9 +340,7 @@ async fn success_effects_order_payment_and_stock() {
     assert_eq!(order.json()["id"].as_u64(), Some(purchase));
 }
 
-#[actix_rt::test]
-async fn multi_item_amount_and_sorted_order_items() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn multi_item_amount_and_sorted_order_items(app: &Api) {
     let c = app.sign_up().await;
     let p1 = app.create_product("product1", 100, 50).await;
     let p2 = app.create_product("product2", 250, 60).await;
@@ -404,9 +380,7 @@ async fn multi_item_amount_and_sorted_order_items() {
     assert_eq!(app.listed_inventory(p2).await, 58);
 }
 
-#[actix_rt::test]
-async fn insufficient_inventory_three_events_and_nothing_else() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn insufficient_inventory_three_events_and_nothing_else(app: &Api) {
     let c = app.sign_up().await;
     let p3 = app.create_product("product3", 100, 5).await;
     let mut sse = app.subscribe(&c.access, None).await;
@@ -420,14 +394,12 @@ async fn insufficient_inventory_three_events_and_nothing_else() {
     let view = app.wait_finished(&c.access, purchase).await;
     assert_eq!(view["status"], "ROLLED_BACK");
     app.assert_quiet(&mut sse).await;
-    assert_no_order_nor_payment(&app, &c.access, purchase).await;
+    assert_no_order_nor_payment(app, &c.access, purchase).await;
     assert_eq!(app.inventory(p3).await, 5);
     assert_eq!(app.listed_inventory(p3).await, 5);
 }
 
-#[actix_rt::test]
-async fn exact_inventory_succeeds_then_one_more_fails() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn exact_inventory_succeeds_then_one_more_fails(app: &Api) {
     let c = app.sign_up().await;
     let p4 = app.create_product("product4", 10, 2).await;
     let mut sse = app.subscribe(&c.access, None).await;
@@ -444,12 +416,10 @@ async fn exact_inventory_succeeds_then_one_more_fails() {
         .await;
     assert_eq!(app.inventory(p4).await, 0);
     assert_eq!(app.listed_inventory(p4).await, 0);
-    assert_no_order_nor_payment(&app, &c.access, second).await;
+    assert_no_order_nor_payment(app, &c.access, second).await;
 }
 
-#[actix_rt::test]
-async fn duplicate_product_lines_fail_at_inventory() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn duplicate_product_lines_fail_at_inventory(app: &Api) {
     let c = app.sign_up().await;
     let p1 = app.create_product("product1", 100, 1000).await;
     let mut sse = app.subscribe(&c.access, None).await;
@@ -458,12 +428,10 @@ async fn duplicate_product_lines_fail_at_inventory() {
         .await;
     assert_eq!(app.inventory(p1).await, 1000);
     assert_eq!(app.listed_inventory(p1).await, 1000);
-    assert_no_order_nor_payment(&app, &c.access, purchase).await;
+    assert_no_order_nor_payment(app, &c.access, purchase).await;
 }
 
-#[actix_rt::test]
-async fn customers_only_see_their_own_results() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn customers_only_see_their_own_results(app: &Api) {
     let c1 = app.sign_up().await;
     let c2 = app.sign_up().await;
     let p1 = app.create_product("product1", 100, 1000).await;
@@ -480,9 +448,7 @@ async fn customers_only_see_their_own_results() {
     app.assert_quiet(&mut s1).await;
 }
 
-#[actix_rt::test]
-async fn two_concurrent_purchases_stream_twelve_events_in_causal_order() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn two_concurrent_purchases_stream_twelve_events_in_causal_order(app: &Api) {
     let c = app.sign_up().await;
     let p1 = app.create_product("product1", 100, 1000).await;
     let mut sse = app.subscribe(&c.access, None).await;
@@ -503,9 +469,7 @@ async fn two_concurrent_purchases_stream_twelve_events_in_causal_order() {
     assert_eq!(app.inventory(p1).await, 997);
 }
 
-#[actix_rt::test]
-async fn no_replay_without_last_event_id() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn no_replay_without_last_event_id(app: &Api) {
     let c = app.sign_up().await;
     let p1 = app.create_product("product1", 100, 1000).await;
     let purchase = app.purchase_ok(&c.access, &[(p1, 1)]).await;
@@ -517,9 +481,7 @@ async fn no_replay_without_last_event_id() {
     app.assert_quiet(&mut sse).await;
 }
 
-#[actix_rt::test]
-async fn resume_with_last_event_id_gets_exactly_the_missed_events() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn resume_with_last_event_id_gets_exactly_the_missed_events(app: &Api) {
     let c = app.sign_up().await;
     let p1 = app.create_product("product1", 100, 1000).await;
     let mut sse = app.subscribe(&c.access, None).await;
@@ -569,9 +531,7 @@ async fn resume_with_last_event_id_gets_exactly_the_missed_events() {
     app.assert_quiet(&mut late).await;
 }
 
-#[actix_rt::test]
-async fn resume_does_not_replay_other_customers_events() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn resume_does_not_replay_other_customers_events(app: &Api) {
     let c1 = app.sign_up().await;
     let c2 = app.sign_up().await;
     let p1 = app.create_product("product1", 100, 1000).await;
@@ -581,9 +541,7 @@ async fn resume_does_not_replay_other_customers_events() {
     app.assert_quiet(&mut sse).await;
 }
 
-#[actix_rt::test]
-async fn two_streams_of_one_customer_both_get_everything() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn two_streams_of_one_customer_both_get_everything(app: &Api) {
     let c = app.sign_up().await;
     let p1 = app.create_product("product1", 100, 1000).await;
     let mut s1 = app.subscribe(&c.access, None).await;
@@ -596,9 +554,7 @@ async fn two_streams_of_one_customer_both_get_everything() {
     app.assert_all_quiet(&mut [&mut s1, &mut s2]).await;
 }
 
-#[actix_rt::test]
-async fn another_customers_records_are_404() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn another_customers_records_are_404(app: &Api) {
     let c1 = app.sign_up().await;
     let c2 = app.sign_up().await;
     let p1 = app.create_product("product1", 100, 1000).await;
@@ -607,7 +563,7 @@ async fn another_customers_records_are_404() {
         app.wait_finished(&c1.access, purchase).await["status"],
         "SUCCEEDED"
     );
-    assert_no_order_nor_payment(&app, &c2.access, purchase).await;
+    assert_no_order_nor_payment(app, &c2.access, purchase).await;
     let r = app
         .get(&format!("/api/purchase/{purchase}"), Some(&c2.access))
         .await;
@@ -621,9 +577,7 @@ async fn another_customers_records_are_404() {
     }
 }
 
-#[actix_rt::test]
-async fn order_and_payment_lookup_errors() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn order_and_payment_lookup_errors(app: &Api) {
     let c = app.sign_up().await;
     let r = app.get("/api/order/abc", Some(&c.access)).await;
     assert_msg(&r, 400, "invalid parameter");
@@ -646,9 +600,7 @@ async fn order_and_payment_lookup_errors() {
     }
 }
 
-#[actix_rt::test]
-async fn purchase_status_matches_the_stream() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn purchase_status_matches_the_stream(app: &Api) {
     let c = app.sign_up().await;
     let p1 = app.create_product("product1", 120, 1000).await;
     let p2 = app.create_product("product2", 7, 1).await;
@@ -683,9 +635,7 @@ async fn purchase_status_matches_the_stream() {
 }
 
 /// Item 48: the payment is priced at purchase time with the then-current price.
-#[actix_rt::test]
-async fn payment_amount_is_quantity_times_price() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn payment_amount_is_quantity_times_price(app: &Api) {
     let c = app.sign_up().await;
     let p = app.create_product("pricey", 333, 100).await;
     let price = app.get(&format!("/api/product/{p}"), None).await.json()["price"]
@@ -702,9 +652,7 @@ async fn payment_amount_is_quantity_times_price() {
 
 /// Resume must work while several sagas of the customer run: whatever was read before the
 /// disconnect plus what the reconnect delivers is every event exactly once.
-#[actix_rt::test]
-async fn resume_during_concurrent_sagas_loses_and_repeats_nothing() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn resume_during_concurrent_sagas_loses_and_repeats_nothing(app: &Api) {
     let c = app.sign_up().await;
     let p1 = app.create_product("product1", 1, 100_000).await;
     for round in 0..5 {
@@ -741,9 +689,7 @@ async fn resume_during_concurrent_sagas_loses_and_repeats_nothing() {
 
 /// API.md "Deliberately better" 5: idle streams get `: keep-alive` comments (every second in
 /// the test configuration) and stay usable.
-#[actix_rt::test]
-async fn idle_stream_gets_keep_alive_comments_and_stays_live() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn idle_stream_gets_keep_alive_comments_and_stays_live(app: &Api) {
     let c = app.sign_up().await;
     let p1 = app.create_product("product1", 100, 10).await;
     let mut sse = app.subscribe(&c.access, None).await;
@@ -757,9 +703,7 @@ async fn idle_stream_gets_keep_alive_comments_and_stays_live() {
 }
 
 /// A cart whose total does not fit in 64 bits is bad input, not a server error or a wrap.
-#[actix_rt::test]
-async fn overflowing_total_is_400() {
-    let app = TestApp::spawn().await;
+pub(crate) async fn overflowing_total_is_400(app: &Api) {
     let c = app.sign_up().await;
     let p = app.create_product("p", 100, 10).await;
     let r = app
@@ -771,4 +715,42 @@ async fn overflowing_total_is_400() {
         .await;
     assert_msg(&r, 400, "invalid parameter");
     assert_eq!(app.inventory(p).await, 10);
+}
+
+/// The flows of this file, each on an in-process app of its own (`cluster_blackbox` runs
+/// them on the cluster too).
+mod embedded {
+    use crate::support::*;
+
+    flow_tests!(
+        Some(TestApp::spawn().await); super =>
+        unauthenticated_purchase_and_result_are_401_with_empty_body,
+        create_purchase_answers_201_with_purchase_id_only,
+        non_positive_amount_is_400_even_for_unknown_products,
+        empty_missing_or_null_items_are_400,
+        unknown_product_is_404_and_no_event_follows,
+        currency_must_be_exactly_nt_or_us,
+        missing_payment_object_is_400_invalid_parameter,
+        wrong_methods_are_404,
+        result_without_stream_accept_is_json_null,
+        stream_headers_and_happy_path_six_events,
+        success_effects_order_payment_and_stock,
+        multi_item_amount_and_sorted_order_items,
+        insufficient_inventory_three_events_and_nothing_else,
+        exact_inventory_succeeds_then_one_more_fails,
+        duplicate_product_lines_fail_at_inventory,
+        customers_only_see_their_own_results,
+        two_concurrent_purchases_stream_twelve_events_in_causal_order,
+        no_replay_without_last_event_id,
+        resume_with_last_event_id_gets_exactly_the_missed_events,
+        resume_does_not_replay_other_customers_events,
+        two_streams_of_one_customer_both_get_everything,
+        another_customers_records_are_404,
+        order_and_payment_lookup_errors,
+        purchase_status_matches_the_stream,
+        payment_amount_is_quantity_times_price,
+        resume_during_concurrent_sagas_loses_and_repeats_nothing,
+        idle_stream_gets_keep_alive_comments_and_stays_live,
+        overflowing_total_is_400,
+    );
 }

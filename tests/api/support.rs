@@ -1,13 +1,17 @@
 //! Test harness: a real sagashop (embedded SQLite, actix-broker, in-process cache) started
-//! in-process on a random port, an HTTP client, and helpers to drive the public API.
+//! in-process on a random port ([`TestApp`]), or a local cluster of real nodes
+//! ([`cluster::Cluster`]), and the helpers that drive the public API over HTTP ([`Api`]).
 //!
 //! Tests wait for outcomes, never for time: every wait polls for a state (a purchase's
 //! status, a stream's frame, a fault counter) and fails at a deadline. "Nothing more arrives"
 //! is proven with a marker purchase ([`TestApp::assert_quiet`]), not with a pause.
 
+pub mod cluster;
 pub mod mariadb;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::ops::Deref;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,22 +28,51 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 /// How long stopping an app's threads may take before the drop reports it.
 const STOP_WAIT: Duration = Duration::from_secs(10);
 
-/// A running sagashop and a client for it. Dropping it stops the app: its HTTP server (the
-/// port is free again) and the threads that own its databases.
-pub struct TestApp {
+/// A sagashop reached over HTTP only, and the helpers that drive its public API: one
+/// in-process app, or the nodes of a cluster. Requests go to the nodes in turn, so a flow
+/// written against it crosses nodes on a cluster (sign up on one, log in on the next, ...)
+/// and runs unchanged on one app; [`Api::node`] pins a node where a test says which.
+pub struct Api {
+    /// The first node's URL (the only one of an in-process app; the pinned one of a view).
     pub url: String,
+    pub client: Client,
+    nodes: Rc<[String]>,
+    /// The node every request goes to (an index into `nodes`), or `None`: each in turn.
+    pinned: Option<usize>,
+    /// The node the next unpinned request goes to.
+    turn: Cell<usize>,
+    markers: Rc<Markers>,
+}
+
+/// The marker purchases of an [`Api`] and its node views (see [`Api::assert_quiet`]).
+#[derive(Default)]
+struct Markers {
+    product: Cell<Option<u64>>,
+    purchases: RefCell<Vec<u64>>,
+}
+
+/// A running in-process sagashop, its [`Api`] (through `Deref`) and the switches only an
+/// in-process app has: fault injection and the clock. Dropping it stops the app: its HTTP
+/// server (the port is free again) and the threads that own its databases.
+pub struct TestApp {
+    api: Api,
     pub faults: Arc<Faults>,
     /// The app's clock: a test moves it forward instead of sleeping.
     pub clock: sagashop::clock::Clock,
     pub dir: tempfile::TempDir,
     /// The app's lock on its data directory, released when the app stops.
     data_dir_lock: Option<std::fs::File>,
-    pub client: Client,
     server: actix_web::dev::ServerHandle,
     /// The HTTP server's thread, then the app's database threads.
     threads: Vec<Arbiter>,
-    marker_product: Cell<Option<u64>>,
-    markers: std::cell::RefCell<Vec<u64>>,
+}
+
+impl Deref for TestApp {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 /// A response reduced to what tests look at.
@@ -145,21 +178,60 @@ impl TestApp {
             actix_rt::spawn(server);
         });
         let server = server.await.expect("HTTP server starts");
-        let client = Client::builder().timeout(Duration::from_secs(30)).finish();
         let mut threads = vec![http];
         threads.extend(app.arbiters);
         TestApp {
-            url: format!("http://127.0.0.1:{port}"),
+            api: Api::over(vec![format!("http://127.0.0.1:{port}")]),
             faults: app.faults,
             clock: app.clock,
             data_dir_lock: app.data_dir_lock,
             dir,
-            client,
             server,
             threads,
-            marker_product: Cell::new(None),
+        }
+    }
+}
+
+impl Api {
+    /// The API of the sagashop nodes at these base URLs, taken in turn.
+    pub fn over(nodes: Vec<String>) -> Self {
+        assert!(!nodes.is_empty(), "an API needs a node");
+        Api {
+            url: nodes[0].clone(),
+            client: Client::builder().timeout(Duration::from_secs(30)).finish(),
+            nodes: nodes.into(),
+            pinned: None,
+            turn: Cell::new(0),
             markers: Default::default(),
         }
+    }
+
+    /// The same API with every request sent to node `n` (numbered from 1, as the cluster
+    /// numbers its nodes); it shares the client and the marker purchases.
+    pub fn node(&self, n: usize) -> Api {
+        assert!(
+            (1..=self.nodes.len()).contains(&n),
+            "no node {n} among {}",
+            self.nodes.len()
+        );
+        Api {
+            url: self.nodes[n - 1].clone(),
+            client: self.client.clone(),
+            nodes: self.nodes.clone(),
+            pinned: Some(n - 1),
+            turn: Cell::new(0),
+            markers: self.markers.clone(),
+        }
+    }
+
+    /// The base URL the next request goes to: the pinned node, else the next in turn.
+    fn base(&self) -> &str {
+        let i = self.pinned.unwrap_or_else(|| {
+            let i = self.turn.get();
+            self.turn.set((i + 1) % self.nodes.len());
+            i
+        });
+        &self.nodes[i]
     }
 
     async fn finish(&self, req: awc::ClientRequest, body: Option<&[u8]>) -> Reply {
@@ -190,7 +262,9 @@ impl TestApp {
         body: Option<&str>,
     ) -> Reply {
         let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self.client.request(method, format!("{}{}", self.url, path));
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base(), path));
         if let Some(t) = token {
             req = req.insert_header(("Authorization", format!("Bearer {t}")));
         }
@@ -206,7 +280,9 @@ impl TestApp {
         body: Option<&str>,
     ) -> Reply {
         let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self.client.request(method, format!("{}{}", self.url, path));
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base(), path));
         for (k, v) in headers {
             req = req.insert_header((*k, *v));
         }
@@ -222,7 +298,9 @@ impl TestApp {
         body: &[u8],
     ) -> Reply {
         let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self.client.request(method, format!("{}{}", self.url, path));
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base(), path));
         for (k, v) in headers {
             req = req.insert_header((*k, *v));
         }
@@ -336,7 +414,7 @@ impl TestApp {
     pub async fn subscribe(&self, token: &str, last_event_id: Option<u64>) -> SseStream {
         let mut req = self
             .client
-            .get(format!("{}/api/purchase/result", self.url))
+            .get(format!("{}/api/purchase/result", self.base()))
             .timeout(Duration::from_secs(3600))
             .insert_header(("Accept", "text/event-stream"))
             .insert_header(("Authorization", format!("Bearer {token}")));
@@ -463,7 +541,7 @@ pub fn expected(seq: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-impl TestApp {
+impl Api {
     /// The product's inventory as `GET /api/products` lists it (walks every page).
     pub async fn listed_inventory(&self, product_id: u64) -> i64 {
         let mut offset = 0;
@@ -517,7 +595,7 @@ impl TestApp {
 }
 
 /// Asserts that `purchase` left neither an order nor a payment (both 404 with their message).
-pub async fn assert_no_order_nor_payment(app: &TestApp, token: &str, purchase: u64) {
+pub async fn assert_no_order_nor_payment(app: &Api, token: &str, purchase: u64) {
     for (record, msg) in [
         ("order", "order not found"),
         ("payment", "payment not found"),
@@ -572,7 +650,7 @@ impl TestApp {
     }
 }
 
-impl TestApp {
+impl Api {
     /// Waits for a purchase refused by the inventory step: exactly its three events on
     /// `sse`, status ROLLED_BACK with the same step log, and nothing more on the stream.
     pub async fn expect_refused_at_inventory(
@@ -591,11 +669,11 @@ impl TestApp {
 
     /// A product with one unit in stock that purchases of two units (markers) are refused.
     async fn marker_product(&self) -> u64 {
-        if let Some(id) = self.marker_product.get() {
+        if let Some(id) = self.markers.product.get() {
             return id;
         }
         let id = self.create_product("marker", 1, 1).await;
-        self.marker_product.set(Some(id));
+        self.markers.product.set(Some(id));
         id
     }
 
@@ -613,7 +691,7 @@ impl TestApp {
         );
         let product = self.marker_product().await;
         let marker = self.purchase_ok(&token, &[(product, 2)]).await;
-        self.markers.borrow_mut().push(marker);
+        self.markers.purchases.borrow_mut().push(marker);
         let mut before = Vec::new();
         for sse in streams.iter_mut() {
             let mut frames = Vec::new();
@@ -638,7 +716,7 @@ impl TestApp {
 
     /// The marker purchases run so far (they are in the step log, and so in replays).
     pub fn markers(&self) -> Vec<u64> {
-        self.markers.borrow().clone()
+        self.markers.purchases.borrow().clone()
     }
 
     /// Asserts that nothing more arrives on `sse` for anything that happened so far (see
@@ -653,7 +731,9 @@ impl TestApp {
             assert!(extra.is_empty(), "unexpected frames: {extra:?}");
         }
     }
+}
 
+impl TestApp {
     /// Polls the fault counter until `fault` fired at least `times` times (panics at the
     /// [`DEADLINE`]); returns the count.
     pub async fn wait_fired(&self, fault: Fault, times: u64) -> u64 {
@@ -670,6 +750,22 @@ impl TestApp {
         })
     }
 }
+
+/// Declares one `#[actix_rt::test]` per flow (an `async fn(&Api)` of the module named before
+/// `=>`, which is in scope): each runs its flow on the app `$app` makes, or returns when it
+/// makes `None` (a cluster that cannot run here; it said so). How one flow runs both on an
+/// in-process app and on the cluster.
+macro_rules! flow_tests {
+    ($app:expr; $module:ident => $($flow:ident),+ $(,)?) => {$(
+        #[actix_rt::test]
+        async fn $flow() {
+            if let Some(app) = $app {
+                $module::$flow(&app).await;
+            }
+        }
+    )+};
+}
+pub(crate) use flow_tests;
 
 /// Polls `check` (every few milliseconds) until it gives a value; `None` once `wait` is over.
 pub async fn eventually<T, F, Fut>(wait: Duration, mut check: F) -> Option<T>

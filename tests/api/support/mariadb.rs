@@ -1,6 +1,7 @@
 //! The MariaDB tests' server: found, or the test is reported as skipped (outside CI) or fails
 //! (in CI, `CI` set); and a guard that drops the test's databases even when the test fails.
 
+use std::future::Future;
 use std::io::Write as _;
 
 use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
@@ -23,15 +24,8 @@ impl Databases {
     /// `SKIPPED: <reason>`) when the server cannot be reached outside CI. In CI it panics.
     pub async fn create(name: &str) -> Option<Self> {
         let server = server();
-        if let Err(e) = AsyncMysqlConnection::establish(&server).await {
-            let reason = format!("{name}: MariaDB at {server} is unreachable: {e}");
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "MariaDB is required in CI; {reason}"
-            );
-            // Straight to the process's stderr, past the test harness's output capture, so the
-            // skip shows in a plain `cargo test` run.
-            let _ = writeln!(std::io::stderr(), "SKIPPED: {reason}");
+        if let Err(e) = reachable(&server) {
+            skipped(&format!("{name}: {e}"));
             return None;
         }
         let run = format!(
@@ -48,7 +42,7 @@ impl Databases {
     }
 
     fn name(&self, db: ServiceDb) -> String {
-        format!("{}_{}", self.run, db.name())
+        database_name(&self.run, db)
     }
 
     /// Points every service database of `databases` at this set.
@@ -61,32 +55,81 @@ impl Databases {
     }
 }
 
+/// Reports a test that cannot run because a server it needs is unreachable (`reason`): in CI
+/// (`CI` set) it fails; elsewhere it says `SKIPPED: <reason>` and the caller returns.
+pub fn skipped(reason: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "the servers are required in CI; {reason}"
+    );
+    // Straight to the process's stderr, past the test harness's output capture, so the skip
+    // shows in a plain `cargo test` run.
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {reason}");
+}
+
+/// Whether the MariaDB server at `server` takes a connection (the error says why not).
+pub fn reachable(server: &str) -> anyhow::Result<()> {
+    let server = server.to_owned();
+    on_own_runtime(move || async move {
+        AsyncMysqlConnection::establish(&server)
+            .await
+            .map_err(|e| anyhow::anyhow!("MariaDB at {server} is unreachable: {e}"))?;
+        Ok(())
+    })
+}
+
+/// The name of the service database `db` of the set named `prefix` (as `scripts/cluster.sh`
+/// names a cluster's databases too).
+pub fn database_name(prefix: &str, db: ServiceDb) -> String {
+    format!("{prefix}_{}", db.name())
+}
+
+/// The names of every service database of the set named `prefix`.
+pub fn database_names(prefix: &str) -> Vec<String> {
+    ServiceDb::ALL
+        .iter()
+        .map(|db| database_name(prefix, *db))
+        .collect()
+}
+
+/// Drops the databases `names` (those that exist) on `server`.
+pub fn drop_databases(server: &str, names: Vec<String>) -> anyhow::Result<()> {
+    let server = server.to_owned();
+    on_own_runtime(move || async move {
+        let mut conn = AsyncMysqlConnection::establish(&server).await?;
+        for name in names {
+            diesel::sql_query(format!("DROP DATABASE IF EXISTS `{name}`"))
+                .execute(&mut conn)
+                .await?;
+        }
+        Ok(())
+    })
+}
+
+/// Runs `work` to completion on a thread and a runtime of its own, for callers that cannot
+/// await: a drop (whose own runtime may be the one unwinding) or a synchronous helper.
+fn on_own_runtime<T, F>(work: impl FnOnce() -> F + Send + 'static) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: Future<Output = anyhow::Result<T>>,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(work())
+    })
+    .join()
+    .unwrap_or_else(|_| Err(anyhow::anyhow!("panicked")))
+}
+
 impl Drop for Databases {
-    /// Drops the databases on a thread of its own (a drop cannot await, and the test's
-    /// runtime may be the one unwinding), whether the test passed or not.
+    /// Drops the databases, whether the test passed or not.
     fn drop(&mut self) {
-        let server = self.server.clone();
-        let names: Vec<String> = ServiceDb::ALL.iter().map(|db| self.name(*db)).collect();
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async {
-                let mut conn = AsyncMysqlConnection::establish(&server).await?;
-                for name in names {
-                    diesel::sql_query(format!("DROP DATABASE IF EXISTS `{name}`"))
-                        .execute(&mut conn)
-                        .await?;
-                }
-                anyhow::Ok(())
-            })
-        })
-        .join();
-        match dropped {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) if !std::thread::panicking() => panic!("dropping {}: {e}", self.run),
-            Err(_) if !std::thread::panicking() => panic!("dropping {} panicked", self.run),
-            _ => eprintln!("could not drop the databases {}_*", self.run),
+        match drop_databases(&self.server, database_names(&self.run)) {
+            Ok(()) => {}
+            Err(e) if !std::thread::panicking() => panic!("dropping {}: {e}", self.run),
+            Err(_) => eprintln!("could not drop the databases {}_*", self.run),
         }
     }
 }

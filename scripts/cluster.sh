@@ -1,0 +1,377 @@
+#!/usr/bin/env bash
+# A local three-node sagashop cluster on loopback, its nodes sharing one NATS server and one
+# MariaDB (each node creates and migrates the databases of its roles itself):
+#
+#   node 1  api,orchestrator,account,product  http://127.0.0.1:$((CLUSTER_PORT_BASE + 1))
+#   node 2  api,order,payment                 http://127.0.0.1:$((CLUSTER_PORT_BASE + 2))
+#   node 3  api,product,order,payment         http://127.0.0.1:$((CLUSTER_PORT_BASE + 3))
+#
+#   scripts/cluster.sh [--debug] start         MariaDB and NATS up (scripts/services.sh), then
+#                                              node 1 (the orchestrator), then nodes 2 and 3;
+#                                              waits until every node's /readyz answers 200
+#   scripts/cluster.sh stop                    SIGTERM to the nodes started from CLUSTER_DIR,
+#                                              SIGKILL to those still there after
+#                                              CLUSTER_STOP_SECONDS
+#   scripts/cluster.sh status                  pid, alive, ready and URL of each node; exits 0
+#                                              only when every node is ready
+#   scripts/cluster.sh kill N                  SIGKILL to node N (a crash); returns once it is gone
+#   scripts/cluster.sh [--debug] start-node N  starts node N again with the same flags and waits
+#                                              until it is ready
+#
+# A start that fails (a node exits, or is not ready in time) prints the end of that node's log
+# and stops the nodes it started. Settings (environment; relative paths are taken from where
+# the script is run):
+#
+#   CLUSTER_NAME           sagashop    NATS subject prefix (clusters on one NATS server do not
+#                                      see each other) and prefix of the node databases
+#                                      ${CLUSTER_NAME}_{account,product,order,payment,saga}
+#   CLUSTER_DIR            data/cluster in the repository: node-N.pid, node-N.log (appended,
+#                                      one header line per start), one data dir per node
+#                                      (node-N/) and the generated jwt_secret
+#   CLUSTER_PORT_BASE      8000        node N listens on 127.0.0.1:$((CLUSTER_PORT_BASE + N))
+#   CLUSTER_FRESH          0           1: `start` first drops the cluster's databases and
+#                                      removes the node data dirs
+#   CLUSTER_READY_SECONDS  120         how long a start waits for a node to be ready
+#   CLUSTER_STOP_SECONDS   10          how long `stop` waits after SIGTERM before SIGKILL
+#   JWT_SECRET             (generated) the HS256 secret every node must share; unset, `start`
+#                                      generates one once into $CLUSTER_DIR/jwt_secret (mode
+#                                      600) and every later command reads it from there
+#   SAGASHOP_BIN           (built)     the sagashop binary; unset, `cargo build --release` and
+#                                      $CARGO_TARGET_DIR/release/sagashop (--debug: `cargo
+#                                      build` and debug/); CARGO_TARGET_DIR defaults to target
+#   NATS_URL               nats://127.0.0.1:4222
+#   MYSQL_URL              mysql://root@127.0.0.1:3306   the MariaDB server,
+#                                      mysql://user[:password]@host[:port]
+#   SAGASHOP_EXIT_WITH_PID (unset)     passed to every node as --exit-with-pid: the nodes exit
+#                                      when that process is gone (a test run's nodes die with it)
+#   RUST_LOG and every other SAGASHOP_* setting reach the nodes unchanged.
+set -euo pipefail
+
+log() { printf '[cluster] %s\n' "$*"; }
+die() { printf '[cluster] error: %s\n' "$*" >&2; exit 1; }
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+
+PROFILE=release
+ARGS=()
+for arg in "$@"; do
+  case "$arg" in
+    --debug) PROFILE=debug ;;
+    -h|--help) usage; exit 0 ;;
+    *) ARGS+=("$arg") ;;
+  esac
+done
+set -- ${ARGS[@]+"${ARGS[@]}"}
+COMMAND=${1:-}
+NODE=${2:-}
+
+# Settings. Paths given relative to the caller's directory are made absolute before the script
+# moves to the repository (where cargo builds and the default CLUSTER_DIR is).
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CLUSTER_NAME=${CLUSTER_NAME:-sagashop}
+CLUSTER_DIR=$(realpath -m "${CLUSTER_DIR:-$ROOT/data/cluster}")
+CLUSTER_PORT_BASE=${CLUSTER_PORT_BASE:-8000}
+CLUSTER_FRESH=${CLUSTER_FRESH:-0}
+READY_SECONDS=${CLUSTER_READY_SECONDS:-120}
+STOP_SECONDS=${CLUSTER_STOP_SECONDS:-10}
+NATS_URL=${NATS_URL:-nats://127.0.0.1:4222}
+MYSQL_URL=${MYSQL_URL:-mysql://root@127.0.0.1:3306}
+MYSQL_URL=${MYSQL_URL%/}
+if [ -n "${SAGASHOP_BIN:-}" ]; then SAGASHOP_BIN=$(realpath -m "$SAGASHOP_BIN"); fi
+if [ -n "${CARGO_TARGET_DIR:-}" ]; then export CARGO_TARGET_DIR; CARGO_TARGET_DIR=$(realpath -m "$CARGO_TARGET_DIR"); fi
+cd "$ROOT"
+
+# The name is a NATS subject token and a database name prefix (MariaDB names: 64 characters).
+[[ $CLUSTER_NAME =~ ^[A-Za-z0-9_]{1,56}$ ]] || die "CLUSTER_NAME must be 1-56 letters, digits or _: '$CLUSTER_NAME'"
+if ! [[ $CLUSTER_PORT_BASE =~ ^(0|[1-9][0-9]{0,4})$ ]] || [ "$CLUSTER_PORT_BASE" -gt 65532 ]; then
+  die "CLUSTER_PORT_BASE must be a number up to 65532: '$CLUSTER_PORT_BASE'"
+fi
+
+NODES=(1 2 3)
+ROLES=([1]="api,orchestrator,account,product" [2]="api,order,payment" [3]="api,product,order,payment")
+DATABASES=(account product order payment saga)
+
+port() { echo $((CLUSTER_PORT_BASE + $1)); }
+url() { echo "http://127.0.0.1:$(port "$1")"; }
+node_dir() { echo "$CLUSTER_DIR/node-$1"; }
+log_file() { echo "$CLUSTER_DIR/node-$1.log"; }
+pid_file() { echo "$CLUSTER_DIR/node-$1.pid"; }
+
+check_node_number() {
+  [[ $1 =~ ^[123]$ ]] || die "$COMMAND needs a node number (1, 2 or 3), not '$1'"
+}
+
+# Prints node N's pid while it runs. The pid is believed only when that process's command line
+# names the node's data dir, so a recycled pid is never taken for the node (and never killed).
+node_pid() {
+  local pid file
+  file=$(pid_file "$1")
+  [ -f "$file" ] || return 1
+  pid=$(<"$file")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline" | grep -qxF -- "$(node_dir "$1")" || return 1
+  echo "$pid"
+}
+
+# curl asks the nodes whether they are ready; installed when missing, as the servers are.
+ensure_curl() {
+  command -v curl >/dev/null && return
+  log "installing curl"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y curl >/dev/null
+}
+
+# Asks node N's /readyz; sets READY_CODE (000: nothing answered) and READY_BODY.
+probe() {
+  local out
+  out=$(curl -s --max-time 2 -w '\n%{http_code}' "$(url "$1")/readyz" || true)
+  READY_CODE=${out##*$'\n'}
+  READY_BODY=${out%$'\n'*}
+  [ "$READY_BODY" != "$out" ] || READY_BODY=""
+}
+
+# True when something accepts connections on the port.
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# The binary the nodes run: SAGASHOP_BIN, or the cargo build of this checkout.
+resolve_bin() {
+  if [ -n "${SAGASHOP_BIN:-}" ]; then
+    [ -x "$SAGASHOP_BIN" ] || die "SAGASHOP_BIN is not an executable: $SAGASHOP_BIN"
+    BIN=$SAGASHOP_BIN
+    return
+  fi
+  log "building sagashop ($PROFILE)"
+  if [ "$PROFILE" = release ]; then cargo build --release --quiet; else cargo build --quiet; fi
+  BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/sagashop
+  [ -x "$BIN" ] || die "cargo built no $BIN"
+}
+
+# The shared JWT secret: JWT_SECRET, else the one kept in CLUSTER_DIR, generated there by
+# `start` only (a node started later with another secret would refuse every token).
+resolve_secret() {
+  local file=$CLUSTER_DIR/jwt_secret
+  if [ -n "${JWT_SECRET:-}" ]; then
+    log "JWT secret: from JWT_SECRET"
+  elif [ -s "$file" ]; then
+    JWT_SECRET=$(<"$file")
+    log "JWT secret: kept in $file"
+  elif [ "$1" = generate ]; then
+    (umask 077 && head -c 48 /dev/urandom | base64 -w0 >"$file")
+    JWT_SECRET=$(<"$file")
+    log "JWT secret: generated into $file (mode 600); every node of this cluster uses it"
+  else
+    die "JWT_SECRET is not set and $file does not exist: set the JWT_SECRET the cluster was started with"
+  fi
+  export JWT_SECRET
+}
+
+# The mariadb client on MYSQL_URL's server (the password goes through the environment).
+mysql_cli() {
+  local re='^mysql://([^:@/]+)(:([^@/]*))?@([^:/]+)(:([0-9]+))?$'
+  [[ $MYSQL_URL =~ $re ]] || die "MYSQL_URL is not mysql://user[:password]@host[:port]: ${MYSQL_URL%%:*}://…@${MYSQL_URL##*@}"
+  MYSQL_PWD=${BASH_REMATCH[3]} mariadb -h "${BASH_REMATCH[4]}" -P "${BASH_REMATCH[6]:-3306}" \
+    -u "${BASH_REMATCH[1]}" "$@"
+}
+
+drop_databases() {
+  local db sql=""
+  for db in "${DATABASES[@]}"; do sql+="DROP DATABASE IF EXISTS \`${CLUSTER_NAME}_$db\`; "; done
+  log "CLUSTER_FRESH=1: dropping the databases ${CLUSTER_NAME}_{$(IFS=,; echo "${DATABASES[*]}")} and the node data dirs"
+  mysql_cli -e "$sql"
+  for n in "${NODES[@]}"; do rm -rf "$(node_dir "$n")"; done
+}
+
+# Starts node N in the background, in a session of its own (no terminal signal reaches it),
+# with its pid in node-N.pid and its output appended to node-N.log. The database URLs and the
+# secret go through the environment, so `ps` shows no password.
+launch() {
+  local n=$1 db log
+  log=$(log_file "$n")
+  if port_taken "$(port "$n")"; then die "port $(port "$n") of node $n is in use by another process"; fi
+  mkdir -p "$(node_dir "$n")"
+  for db in "${DATABASES[@]}"; do export "${db^^}_DATABASE_URL=$MYSQL_URL/${CLUSTER_NAME}_$db"; done
+  # The logs are files: no colour codes in them, unless NO_COLOR says otherwise.
+  export NO_COLOR=${NO_COLOR-1}
+  local args=(serve --roles "${ROLES[$n]}" --node-id "$n" --nats-url "$NATS_URL"
+    --cluster-name "$CLUSTER_NAME" --listen "127.0.0.1:$(port "$n")" --data-dir "$(node_dir "$n")")
+  if [ -n "${SAGASHOP_EXIT_WITH_PID:-}" ]; then args+=(--exit-with-pid "$SAGASHOP_EXIT_WITH_PID"); fi
+  printf '\n== %s: %s %s\n' "$(date -Is)" "$BIN" "${args[*]}" >>"$log"
+  setsid "$BIN" "${args[@]}" </dev/null >>"$log" 2>&1 &
+  echo $! >"$(pid_file "$n")"
+  STARTED+=("$n")
+  log "node $n (${ROLES[$n]}) starting: pid $!, log $log"
+}
+
+# Node N's log since its latest start (the header line `launch` writes).
+log_since_start() {
+  awk '/^== [0-9]{4}-[0-9]{2}-[0-9]{2}T/ { text = "" } { text = text $0 "\n" } END { printf "%s", text }' \
+    "$(log_file "$1")"
+}
+
+# Waits until each of the nodes answers /readyz with 200 (`ready`) or with anything at all
+# (`up`: it is serving HTTP). A node that exits, or is late, fails the start: the end of its
+# log is printed and the nodes this run started are stopped.
+wait_nodes() {
+  local want=$1 n; shift
+  local pending=("$@") deadline=$((SECONDS + READY_SECONDS))
+  while [ ${#pending[@]} -gt 0 ]; do
+    local left=()
+    for n in "${pending[@]}"; do
+      node_pid "$n" >/dev/null || fail_start "$n" "exited"
+      probe "$n"
+      if [ "$READY_CODE" = 200 ] || { [ "$want" = up ] && [ "$READY_CODE" != 000 ]; }; then
+        [ "$want" = up ] || log "node $n is ready: $(url "$n")"
+      else
+        left+=("$n")
+      fi
+    done
+    pending=(${left[@]+"${left[@]}"})
+    [ ${#pending[@]} -gt 0 ] || break
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      probe "${pending[0]}"
+      fail_start "${pending[0]}" "is not $want after ${READY_SECONDS}s (/readyz: $READY_CODE $READY_BODY)"
+    fi
+    sleep 0.2
+  done
+}
+
+fail_start() {
+  printf '[cluster] error: node %s %s; the end of %s:\n' "$1" "$2" "$(log_file "$1")" >&2
+  log_since_start "$1" | tail -n 40 >&2
+  exit 1
+}
+
+# On any failure (or an interrupt) of `start` or `start-node`: stops the nodes this run
+# started, so a start either succeeds or leaves nothing new running.
+stop_started_on_failure() {
+  local status=$?
+  if [ "$status" != 0 ] && [ ${#STARTED[@]} -gt 0 ]; then
+    log "stopping the nodes this run started: ${STARTED[*]}"
+    stop_nodes "${STARTED[@]}"
+  fi
+  exit "$status"
+}
+
+# SIGTERM to the running nodes among the given ones, SIGKILL to those left after
+# STOP_SECONDS; returns once all are gone. Touches no process but the nodes' own.
+stop_nodes() {
+  local n pid running=() killed=0 deadline=$((SECONDS + STOP_SECONDS))
+  for n in "$@"; do
+    if pid=$(node_pid "$n"); then kill -TERM "$pid" 2>/dev/null || true; running+=("$n"); fi
+  done
+  while [ ${#running[@]} -gt 0 ]; do
+    if [ "$killed" = 0 ] && [ "$SECONDS" -ge "$deadline" ]; then
+      for n in "${running[@]}"; do
+        if pid=$(node_pid "$n"); then
+          log "node $n (pid $pid) still runs ${STOP_SECONDS}s after SIGTERM: SIGKILL"
+          kill -KILL "$pid" 2>/dev/null || true
+        fi
+      done
+      killed=1
+    fi
+    local left=()
+    for n in "${running[@]}"; do
+      if node_pid "$n" >/dev/null; then
+        left+=("$n")
+      else
+        log "node $n stopped"
+        rm -f "$(pid_file "$n")"
+      fi
+    done
+    running=(${left[@]+"${left[@]}"})
+    [ ${#running[@]} -eq 0 ] || sleep 0.1
+  done
+}
+
+# Runs scripts/services.sh with its output marked, so a test harness's log reads clearly.
+services() { "$ROOT/scripts/services.sh" | sed 's/^/[cluster] /'; }
+
+cmd_start() {
+  local n pid
+  for n in "${NODES[@]}"; do
+    if pid=$(node_pid "$n"); then
+      die "node $n of $CLUSTER_DIR already runs (pid $pid): scripts/cluster.sh stop first"
+    fi
+  done
+  for n in "${NODES[@]}"; do
+    if port_taken "$(port "$n")"; then die "port $(port "$n") of node $n is in use by another process"; fi
+  done
+  log "starting cluster '$CLUSTER_NAME' in $CLUSTER_DIR, nodes on $(url 1)..$(port 3)"
+  services
+  ensure_curl
+  resolve_bin
+  mkdir -p "$CLUSTER_DIR"
+  resolve_secret generate
+  if [ "$CLUSTER_FRESH" = 1 ]; then drop_databases; fi
+  # Node 1 runs the orchestrator and is the first to migrate the shared databases; the
+  # others start once it serves.
+  launch 1
+  wait_nodes up 1
+  launch 2
+  launch 3
+  wait_nodes ready "${NODES[@]}"
+  log "cluster '$CLUSTER_NAME' is ready"
+}
+
+cmd_start_node() {
+  local pid
+  check_node_number "$NODE"
+  if pid=$(node_pid "$NODE"); then die "node $NODE already runs (pid $pid)"; fi
+  ensure_curl
+  resolve_bin
+  resolve_secret read
+  launch "$NODE"
+  wait_nodes ready "$NODE"
+}
+
+cmd_stop() {
+  local n running=()
+  for n in "${NODES[@]}"; do
+    if node_pid "$n" >/dev/null; then running+=("$n"); else rm -f "$(pid_file "$n")"; fi
+  done
+  if [ ${#running[@]} -eq 0 ]; then log "no node of $CLUSTER_DIR runs"; return; fi
+  stop_nodes "${running[@]}"
+}
+
+cmd_kill() {
+  local pid
+  check_node_number "$NODE"
+  pid=$(node_pid "$NODE") || die "node $NODE does not run"
+  kill -KILL "$pid"
+  while node_pid "$NODE" >/dev/null; do sleep 0.05; done
+  rm -f "$(pid_file "$NODE")"
+  log "node $NODE (pid $pid) killed"
+}
+
+cmd_status() {
+  local n pid alive ready detail all=0
+  ensure_curl
+  for n in "${NODES[@]}"; do
+    ready="not ready" detail=""
+    if pid=$(node_pid "$n"); then
+      alive=alive
+      probe "$n"
+      case "$READY_CODE" in
+        200) ready=ready ;;
+        000) detail=" (no answer)" ;;
+        *) detail=" ($READY_CODE $READY_BODY)" ;;
+      esac
+    else
+      pid=- alive=down
+    fi
+    [ "$ready" = ready ] || all=1
+    printf 'node %s  pid %-7s  %-5s  %-9s  %s  %s%s\n' "$n" "$pid" "$alive" "$ready" "$(url "$n")" \
+      "${ROLES[$n]}" "$detail"
+  done
+  return $all
+}
+
+STARTED=()
+trap stop_started_on_failure EXIT
+case "$COMMAND" in
+  start) cmd_start ;;
+  stop) cmd_stop ;;
+  status) cmd_status ;;
+  kill) cmd_kill ;;
+  start-node) cmd_start_node ;;
+  "") die "no command (start, stop, status, kill N, start-node N; --help)" ;;
+  *) die "unknown command '$COMMAND' (start, stop, status, kill N, start-node N; --help)" ;;
+esac
