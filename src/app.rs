@@ -266,7 +266,7 @@ fn exit_with(pid: Option<u32>) {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         tracing::warn!(pid, "the process this node lives with is gone: exiting");
-        actix_rt::System::current().stop();
+        std::process::exit(0);
     });
 }
 

@@ -7,6 +7,8 @@ mod accounts;
 mod authorization;
 mod batching;
 mod cluster_blackbox;
+mod cluster_failover;
+mod cluster_nodes;
 mod compensation;
 mod concurrency;
 mod hostile;

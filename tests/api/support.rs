@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod mariadb;
+pub mod nodes;
 
 use std::cell::{Cell, RefCell};
 use std::ops::Deref;

@@ -116,6 +116,12 @@ impl Cluster {
         Api::over(self.urls())
     }
 
+    /// Sagas that reached a terminal state, read from the cluster's saga store.
+    pub async fn finished_sagas(&self) -> i64 {
+        let saga = mariadb::database_name(&self.settings.name, sagashop::config::ServiceDb::Saga);
+        mariadb::count_rows(&mariadb::server(), &saga, "sagas", "finished = 1").await
+    }
+
     /// Kills node `n` (SIGKILL: a crash); returns once it is gone.
     pub fn kill(&self, n: u16) {
         self.settings

@@ -45,6 +45,11 @@ impl Databases {
         database_name(&self.run, db)
     }
 
+    /// Rows of `table` in this set's database `db` (an invariant checked behind the API).
+    pub async fn count(&self, db: ServiceDb, table: &str) -> i64 {
+        count_rows(&self.server, &self.name(db), table, "TRUE").await
+    }
+
     /// Points every service database of `databases` at this set.
     pub fn configure(&self, databases: &mut DatabaseOptions) {
         databases.account_database_url = Some(self.url(ServiceDb::Account).into());
@@ -76,6 +81,23 @@ pub fn reachable(server: &str) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("MariaDB at {server} is unreachable: {e}"))?;
         Ok(())
     })
+}
+
+/// Rows of `table` in `database` on `server` where `filter` (SQL) holds, read directly.
+pub async fn count_rows(server: &str, database: &str, table: &str, filter: &str) -> i64 {
+    use diesel::sql_types::BigInt;
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let mut conn = AsyncMysqlConnection::establish(server).await.unwrap();
+    let query = format!("SELECT COUNT(*) AS n FROM `{database}`.`{table}` WHERE {filter}");
+    let found: Count = diesel::sql_query(query)
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    found.n
 }
 
 /// The name of the service database `db` of the set named `prefix` (as `scripts/cluster.sh`
