@@ -128,7 +128,7 @@ impl SagaStore {
 pub async fn commit_isolating(
     repo: &Sagas,
     node: u16,
-    owned: &Ownership,
+    owned: &mut Ownership,
     writes: &[SagaWrite],
 ) -> Result<Vec<WriteOutcome>, DbError> {
     // Ranges still to commit, processed in order so that ids stay in submission order.
@@ -160,12 +160,12 @@ pub async fn commit_isolating(
         .collect())
 }
 
-async fn write_loop(mut rx: mpsc::Receiver<Request>, repo: Sagas, node: u16, owned: Ownership) {
+async fn write_loop(mut rx: mpsc::Receiver<Request>, repo: Sagas, node: u16, mut owned: Ownership) {
     let mut queued = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
         let (writes, replies): (Vec<_>, Vec<_>) =
             queued.drain(..).map(|r| (r.write, r.reply)).unzip();
-        match commit_isolating(&repo, node, &owned, &writes).await {
+        match commit_isolating(&repo, node, &mut owned, &writes).await {
             Ok(outcomes) => {
                 for outcome in &outcomes {
                     if let WriteOutcome::Committed(results) = outcome {

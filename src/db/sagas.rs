@@ -5,13 +5,13 @@
 //! Rows are decoded here, once, into domain types; a saga whose row or log does not decode or
 //! replay comes back quarantined, with the reason.
 
-use super::reusable::Reusable;
 use std::collections::BTreeMap;
 
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::ids::{from_column, saturating, storable, to_column};
+use super::reusable::Reusable;
 use super::schema::{partitions, saga_events, sagas, store_meta};
 use super::{DbError, DbPool};
 use crate::backend_queries;
@@ -57,6 +57,40 @@ struct EventRow {
     created_at: i64,
 }
 
+/// Appends step-log entries, in as few statements as the backend allows.
+trait EventLog {
+    async fn append(&mut self, rows: &[EventRow]) -> Result<(), DbError>;
+}
+
+/// Most entries in one multi-row INSERT (a batch's worth; bigger batches take several).
+const APPEND_CHUNK: usize = 256;
+
+impl EventLog for diesel_async::AsyncMysqlConnection {
+    /// Multi-row INSERTs: one round trip for a whole group commit's entries.
+    async fn append(&mut self, rows: &[EventRow]) -> Result<(), DbError> {
+        for chunk in rows.chunks(APPEND_CHUNK) {
+            diesel::insert_into(saga_events::table)
+                .values(chunk)
+                .execute(self)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl EventLog for super::pool::SqliteConn {
+    /// One reused statement per entry: SQLite runs in-process, and diesel-async's SQLite
+    /// wrapper has no multi-row INSERT.
+    async fn append(&mut self, rows: &[EventRow]) -> Result<(), DbError> {
+        for row in rows {
+            Reusable(diesel::insert_into(saga_events::table).values(row))
+                .execute(self)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 /// One partition's row.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = partitions)]
@@ -99,8 +133,19 @@ pub enum WriteOutcome {
     Failed(String),
 }
 
-/// The partitions this node writes for, with the epoch it holds each at.
-pub type Ownership = BTreeMap<PartitionId, u64>;
+/// A partition this node writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// The epoch it holds the partition at (every commit is fenced on it).
+    pub epoch: u64,
+    /// The partition's next event id, as this node last committed it: while the fencing
+    /// UPDATE succeeds no one else has moved it, so the commit need not read it back.
+    /// `None` after a commit whose outcome is unknown: the next commit reads it.
+    pub next_seq: Option<i64>,
+}
+
+/// The partitions this node writes for.
+pub type Ownership = BTreeMap<PartitionId, Held>;
 
 /// A step-log entry with what the customer sees of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,7 +275,7 @@ const META_HASH: &str = "partition_hash";
 backend_queries! {
     /// One transaction: per partition (ascending), fence and number, write the rows, append
     /// the log entries of the rows that were written.
-    async fn commit(conn: &mut Conn, owner: i32, owned: &Ownership, writes: &[SagaWrite], now: i64) -> Result<Vec<WriteOutcome>, DbError> {
+    async fn commit(conn: &mut Conn, owner: i32, owned: &Ownership, writes: &[SagaWrite], now: i64) -> Result<(Vec<WriteOutcome>, Vec<(PartitionId, i64)>), DbError> {
         /// Writes one saga's row (insert or versioned update); `Ok(None)` when it was applied.
         async fn write_row(c: &mut Conn, w: &SagaWrite, now: i64) -> Result<Option<WriteOutcome>, DbError> {
             let id = w.purchase.purchase_id;
@@ -282,14 +327,16 @@ backend_queries! {
                 by_partition.entry(w.partition).or_default().push(i);
             }
             let mut rows = Vec::new();
+            let mut next_seqs = Vec::new();
             for (partition, members) in by_partition {
                 let wanted: i64 = members.iter().map(|&i| writes[i].events.len() as i64).sum();
-                let fenced = match owned.get(&partition) {
-                    Some(&epoch) => Reusable(diesel::update(
+                let held = owned.get(&partition);
+                let fenced = match held {
+                    Some(held) => Reusable(diesel::update(
                         partitions::table
                             .find(partition.0 as i32)
                             .filter(partitions::owner_node.eq(owner))
-                            .filter(partitions::epoch.eq(to_column(epoch)?)),
+                            .filter(partitions::epoch.eq(to_column(held.epoch)?)),
                     )
                     .set(partitions::next_seq.eq(partitions::next_seq + wanted)))
                     .execute(c)
@@ -302,11 +349,14 @@ backend_queries! {
                     }
                     continue;
                 }
-                let end: i64 = partitions::table
-                    .find(partition.0 as i32)
-                    .select(partitions::next_seq)
-                    .first(c)
-                    .await?;
+                let end: i64 = match held.and_then(|h| h.next_seq) {
+                    Some(next) => next + wanted,
+                    None => partitions::table
+                        .find(partition.0 as i32)
+                        .select(partitions::next_seq)
+                        .first(c)
+                        .await?,
+                };
                 let start = end - wanted;
                 let mut seq = start;
                 for i in members {
@@ -345,12 +395,11 @@ backend_queries! {
                         .execute(c)
                         .await?;
                 }
+                next_seqs.push((partition, seq));
             }
-            // One statement per entry: diesel has no multi-row insert on async SQLite.
-            for row in &rows {
-                Reusable(diesel::insert_into(saga_events::table).values(row)).execute(c).await?;
-            }
-            Ok(outcomes.into_iter().map(|o| o.expect("every write decided")).collect())
+            c.append(&rows).await?;
+            let outcomes = outcomes.into_iter().map(|o| o.expect("every write decided")).collect();
+            Ok((outcomes, next_seqs))
         })
         .await
     }
@@ -499,7 +548,7 @@ backend_queries! {
 
     /// Creates the partitions of a new store, or checks an existing store's settings; assigns
     /// rows carried over from the single-sequence store; takes every partition for `owner`.
-    async fn own_all(conn: &mut Conn, count: u32, owner: i32) -> Result<Vec<(i32, i64)>, DbError> {
+    async fn own_all(conn: &mut Conn, count: u32, owner: i32) -> Result<Vec<(i32, i64, i64)>, DbError> {
         conn.transaction::<_, DbError, _>(async |c| {
             let meta: Vec<(String, String)> = store_meta::table
                 .select((store_meta::name, store_meta::value))
@@ -569,7 +618,7 @@ backend_queries! {
                 .await?;
             Ok(partitions::table
                 .order(partitions::partition_id)
-                .select((partitions::partition_id, partitions::epoch))
+                .select((partitions::partition_id, partitions::epoch, partitions::next_seq))
                 .load(c)
                 .await?)
         })
@@ -607,7 +656,13 @@ impl Sagas {
         let owned = own_all(&self.pool, count, i32::from(node)).await?;
         owned
             .into_iter()
-            .map(|(p, epoch)| Ok((PartitionId(p as u32), from_column(epoch)?)))
+            .map(|(p, epoch, next_seq)| {
+                let held = Held {
+                    epoch: from_column(epoch)?,
+                    next_seq: Some(next_seq),
+                };
+                Ok((PartitionId(p as u32), held))
+            })
             .collect()
     }
 
@@ -616,11 +671,30 @@ impl Sagas {
     pub async fn commit(
         &self,
         node: u16,
-        owned: &Ownership,
+        owned: &mut Ownership,
         writes: &[SagaWrite],
     ) -> Result<Vec<WriteOutcome>, DbError> {
         let now = self.clock.now_ms();
-        commit(&self.pool, i32::from(node), owned, writes, now).await
+        match commit(&self.pool, i32::from(node), owned, writes, now).await {
+            Ok((outcomes, next_seqs)) => {
+                for (partition, next) in next_seqs {
+                    if let Some(held) = owned.get_mut(&partition) {
+                        held.next_seq = Some(next);
+                    }
+                }
+                Ok(outcomes)
+            }
+            Err(e) => {
+                // The transaction may have committed with only its answer lost: read each
+                // partition's sequence again rather than trust the cached one.
+                for w in writes {
+                    if let Some(held) = owned.get_mut(&w.partition) {
+                        held.next_seq = None;
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Several sagas with their logs, in id order (missing ids are left out).

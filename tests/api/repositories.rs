@@ -366,9 +366,9 @@ async fn saga_store(sagas: &Sagas) {
     use StepStatus::*;
     use sagashop::domain::saga::SagaState::*;
     const UPI: Step = Step::UpdateProductInventory;
-    let owned = sagas.own_all(4, 1).await.unwrap();
+    let mut owned = sagas.own_all(4, 1).await.unwrap();
     assert_eq!(owned.len(), 4);
-    assert!(owned.values().all(|&epoch| epoch == 1));
+    assert!(owned.values().all(|held| held.epoch == 1));
     assert!(
         sagas.own_all(8, 1).await.is_err(),
         "the partition count is fixed"
@@ -401,7 +401,7 @@ async fn saga_store(sagas: &Sagas) {
     let out = sagas
         .commit(
             1,
-            &owned,
+            &mut owned,
             &[
                 saga_write(&a, 0, 0, Executing(UPI), &start),
                 saga_write(&b, 0, 0, Executing(UPI), &start),
@@ -426,18 +426,18 @@ async fn saga_store(sagas: &Sagas) {
         &[(UPI, Success), (Step::CreateOrder, Execute)],
     );
     let out = sagas
-        .commit(1, &owned, std::slice::from_ref(&done))
+        .commit(1, &mut owned, std::slice::from_ref(&done))
         .await
         .unwrap();
     assert_eq!(committed_ids(&out[0]), vec![3, 4]);
     let out = sagas
-        .commit(1, &owned, std::slice::from_ref(&done))
+        .commit(1, &mut owned, std::slice::from_ref(&done))
         .await
         .unwrap();
     assert_eq!(out, vec![WriteOutcome::AlreadyApplied]);
     // A writer with a stale view (version 1 again, other content) conflicts.
     let stale = saga_write(&a, 1, 1, Compensating(UPI), &[(UPI, Failed)]);
-    let out = sagas.commit(1, &owned, &[stale]).await.unwrap();
+    let out = sagas.commit(1, &mut owned, &[stale]).await.unwrap();
     assert_eq!(out, vec![WriteOutcome::Conflict]);
     let stored = sagas.by_id(PurchaseId(1000)).await.unwrap().unwrap();
     assert_eq!((stored.version, stored.log_len), (2, 3));
@@ -445,22 +445,22 @@ async fn saga_store(sagas: &Sagas) {
 
     // A node with an old epoch writes nothing, and burns no ids.
     let mut old = owned.clone();
-    for epoch in old.values_mut() {
-        *epoch -= 1;
+    for held in old.values_mut() {
+        held.epoch -= 1;
     }
     let next_b = saga_write(&b, 1, 1, Compensating(UPI), &[(UPI, Failed)]);
     let out = sagas
-        .commit(1, &old, std::slice::from_ref(&next_b))
+        .commit(1, &mut old, std::slice::from_ref(&next_b))
         .await
         .unwrap();
     assert_eq!(out, vec![WriteOutcome::LostPartition]);
-    let out = sagas.commit(1, &owned, &[next_b]).await.unwrap();
+    let out = sagas.commit(1, &mut owned, &[next_b]).await.unwrap();
     assert_eq!(committed_ids(&out[0]), vec![5]);
 
     // One bad write (its log position is taken) fails alone; the rest of the batch commits.
     let bad = saga_write(&c, 1, 0, Compensating(UPI), &[(UPI, Failed)]);
     let good = saga_write(&b, 2, 2, RolledBack, &[(UPI, Rollbacked)]);
-    let out = sagashop::actors::store::commit_isolating(sagas, 1, &owned, &[bad, good])
+    let out = sagashop::actors::store::commit_isolating(sagas, 1, &mut owned, &[bad, good])
         .await
         .unwrap();
     assert!(matches!(out[0], WriteOutcome::Failed(_)), "{out:?}");
@@ -487,7 +487,7 @@ async fn saga_store(sagas: &Sagas) {
         saga: spent,
         ..saga_write(&c, 1, 1, Executing(UPI), &[])
     };
-    let out = sagas.commit(1, &owned, &[w]).await.unwrap();
+    let out = sagas.commit(1, &mut owned, &[w]).await.unwrap();
     assert!(matches!(out[0], WriteOutcome::Committed(_)), "{out:?}");
     assert_eq!(
         sagas.by_id(PurchaseId(1002)).await.unwrap().unwrap().status,
@@ -596,7 +596,7 @@ async fn a_store_of_the_single_sequence_schema_is_migrated_on_start() {
         }
     }
     let sagas = open(&Config::embedded(dir.path())).await.sagas;
-    let owned = sagas.own_all(32, 1).await.unwrap();
+    let mut owned = sagas.own_all(32, 1).await.unwrap();
 
     let done = sagas.by_id(PurchaseId(1)).await.unwrap().unwrap();
     assert_eq!(done.status.unwrap().state, SagaState::Succeeded);
@@ -664,7 +664,7 @@ async fn a_store_of_the_single_sequence_schema_is_migrated_on_start() {
             status: StepStatus::Execute,
         }],
     };
-    let out = sagas.commit(1, &owned, &[next, fresh]).await.unwrap();
+    let out = sagas.commit(1, &mut owned, &[next, fresh]).await.unwrap();
     assert_eq!(committed_ids(&out[0]), vec![10, 11]);
     assert_eq!(committed_ids(&out[1]), vec![10]);
     let log = sagas.by_id(PurchaseId(2)).await.unwrap().unwrap();
