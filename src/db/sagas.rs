@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Integer};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::ids::{from_column, saturating, storable, to_column};
@@ -142,6 +143,15 @@ pub struct Held {
     /// UPDATE succeeds no one else has moved it, so the commit need not read it back.
     /// `None` after a commit whose outcome is unknown: the next commit reads it.
     pub next_seq: Option<i64>,
+}
+
+/// One partition's share of a commit.
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    partition: PartitionId,
+    /// Entries the commit appends to the partition's log.
+    wanted: i64,
+    held: Held,
 }
 
 /// The partitions this node writes for.
@@ -320,6 +330,48 @@ backend_queries! {
             }))
         }
 
+        /// Fences and numbers a batch's partitions in one UPDATE (rows locked in key order):
+        /// each partition's `next_seq` moves by its entries, where this node still holds it at
+        /// its epoch. Answers how many partitions it still holds.
+        async fn fence(conn: &mut Conn, owner: i32, groups: &[Group]) -> Result<usize, DbError> {
+            if groups.is_empty() {
+                return Ok(0);
+            }
+            let mut sql = String::from("UPDATE partitions SET next_seq = next_seq + CASE partition_id");
+            sql.push_str(&" WHEN ? THEN ?".repeat(groups.len()));
+            sql.push_str(" END WHERE owner_node = ? AND (");
+            sql.push_str(&vec!["(partition_id = ? AND epoch = ?)"; groups.len()].join(" OR "));
+            sql.push(')');
+            let mut query = diesel::sql_query(sql).into_boxed();
+            for g in groups {
+                query = query.bind::<Integer, _>(g.partition.0 as i32).bind::<BigInt, _>(g.wanted);
+            }
+            query = query.bind::<Integer, _>(owner);
+            for g in groups {
+                query = query.bind::<Integer, _>(g.partition.0 as i32).bind::<BigInt, _>(to_column(g.held.epoch)?);
+            }
+            Ok(Reusable(query).execute(conn).await?)
+        }
+
+        /// After a fence that did not take every partition: those this node still holds (the
+        /// fence moved them; their new end when the cached sequence is known).
+        async fn still_held(conn: &mut Conn, owner: i32, groups: &[Group]) -> Result<BTreeMap<PartitionId, Option<i64>>, DbError> {
+            let ids: Vec<i32> = groups.iter().map(|g| g.partition.0 as i32).collect();
+            let rows: Vec<(i32, i32, i64)> = partitions::table
+                .filter(partitions::partition_id.eq_any(&ids))
+                .select((partitions::partition_id, partitions::owner_node, partitions::epoch))
+                .load(conn)
+                .await?;
+            let mut held = BTreeMap::new();
+            for g in groups {
+                let epoch = to_column(g.held.epoch)?;
+                if rows.contains(&(g.partition.0 as i32, owner, epoch)) {
+                    held.insert(g.partition, g.held.next_seq.map(|n| n + g.wanted));
+                }
+            }
+            Ok(held)
+        }
+
         conn.transaction::<_, DbError, _>(async |c| {
             let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; writes.len()];
             let mut by_partition: BTreeMap<PartitionId, Vec<usize>> = BTreeMap::new();
@@ -328,34 +380,48 @@ backend_queries! {
             }
             let mut rows = Vec::new();
             let mut next_seqs = Vec::new();
+            // Fence and number every owned partition of the batch in one statement.
+            let groups: Vec<Group> = by_partition
+                .iter()
+                .filter_map(|(p, members)| {
+                    let held = *owned.get(p)?;
+                    let wanted = members.iter().map(|&i| writes[i].events.len() as i64).sum();
+                    Some(Group { partition: *p, wanted, held })
+                })
+                .collect();
+            let fenced = fence(c, owner, &groups).await?;
+            let fenced: BTreeMap<PartitionId, Option<i64>> = if fenced == groups.len() {
+                groups.iter().map(|g| (g.partition, g.held.next_seq.map(|n| n + g.wanted))).collect()
+            } else {
+                still_held(c, owner, &groups).await?
+            };
+            let unknown: Vec<i32> = fenced
+                .iter()
+                .filter(|(_, end)| end.is_none())
+                .map(|(p, _)| p.0 as i32)
+                .collect();
+            let read: BTreeMap<i32, i64> = if unknown.is_empty() {
+                BTreeMap::new()
+            } else {
+                partitions::table
+                    .filter(partitions::partition_id.eq_any(&unknown))
+                    .select((partitions::partition_id, partitions::next_seq))
+                    .load::<(i32, i64)>(c)
+                    .await?
+                    .into_iter()
+                    .collect()
+            };
             for (partition, members) in by_partition {
                 let wanted: i64 = members.iter().map(|&i| writes[i].events.len() as i64).sum();
-                let held = owned.get(&partition);
-                let fenced = match held {
-                    Some(held) => Reusable(diesel::update(
-                        partitions::table
-                            .find(partition.0 as i32)
-                            .filter(partitions::owner_node.eq(owner))
-                            .filter(partitions::epoch.eq(to_column(held.epoch)?)),
-                    )
-                    .set(partitions::next_seq.eq(partitions::next_seq + wanted)))
-                    .execute(c)
-                    .await?,
-                    None => 0,
-                };
-                if fenced == 0 {
-                    for i in members {
-                        outcomes[i] = Some(WriteOutcome::LostPartition);
+                let end = match fenced.get(&partition) {
+                    Some(Some(end)) => *end,
+                    Some(None) => read[&(partition.0 as i32)],
+                    None => {
+                        for i in members {
+                            outcomes[i] = Some(WriteOutcome::LostPartition);
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                let end: i64 = match held.and_then(|h| h.next_seq) {
-                    Some(next) => next + wanted,
-                    None => partitions::table
-                        .find(partition.0 as i32)
-                        .select(partitions::next_seq)
-                        .first(c)
-                        .await?,
                 };
                 let start = end - wanted;
                 let mut seq = start;

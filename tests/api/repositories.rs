@@ -13,7 +13,7 @@ use sagashop::db::ledger::StepRepository;
 use sagashop::db::orders::Orders;
 use sagashop::db::payments::Payments;
 use sagashop::db::products::{INSUFFICIENT_INVENTORY, Product, Products};
-use sagashop::db::sagas::{SagaWrite, Sagas, WriteOutcome};
+use sagashop::db::sagas::{Ownership, SagaWrite, Sagas, WriteOutcome};
 use sagashop::domain::ids::{CustomerId, ProductId, PurchaseId};
 use sagashop::domain::purchase::{
     Currency, Purchase, PurchaseItem, Step, StepEvent, StepOutcome, StepStatus,
@@ -537,6 +537,45 @@ async fn saga_store(sagas: &Sagas) {
     assert!(sagas.released().await.unwrap().is_empty());
     assert!(sagas.quarantined().await.unwrap().is_empty());
     assert_eq!(sagas.unfinished(PurchaseId(0), 10).await.unwrap().len(), 2);
+
+    // A batch over a partition still held and one lost: the first commits, numbered right
+    // after what this node committed before, and the second writes nothing.
+    let held_next = committed_ids(&out_of_c1(sagas, &mut owned, &c1).await)[0] + 1;
+    let d = Arc::new(Purchase {
+        customer_id: c1,
+        ..purchase(1003, &[(10, 1)])
+    });
+    let e = Arc::new(Purchase {
+        customer_id: c2,
+        ..purchase(1004, &[(10, 1)])
+    });
+    let lost = sagashop::domain::partition::of_customer(c2, 4);
+    owned.get_mut(&lost).unwrap().epoch -= 1;
+    let both = [
+        saga_write(&d, 0, 0, Executing(UPI), &start),
+        saga_write(&e, 0, 0, Executing(UPI), &start),
+    ];
+    let out = sagas.commit(1, &mut owned, &both).await.unwrap();
+    assert_eq!(committed_ids(&out[0]), vec![held_next]);
+    assert_eq!(out[1], WriteOutcome::LostPartition);
+    assert!(sagas.by_id(PurchaseId(1004)).await.unwrap().is_none());
+}
+
+/// Commits a new saga for customer `c1` (a probe of the partition's numbering).
+async fn out_of_c1(sagas: &Sagas, owned: &mut Ownership, c1: &CustomerId) -> WriteOutcome {
+    let probe = Arc::new(Purchase {
+        customer_id: *c1,
+        ..purchase(1005, &[(10, 1)])
+    });
+    let write = saga_write(
+        &probe,
+        0,
+        0,
+        sagashop::domain::saga::SagaState::Executing(Step::UpdateProductInventory),
+        &[(Step::UpdateProductInventory, StepStatus::Execute)],
+    );
+    let mut out = sagas.commit(1, owned, &[write]).await.unwrap();
+    out.remove(0)
 }
 
 #[actix_rt::test]
