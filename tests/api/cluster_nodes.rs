@@ -238,3 +238,31 @@ fn topologies_that_cannot_work_are_refused_with_what_to_change() {
     assert!(err.contains("needs the order database on MySQL"), "{err}");
     assert!(err.contains("--order-database-url"), "{err}");
 }
+
+#[actix_rt::test]
+async fn nodes_migrating_one_database_at_once_take_turns() {
+    let Some(databases) = Databases::create("migrate_race").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let racers: Vec<std::process::Child> = (0..4)
+        .map(|_| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_sagashop"));
+            cmd.arg("migrate")
+                .args(["--data-dir", dir.path().to_str().unwrap()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped());
+            for db in ServiceDb::ALL {
+                cmd.arg(format!("--{}-database-url", db.name()))
+                    .arg(databases.url(db));
+            }
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    for racer in racers {
+        let out = racer.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "a migration failed: {err}");
+    }
+    assert_eq!(databases.count(ServiceDb::Product, "products").await, 0);
+}
