@@ -156,17 +156,36 @@ pub async fn in_transaction<C: AsyncConnection, T>(
     }
 }
 
+/// Whether a command runs in a savepoint of its own within its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// A savepoint per command: a refusal or an error undoes that command alone.
+    Savepoint,
+    /// No savepoint, two round trips fewer per command: any refusal or error must fail the
+    /// whole batch, which [`batch`] then runs again guarded.
+    Batch,
+}
+
 /// Runs a forward step at most once per purchase. `apply` runs inside the transaction that
 /// claims the ledger row; when it returns `DbError::Rejected` (a business refusal) the
 /// transaction, effect and claim, rolls back and the refusal is recorded instead. A purchase
 /// already recorded (a redelivery, or a compensation that came first) gets its recorded
-/// outcome and `apply` does not run. `now` stamps the ledger row.
+/// outcome and `apply` does not run. `now` stamps the ledger row. Under [`Guard::Batch`] a
+/// refusal is returned as the error, for the batch to roll back.
 pub async fn step<C: Ledger>(
     conn: &mut C,
     purchase_id: PurchaseId,
     now: i64,
+    guard: Guard,
     apply: impl AsyncFnOnce(&mut C) -> Result<(), DbError>,
 ) -> Result<StepOutcome, DbError> {
+    if guard == Guard::Batch {
+        if !conn.claim(purchase_id, now).await? {
+            return conn.recorded_outcome(purchase_id).await;
+        }
+        apply(conn).await?;
+        return Ok(StepOutcome::Applied);
+    }
     let claimed = in_transaction(conn, async |c| {
         if !c.claim(purchase_id, now).await? {
             return Ok(false);
@@ -193,38 +212,61 @@ pub async fn compensation<C: Ledger>(
     conn: &mut C,
     purchase_id: PurchaseId,
     now: i64,
+    guard: Guard,
     undo: impl AsyncFnOnce(&mut C) -> Result<(), DbError>,
 ) -> Result<(), DbError> {
-    in_transaction(conn, async |c| {
+    let body = async |c: &mut C| {
         if c.start_compensation(purchase_id, now).await? {
             undo(c).await?;
         }
         Ok(())
-    })
-    .await
+    };
+    match guard {
+        Guard::Batch => body(conn).await,
+        Guard::Savepoint => in_transaction(conn, body).await,
+    }
 }
 
 /// Runs a participant's batch of commands with its `execute` and `compensate` functions
-/// (which use [`step`] and [`compensation`]): every command runs in its own savepoint inside
-/// one transaction, so a batch costs one commit (one fsync) and one command's failure spares
-/// the others. The per-command results hold only if the whole transaction commits.
+/// (which use [`step`] and [`compensation`]) in one transaction, so a batch costs one commit
+/// (one fsync). With `optimistic` the commands first run without savepoints; if any is
+/// refused or fails, that transaction rolls back and the batch runs again with a savepoint
+/// per command, so one command's failure spares the others. The per-command results hold
+/// only if the whole transaction commits.
 pub async fn batch<C: Ledger>(
     conn: &mut C,
     commands: &[StepCommand],
     now: i64,
-    execute: impl AsyncFn(&mut C, &Purchase, i64) -> Result<StepOutcome, DbError>,
-    compensate: impl AsyncFn(&mut C, PurchaseId, i64) -> Result<(), DbError>,
+    optimistic: bool,
+    execute: impl AsyncFn(&mut C, &Purchase, i64, Guard) -> Result<StepOutcome, DbError>,
+    compensate: impl AsyncFn(&mut C, PurchaseId, i64, Guard) -> Result<(), DbError>,
 ) -> BatchResults {
+    let run = async |c: &mut C, command: &StepCommand, guard: Guard| {
+        let purchase = &command.purchase;
+        match command.call {
+            Call::Execute(_) => execute(c, purchase, now, guard).await,
+            Call::Compensate(_) => compensate(c, purchase.purchase_id, now, guard)
+                .await
+                .map(|()| StepOutcome::Applied),
+        }
+    };
+    if optimistic {
+        let unguarded = in_transaction(conn, async |c| {
+            let mut out = Vec::with_capacity(commands.len());
+            for command in commands {
+                out.push(Ok(run(c, command, Guard::Batch).await?));
+            }
+            Ok(out)
+        })
+        .await;
+        if let Ok(out) = unguarded {
+            return Ok(out);
+        }
+    }
     in_transaction(conn, async |c| {
         let mut out = Vec::with_capacity(commands.len());
         for command in commands {
-            let purchase = &command.purchase;
-            out.push(match command.call {
-                Call::Execute(_) => execute(c, purchase, now).await,
-                Call::Compensate(_) => compensate(c, purchase.purchase_id, now)
-                    .await
-                    .map(|()| StepOutcome::Applied),
-            });
+            out.push(run(c, command, Guard::Savepoint).await);
         }
         Ok(out)
     })
@@ -238,7 +280,6 @@ pub type BatchResults = Result<Vec<Result<StepOutcome, DbError>>, DbError>;
 /// A repository whose database runs saga step commands (products, orders, payments): what
 /// a step participant needs of it, so one participant type serves all three.
 pub trait StepRepository: Clone + Unpin + 'static {
-    /// Runs a batch of step commands and compensations with [`batch`]: one transaction,
-    /// one savepoint per command.
+    /// Runs a batch of step commands and compensations with [`batch`]: one transaction.
     fn run_steps(&self, commands: &[StepCommand]) -> impl Future<Output = BatchResults>;
 }

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::ids::storable;
-use super::ledger::{self, BatchResults, StepRepository};
+use super::ledger::{self, BatchResults, Guard, StepRepository};
 use super::schema::orders;
 use super::{DbError, DbPool};
 use crate::backend_queries;
@@ -39,9 +39,9 @@ fn lines_of(purchase: &Purchase) -> Vec<OrderLine> {
 }
 
 backend_queries! {
-    async fn create(conn: &mut Conn, purchase: &Purchase, now: i64) -> Result<StepOutcome, DbError> {
+    async fn create(conn: &mut Conn, purchase: &Purchase, now: i64, guard: Guard) -> Result<StepOutcome, DbError> {
         let lines = lines_of(purchase);
-        ledger::step(conn, purchase.purchase_id, now, async |c| {
+        ledger::step(conn, purchase.purchase_id, now, guard, async |c| {
             // One statement per row: SQLite's sync wrapper has no multi-row INSERT.
             for line in &lines {
                 Reusable(diesel::insert_into(orders::table).values(line)).execute(c).await?;
@@ -51,8 +51,8 @@ backend_queries! {
         .await
     }
 
-    async fn remove(conn: &mut Conn, purchase_id: PurchaseId, now: i64) -> Result<(), DbError> {
-        ledger::compensation(conn, purchase_id, now, async |c| {
+    async fn remove(conn: &mut Conn, purchase_id: PurchaseId, now: i64, guard: Guard) -> Result<(), DbError> {
+        ledger::compensation(conn, purchase_id, now, guard, async |c| {
             diesel::delete(orders::table.filter(orders::id.eq(purchase_id))).execute(c).await?;
             Ok(())
         })
@@ -60,7 +60,7 @@ backend_queries! {
     }
 
     async fn run_steps(conn: &mut Conn, commands: &[StepCommand], now: i64) -> BatchResults {
-        ledger::batch(conn, commands, now, create, remove).await
+        ledger::batch(conn, commands, now, true, create, remove).await
     }
 
     async fn lines(conn: &mut Conn, id: PurchaseId) -> Result<Vec<OrderLine>, DbError> {
@@ -88,12 +88,18 @@ impl Orders {
 
     /// Creates the purchase's order, once.
     pub async fn create(&self, purchase: &Purchase) -> Result<StepOutcome, DbError> {
-        create(&self.pool, purchase, self.clock.now_ms()).await
+        create(&self.pool, purchase, self.clock.now_ms(), Guard::Savepoint).await
     }
 
     /// Deletes the purchase's order, once; a no-op when there is none.
     pub async fn remove(&self, purchase_id: PurchaseId) -> Result<(), DbError> {
-        remove(&self.pool, purchase_id, self.clock.now_ms()).await
+        remove(
+            &self.pool,
+            purchase_id,
+            self.clock.now_ms(),
+            Guard::Savepoint,
+        )
+        .await
     }
 
     /// The order's lines sorted by product id (empty when there is no such order).

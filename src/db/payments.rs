@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::ids::storable;
-use super::ledger::{self, BatchResults, StepRepository};
+use super::ledger::{self, BatchResults, Guard, StepRepository};
 use super::schema::payments;
 use super::{DbError, DbPool};
 use crate::backend_queries;
@@ -25,22 +25,22 @@ pub struct Payment {
 }
 
 backend_queries! {
-    async fn create(conn: &mut Conn, purchase: &Purchase, now: i64) -> Result<StepOutcome, DbError> {
+    async fn create(conn: &mut Conn, purchase: &Purchase, now: i64, guard: Guard) -> Result<StepOutcome, DbError> {
         let payment = Payment {
             id: purchase.purchase_id,
             customer_id: purchase.customer_id,
             currency_code: purchase.currency.code().to_owned(),
             amount: purchase.amount,
         };
-        ledger::step(conn, payment.id, now, async |c| {
+        ledger::step(conn, payment.id, now, guard, async |c| {
             Reusable(diesel::insert_into(payments::table).values(&payment)).execute(c).await?;
             Ok(())
         })
         .await
     }
 
-    async fn remove(conn: &mut Conn, purchase_id: PurchaseId, now: i64) -> Result<(), DbError> {
-        ledger::compensation(conn, purchase_id, now, async |c| {
+    async fn remove(conn: &mut Conn, purchase_id: PurchaseId, now: i64, guard: Guard) -> Result<(), DbError> {
+        ledger::compensation(conn, purchase_id, now, guard, async |c| {
             diesel::delete(payments::table.find(purchase_id)).execute(c).await?;
             Ok(())
         })
@@ -48,7 +48,7 @@ backend_queries! {
     }
 
     async fn run_steps(conn: &mut Conn, commands: &[StepCommand], now: i64) -> BatchResults {
-        ledger::batch(conn, commands, now, create, remove).await
+        ledger::batch(conn, commands, now, true, create, remove).await
     }
 
     async fn by_id(conn: &mut Conn, id: PurchaseId) -> Result<Option<Payment>, DbError> {
@@ -76,12 +76,18 @@ impl Payments {
 
     /// Records the purchase's payment, once.
     pub async fn create(&self, purchase: &Purchase) -> Result<StepOutcome, DbError> {
-        create(&self.pool, purchase, self.clock.now_ms()).await
+        create(&self.pool, purchase, self.clock.now_ms(), Guard::Savepoint).await
     }
 
     /// Deletes the purchase's payment, once; a no-op when there is none.
     pub async fn remove(&self, purchase_id: PurchaseId) -> Result<(), DbError> {
-        remove(&self.pool, purchase_id, self.clock.now_ms()).await
+        remove(
+            &self.pool,
+            purchase_id,
+            self.clock.now_ms(),
+            Guard::Savepoint,
+        )
+        .await
     }
 
     /// The payment with this id.

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::ids::{saturating, storable};
-use super::ledger::{self, BatchResults, StepRepository};
+use super::ledger::{self, BatchResults, Guard, StepRepository};
 use super::schema::{products, reservations};
 use super::{DbError, DbPool};
 use crate::backend_queries;
@@ -84,11 +84,11 @@ backend_queries! {
             .await?)
     }
 
-    async fn reserve(conn: &mut Conn, purchase: &Purchase, now: i64) -> Result<StepOutcome, DbError> {
+    async fn reserve(conn: &mut Conn, purchase: &Purchase, now: i64, guard: Guard) -> Result<StepOutcome, DbError> {
         let purchase_id = purchase.purchase_id;
         let mut sorted: Vec<PurchaseItem> = purchase.items.clone();
         sorted.sort_by_key(|i| i.product_id);
-        ledger::step(conn, purchase_id, now, async |c| {
+        ledger::step(conn, purchase_id, now, guard, async |c| {
             if sorted.windows(2).any(|w| w[0].product_id == w[1].product_id) {
                 return Err(DbError::Rejected(DUPLICATE_ITEMS.to_owned()));
             }
@@ -114,8 +114,8 @@ backend_queries! {
         .await
     }
 
-    async fn release(conn: &mut Conn, purchase_id: PurchaseId, now: i64) -> Result<(), DbError> {
-        ledger::compensation(conn, purchase_id, now, async |c| {
+    async fn release(conn: &mut Conn, purchase_id: PurchaseId, now: i64, guard: Guard) -> Result<(), DbError> {
+        ledger::compensation(conn, purchase_id, now, guard, async |c| {
             let taken: Vec<Reservation> = reservations::table
                 .filter(reservations::purchase_id.eq(purchase_id))
                 .order(reservations::product_id)
@@ -134,7 +134,7 @@ backend_queries! {
     }
 
     async fn run_steps(conn: &mut Conn, commands: &[StepCommand], now: i64) -> BatchResults {
-        ledger::batch(conn, commands, now, reserve, release).await
+        ledger::batch(conn, commands, now, commands.len() == 1, reserve, release).await
     }
 }
 
@@ -179,12 +179,18 @@ impl Products {
 
     /// Takes a purchase's items from stock, all or nothing, once per purchase.
     pub async fn reserve(&self, purchase: &Purchase) -> Result<StepOutcome, DbError> {
-        reserve(&self.pool, purchase, self.clock.now_ms()).await
+        reserve(&self.pool, purchase, self.clock.now_ms(), Guard::Savepoint).await
     }
 
     /// Gives back exactly what a purchase took, once; a no-op when it took nothing.
     pub async fn release(&self, purchase_id: PurchaseId) -> Result<(), DbError> {
-        release(&self.pool, purchase_id, self.clock.now_ms()).await
+        release(
+            &self.pool,
+            purchase_id,
+            self.clock.now_ms(),
+            Guard::Savepoint,
+        )
+        .await
     }
 }
 

@@ -315,6 +315,36 @@ async fn exercise(r: Repos) {
     ));
     assert!(r.orders.lines(PurchaseId(200)).await.unwrap().is_empty());
 
+    // A batch whose commands run without savepoints first: when one fails (here a cart
+    // with one product on two lines breaks the order's key), the batch runs again with a
+    // savepoint each, and only that command fails.
+    let (a, broken, b) = (
+        Arc::new(purchase(210, &[(10, 1)])),
+        Arc::new(purchase(211, &[(10, 1), (10, 2)])),
+        Arc::new(purchase(212, &[(20, 1)])),
+    );
+    let results = r
+        .orders
+        .run_steps(&[
+            step(&a, Call::Execute(Step::CreateOrder)),
+            step(&broken, Call::Execute(Step::CreateOrder)),
+            step(&b, Call::Execute(Step::CreateOrder)),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        matches!(results[0], Ok(StepOutcome::Applied)),
+        "{results:?}"
+    );
+    assert!(results[1].is_err(), "{results:?}");
+    assert!(
+        matches!(results[2], Ok(StepOutcome::Applied)),
+        "{results:?}"
+    );
+    assert_eq!(r.orders.lines(PurchaseId(210)).await.unwrap().len(), 1);
+    assert!(r.orders.lines(PurchaseId(211)).await.unwrap().is_empty());
+    assert_eq!(r.orders.lines(PurchaseId(212)).await.unwrap().len(), 1);
+
     // Payments: same contract.
     let p = purchase(300, &[(10, 1)]);
     assert_eq!(r.payments.create(&p).await.unwrap(), StepOutcome::Applied);
