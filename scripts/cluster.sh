@@ -196,6 +196,10 @@ launch() {
   printf '\n== %s: %s %s\n' "$(date -Is)" "$BIN" "${args[*]}" >>"$log"
   setsid "$BIN" "${args[@]}" </dev/null >>"$log" 2>&1 &
   echo $! >"$(pid_file "$n")"
+  # Until the background shell has exec'd the binary, the pid's command line is still the
+  # script's, and the node would look gone: give it a moment to become the node.
+  local _
+  for _ in $(seq 1 50); do node_pid "$n" >/dev/null && break; sleep 0.05; done
   STARTED+=("$n")
   log "node $n (${ROLES[$n]}) starting: pid $!, log $log"
 }

@@ -274,6 +274,7 @@ fn exit_with(pid: Option<u32>) {
 /// other nodes.
 struct Wiring {
     bus: Option<Bus>,
+    clock: Clock,
     stats: Arc<BridgeStats>,
     timeout: Duration,
     bridges: HashMap<Role, actix::Addr<NatsBridge>>,
@@ -284,18 +285,19 @@ impl Wiring {
     /// The bridge to `role` on other nodes (one per role, made on first use).
     fn remote(&mut self, role: Role) -> actix::Addr<NatsBridge> {
         let (bus, stats, timeout) = (&self.bus, &self.stats, self.timeout);
+        let clock = &self.clock;
         self.bridges
             .entry(role)
             .or_insert_with(|| {
                 let bus = bus.clone().expect("check_topology: split roles need a bus");
-                NatsBridge::new(bus, role, timeout, stats.clone()).start()
+                NatsBridge::new(bus, role, timeout, stats.clone(), clock.clone()).start()
             })
             .clone()
     }
 
     /// Serves `role` to other nodes with the local actors `served` names.
     fn serve(&mut self, role: Role, served: impl FnOnce(Served, &Arc<BridgeStats>) -> Served) {
-        let served = served(Served::default(), &self.stats);
+        let served = served(Served::new(self.clock.clone()), &self.stats);
         self.served.push((role, served));
     }
 
@@ -339,6 +341,7 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
     );
     let mut wiring = Wiring {
         bus: bus.clone(),
+        clock: clock.clone(),
         stats: Arc::new(BridgeStats::default()),
         timeout: Duration::from_millis(config.cluster.bus_timeout_ms),
         bridges: HashMap::new(),
@@ -516,6 +519,12 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
         logins: LoginThrottle::new(config.login_throttle(), clock.clone()),
         trusted_proxies: config.trusted_proxies.clone(),
         ids,
+        clock: clock.clone(),
+        accept_within: if roles.has(Role::Orchestrator) {
+            Duration::from_secs(3600)
+        } else {
+            Duration::from_millis(config.cluster.bus_timeout_ms)
+        },
         body_timeout: std::time::Duration::from_millis(config.client_request_timeout_ms),
         sse: SseSettings {
             buffer: config.sse_buffer,

@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 
 use super::messages::ResultPublished;
 use super::results::{DropStreams, ResultHub};
+use crate::clock::Clock;
 use crate::cluster::bus::{Bus, BusError};
 use crate::cluster::roles::Role;
 use crate::cluster::wire::{self, BridgeError, Remote, Reply};
@@ -75,17 +76,25 @@ pub struct NatsBridge {
     role: Role,
     timeout: Duration,
     stats: Arc<BridgeStats>,
+    clock: Clock,
 }
 
 impl NatsBridge {
     /// Bridge to `role`; a request not answered within `timeout` fails (and is retried by
     /// its saga, or answered 503 to an API client).
-    pub fn new(bus: Bus, role: Role, timeout: Duration, stats: Arc<BridgeStats>) -> Self {
+    pub fn new(
+        bus: Bus,
+        role: Role,
+        timeout: Duration,
+        stats: Arc<BridgeStats>,
+        clock: Clock,
+    ) -> Self {
         Self {
             bus,
             role,
             timeout,
             stats,
+            clock,
         }
     }
 }
@@ -111,8 +120,10 @@ where
         BridgeStats::count(&self.stats.requests_out);
         let subject = self.bus.command_subject(self.role, M::KIND);
         let (bus, role, timeout) = (self.bus.clone(), self.role, self.timeout);
+        let clock = self.clock.clone();
         Box::pin(async move {
-            request(&bus, subject, role, wire::encode(&msg), timeout)
+            let sent = wire::encode_request(&msg, clock.now_ms());
+            request(&bus, subject, role, sent, timeout)
                 .await
                 .and_then(|bytes| wire::decode_answer::<M::Result>(&bytes))
                 .unwrap_or_else(M::Result::failed)
@@ -151,22 +162,32 @@ pub async fn ping(bus: &Bus, role: Role, timeout: Duration) -> Result<(), Bridge
 type Serve = Rc<dyn Fn(Bytes) -> LocalBoxFuture<'static, Vec<u8>>>;
 
 /// What one replica of a role answers: a local actor per message kind.
-#[derive(Default)]
 pub struct Served {
     handlers: HashMap<&'static str, Serve>,
+    /// This node's clock, which a request's instants are rebased to.
+    clock: Clock,
 }
 
 impl Served {
+    /// Nothing served yet.
+    pub fn new(clock: Clock) -> Self {
+        Self {
+            handlers: HashMap::new(),
+            clock,
+        }
+    }
+
     /// Answers requests of kind `M` with the local actor behind `to`.
     pub fn on<M>(mut self, to: Recipient<M>, stats: Arc<BridgeStats>) -> Self
     where
         M: Remote,
         M::Result: Reply,
     {
+        let clock = self.clock.clone();
         let serve = move |bytes: Bytes| -> LocalBoxFuture<'static, Vec<u8>> {
-            let (to, stats) = (to.clone(), stats.clone());
+            let (to, stats, now) = (to.clone(), stats.clone(), clock.now_ms());
             Box::pin(async move {
-                match wire::decode::<M>(&bytes) {
+                match wire::decode_request::<M>(&bytes, now) {
                     Ok(msg) => {
                         let reply = to.send(msg).await.unwrap_or_else(|e| {
                             M::Result::failed(BridgeError::Bus(format!("local actor: {e}")))
@@ -239,8 +260,8 @@ pub async fn serve_role(
 enum Bulletin {
     /// A committed step result.
     Result { origin: u16, result: PurchaseResult },
-    /// The publisher lost its connection and is back: results it published meanwhile may be
-    /// lost, so live streams must resume from the step log.
+    /// The publisher started, or lost its connection and is back: results published before
+    /// may be lost, so live streams must resume from the step log.
     Reset { origin: u16 },
 }
 
@@ -280,6 +301,14 @@ impl Actor for ResultRelay {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(usize::MAX >> 4);
         self.subscribe_system_async::<ResultPublished>(ctx);
+        // A previous orchestrator may have died between a commit and its publication: live
+        // streams elsewhere resume from the step log, which has that tail.
+        let _ = self.outbox.send((
+            self.bus.all_results().replace('*', "reset"),
+            Bulletin::Reset {
+                origin: self.bus.node_id,
+            },
+        ));
         let mut state = self.bus.state();
         let (outbox, bus) = (self.outbox.clone(), self.bus.clone());
         ctx.spawn(

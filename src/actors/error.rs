@@ -35,6 +35,9 @@ pub enum ServiceError {
     /// A database or another dependency is unreachable.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A request to another node got no answer: it may or may not have been carried out.
+    #[error("no answer: {0}")]
+    Unanswered(String),
     /// Anything else that is our fault.
     #[error("internal: {0}")]
     Internal(String),

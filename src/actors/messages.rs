@@ -147,10 +147,13 @@ impl From<crate::db::DbError> for StepError {
 // ---- purchases -------------------------------------------------------------------------
 
 /// Accept a purchase: store its saga and start it. Fails with `Busy` at the in-flight cap.
+/// Refused unstored once `deadline_ms` has passed: a caller that gave up waiting by then
+/// can tell from the store alone whether the purchase exists.
 #[derive(Debug, Clone, Serialize, Deserialize, Message)]
 #[rtype(result = "ServiceResult<()>")]
 pub struct AcceptPurchase {
     pub purchase: Purchase,
+    pub deadline_ms: i64,
 }
 
 /// A committed step result, broadcast to SSE streams through actix-broker.

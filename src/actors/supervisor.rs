@@ -209,6 +209,10 @@ impl Handler<AcceptPurchase> for SagaSupervisor {
             return Box::pin(fut::ready(Err(ServiceError::Busy)));
         }
         let now = self.deps.clock.now_ms();
+        if now > msg.deadline_ms {
+            let late = ServiceError::Unavailable("the purchase arrived after its deadline".into());
+            return Box::pin(fut::ready(Err(late)));
+        }
         let start = next(Saga::NEW, SagaEvent::Start, &self.deps.policy.retry, now)
             .expect("a new saga can start");
         let purchase = Arc::new(msg.purchase);

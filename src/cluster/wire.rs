@@ -45,6 +45,12 @@ pub enum BridgeError {
 pub trait Remote: actix::Message + Serialize + DeserializeOwned + Send + 'static {
     /// The last token of the message's subject.
     const KIND: &'static str;
+
+    /// Moves the message's own instants (deadlines) by `shift_ms`: from the sender's clock
+    /// to the receiver's, which may disagree by more than a deadline is long.
+    fn rebase(&mut self, shift_ms: i64) {
+        let _ = shift_ms;
+    }
 }
 
 /// A reply type that can stand for a failed crossing: the caller sees the bus's failure as
@@ -55,8 +61,15 @@ pub trait Reply: Serialize + DeserializeOwned + Send + 'static {
 }
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> Reply for ServiceResult<T> {
+    /// No responder, or a refusal to read the request: nothing was done. No answer in
+    /// time, or a broken connection: it may have been done.
     fn failed(error: BridgeError) -> Self {
-        Err(ServiceError::Unavailable(error.to_string()))
+        Err(match error {
+            BridgeError::TimedOut(_) | BridgeError::Bus(_) => {
+                ServiceError::Unanswered(error.to_string())
+            }
+            _ => ServiceError::Unavailable(error.to_string()),
+        })
     }
 }
 
@@ -70,6 +83,24 @@ macro_rules! remote_kinds {
     ($($msg:ty => $kind:literal),* $(,)?) => {
         $(impl Remote for $msg { const KIND: &'static str = $kind; })*
     };
+}
+
+impl Remote for StepCommand {
+    const KIND: &'static str = "step";
+
+    /// The deadline is an instant on the orchestrator's clock; the participant compares it
+    /// with its own, so it travels as the time left when the command was sent.
+    fn rebase(&mut self, shift_ms: i64) {
+        self.deadline_ms = self.deadline_ms.saturating_add(shift_ms);
+    }
+}
+
+impl Remote for AcceptPurchase {
+    const KIND: &'static str = "accept_purchase";
+
+    fn rebase(&mut self, shift_ms: i64) {
+        self.deadline_ms = self.deadline_ms.saturating_add(shift_ms);
+    }
 }
 
 remote_kinds! {
@@ -86,14 +117,15 @@ remote_kinds! {
     ListProducts => "list_products",
     GetOrder => "get_order",
     GetPayment => "get_payment",
-    StepCommand => "step",
-    AcceptPurchase => "accept_purchase",
 }
 
 /// A request or result on the bus.
 #[derive(Debug, Serialize, Deserialize)]
 struct Envelope<T> {
     v: u16,
+    /// The sender's clock when it sent a request (unix ms), to rebase instants in the body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sent_ms: Option<i64>,
     body: T,
 }
 
@@ -115,15 +147,40 @@ enum Answer<R> {
 
 /// Encodes a request or a published result.
 pub fn encode<T: Serialize>(body: &T) -> Vec<u8> {
+    envelope(body, None)
+}
+
+/// Encodes a request sent at `sent_ms` on the sender's clock.
+pub fn encode_request<M: Remote>(msg: &M, sent_ms: i64) -> Vec<u8> {
+    envelope(msg, Some(sent_ms))
+}
+
+fn envelope<T: Serialize>(body: &T, sent_ms: Option<i64>) -> Vec<u8> {
     serde_json::to_vec(&Envelope {
         v: SCHEMA_VERSION,
+        sent_ms,
         body,
     })
     .expect("message types serialize")
 }
 
+/// Decodes a request received at `now_ms` on this node's clock, its instants moved from
+/// the sender's clock to this one (the time in transit counts as none: a little generous).
+pub fn decode_request<M: Remote>(bytes: &[u8], now_ms: i64) -> Result<M, BridgeError> {
+    let envelope: Envelope<M> = decode_envelope(bytes)?;
+    let mut msg = envelope.body;
+    if let Some(sent) = envelope.sent_ms {
+        msg.rebase(now_ms - sent);
+    }
+    Ok(msg)
+}
+
 /// Decodes a request or a published result, checking its version first.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BridgeError> {
+    decode_envelope(bytes).map(|e: Envelope<T>| e.body)
+}
+
+fn decode_envelope<T: DeserializeOwned>(bytes: &[u8]) -> Result<Envelope<T>, BridgeError> {
     let version = serde_json::from_slice::<VersionOnly>(bytes)
         .map_err(|e| BridgeError::Undecodable(e.to_string()))?
         .v;
@@ -131,7 +188,6 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BridgeError> {
         return Err(BridgeError::Version(version));
     }
     serde_json::from_slice::<Envelope<T>>(bytes)
-        .map(|e| e.body)
         .map_err(|e| BridgeError::Undecodable(e.to_string()))
 }
 
@@ -188,6 +244,33 @@ mod tests {
             decode::<GetPerson>(br#"{"v":1,"body":{"customer":"x"}}"#).unwrap_err(),
             BridgeError::Undecodable(_)
         ));
+    }
+
+    #[test]
+    fn a_deadline_is_read_on_the_receivers_clock() {
+        use crate::domain::purchase::{Currency, Purchase, Step};
+        use crate::domain::saga::Call;
+        let cmd = StepCommand {
+            purchase: std::sync::Arc::new(Purchase {
+                purchase_id: crate::domain::ids::PurchaseId(1),
+                customer_id: CustomerId(2),
+                items: vec![],
+                currency: Currency::Nt,
+                amount: 0,
+            }),
+            call: Call::Execute(Step::CreateOrder),
+            deadline_ms: 6_000,
+        };
+        // Sent at 1 000 with 5 s to go; the receiver's clock reads 51 000 (50 s ahead).
+        let bytes = encode_request(&cmd, 1_000);
+        let got: StepCommand = decode_request(&bytes, 51_000).unwrap();
+        assert_eq!(got.deadline_ms, 56_000);
+        // Other messages carry no instants and come through unchanged.
+        let msg = GetPerson {
+            customer_id: CustomerId(3),
+        };
+        let got: GetPerson = decode_request(&encode_request(&msg, 0), 99).unwrap();
+        assert_eq!(got.customer_id, msg.customer_id);
     }
 
     #[test]

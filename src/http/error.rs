@@ -67,7 +67,7 @@ impl ResponseError for ApiError {
                 | S::OrderNotFound
                 | S::PaymentNotFound
                 | S::PurchaseNotFound => StatusCode::NOT_FOUND,
-                S::Busy | S::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                S::Busy | S::Unavailable(_) | S::Unanswered(_) => StatusCode::SERVICE_UNAVAILABLE,
                 S::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
         }
@@ -78,7 +78,9 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(status);
         let msg = match self {
             ApiError::Unauthorized => return response.finish(),
-            ApiError::Service(ServiceError::Unavailable(cause)) => {
+            ApiError::Service(
+                ServiceError::Unavailable(cause) | ServiceError::Unanswered(cause),
+            ) => {
                 tracing::error!(%cause, "dependency unavailable");
                 "service unavailable".to_owned()
             }

@@ -82,6 +82,11 @@ pub struct AppState {
     /// Whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
     pub ids: IdGenerator,
+    /// The clock purchase deadlines are set by.
+    pub clock: crate::clock::Clock,
+    /// How long a purchase may take to reach the orchestrator before it is refused unstored
+    /// (a remote orchestrator's answer can be lost; a local one always answers).
+    pub accept_within: Duration,
     pub sse: SseSettings,
     /// How long a request body may take to arrive.
     pub body_timeout: Duration,

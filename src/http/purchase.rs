@@ -1,6 +1,8 @@
 //! `POST /api/purchase` (accept a purchase, run its saga after answering) and
 //! `GET /api/purchase/{id}` (its status and step history).
 
+use std::time::Duration;
+
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
@@ -150,9 +152,32 @@ pub async fn create(
     let currency = currency.ok_or_else(ApiError::invalid)?;
     let purchase = priced.into_purchase(PurchaseId(state.ids.next()), customer_id, currency);
     let purchase_id = purchase.purchase_id;
-    state.supervisor.send(AcceptPurchase { purchase }).await??;
+    let deadline_ms = state.clock.now_ms() + state.accept_within.as_millis() as i64;
+    let accepted = state.supervisor.send(AcceptPurchase {
+        purchase,
+        deadline_ms,
+    });
+    match accepted.await? {
+        Ok(()) => {}
+        // The orchestrator may have stored it with only its answer lost. Past the deadline
+        // it stores nothing more, so the store then tells.
+        Err(ServiceError::Unanswered(cause)) => {
+            let wait = deadline_ms + ACCEPT_GRACE_MS - state.clock.now_ms();
+            actix_rt::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
+            let stored = state.store.repo().by_id(purchase_id).await;
+            if stored.map_err(ServiceError::from)?.is_none() {
+                return Err(ServiceError::Unanswered(cause).into());
+            }
+            tracing::warn!(%purchase_id, "the orchestrator's answer was lost; the purchase is stored");
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(HttpResponse::Created().json(Accepted { purchase_id }))
 }
+
+/// How long after an accept deadline a stored purchase is looked for: the orchestrator
+/// checks the deadline before its commit, which takes this much at most in practice.
+const ACCEPT_GRACE_MS: i64 = 1_000;
 
 /// The caller's purchase: status and step history.
 #[utoipa::path(get, path = "/api/purchase/{id}", operation_id = "getPurchase", tag = "purchases",
