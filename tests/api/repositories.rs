@@ -589,6 +589,51 @@ async fn saga_store(sagas: &Sagas) {
     assert_eq!(committed_ids(&out[0]), vec![held_next]);
     assert_eq!(out[1], WriteOutcome::LostPartition);
     assert!(sagas.by_id(PurchaseId(1004)).await.unwrap().is_none());
+    owned.get_mut(&lost).unwrap().epoch += 1;
+
+    // Many sagas moving on in one batch are written by one statement; when one of them is
+    // not at its version, each is written alone and only that one conflicts.
+    let many: Vec<Arc<Purchase>> = (1100..1110)
+        .map(|id| {
+            Arc::new(Purchase {
+                customer_id: if id % 2 == 0 { c1 } else { c2 },
+                ..purchase(id, &[(10, 1)])
+            })
+        })
+        .collect();
+    let writes = |from: u64, log: u32, state| -> Vec<SagaWrite> {
+        many.iter()
+            .map(|p| saga_write(p, from, log, state, &[(UPI, Execute)]))
+            .collect()
+    };
+    let out = sagas
+        .commit(1, &mut owned, &writes(0, 0, Executing(UPI)))
+        .await
+        .unwrap();
+    assert!(out.iter().all(|o| matches!(o, WriteOutcome::Committed(_))));
+    let out = sagas
+        .commit(1, &mut owned, &writes(1, 1, Executing(Step::CreateOrder)))
+        .await
+        .unwrap();
+    assert!(
+        out.iter().all(|o| matches!(o, WriteOutcome::Committed(_))),
+        "{out:?}"
+    );
+    let mut third = writes(2, 2, Executing(Step::CreatePayment));
+    third[3].from_version = 1;
+    let out = sagas.commit(1, &mut owned, &third).await.unwrap();
+    for (i, o) in out.iter().enumerate() {
+        if i == 3 {
+            assert_eq!(*o, WriteOutcome::Conflict);
+        } else {
+            assert!(matches!(o, WriteOutcome::Committed(_)), "{out:?}");
+        }
+    }
+    for (i, p) in many.iter().enumerate() {
+        let stored = sagas.by_id(p.purchase_id).await.unwrap().unwrap();
+        let version = if i == 3 { 2 } else { 3 };
+        assert_eq!((stored.version, stored.log_len), (version, version as u32));
+    }
 }
 
 /// Commits a new saga for customer `c1` (a probe of the partition's numbering).
