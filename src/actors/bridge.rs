@@ -216,14 +216,8 @@ pub async fn serve_role(
     stats: Arc<BridgeStats>,
 ) -> Result<(), BusError> {
     let mut requests = bus
-        .client
-        .queue_subscribe(bus.role_subjects(role), bus.queue_group(role))
-        .await
-        .map_err(|e| BusError::Nats(e.to_string()))?;
-    bus.client
-        .flush()
-        .await
-        .map_err(|e| BusError::Nats(e.to_string()))?;
+        .subscribe(bus.role_subjects(role), Some(bus.queue_group(role)))
+        .await?;
     let client = bus.client.clone();
     actix_rt::spawn(async move {
         while let Some(request) = requests.next().await {
@@ -302,22 +296,20 @@ impl Actor for ResultRelay {
         ctx.set_mailbox_capacity(usize::MAX >> 4);
         self.subscribe_system_async::<ResultPublished>(ctx);
         // A previous orchestrator may have died between a commit and its publication: live
-        // streams elsewhere resume from the step log, which has that tail.
-        let _ = self.outbox.send((
-            self.bus.all_results().replace('*', "reset"),
+        // streams elsewhere resume from the step log, which has that tail. The same after
+        // each reconnection, for what this one published while it was cut off.
+        let reset = (
+            self.bus.reset_subject(),
             Bulletin::Reset {
                 origin: self.bus.node_id,
             },
-        ));
-        let mut state = self.bus.state();
-        let (outbox, bus) = (self.outbox.clone(), self.bus.clone());
+        );
+        let _ = self.outbox.send(reset.clone());
+        let (mut state, outbox) = (self.bus.state(), self.outbox.clone());
         ctx.spawn(
             async move {
                 while Bus::reconnected(&mut state).await {
-                    let notice = Bulletin::Reset {
-                        origin: bus.node_id,
-                    };
-                    let _ = outbox.send((bus.all_results().replace('*', "reset"), notice));
+                    let _ = outbox.send(reset.clone());
                 }
             }
             .into_actor(self),
@@ -350,15 +342,7 @@ pub async fn forward_results(
     skip_own: bool,
     stats: Arc<BridgeStats>,
 ) -> Result<(), BusError> {
-    let mut published = bus
-        .client
-        .subscribe(bus.all_results())
-        .await
-        .map_err(|e| BusError::Nats(e.to_string()))?;
-    bus.client
-        .flush()
-        .await
-        .map_err(|e| BusError::Nats(e.to_string()))?;
+    let mut published = bus.subscribe(bus.all_results(), None).await?;
     let own = bus.node_id;
     let reset_hub = hub.clone();
     actix_rt::spawn(async move {

@@ -37,12 +37,4 @@ impl<A: Actor> Endpoint<A> {
             Endpoint::Remote(bridge) => bridge.send(msg).await,
         }
     }
-
-    /// The local actor, when this node runs the role.
-    pub fn local(&self) -> Option<&Addr<A>> {
-        match self {
-            Endpoint::Local(addr) => Some(addr),
-            Endpoint::Remote(_) => None,
-        }
-    }
 }

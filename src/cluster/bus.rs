@@ -86,6 +86,23 @@ impl Bus {
         })
     }
 
+    /// Subscribes to `subject` (in the queue group `group`, when given) and waits until the
+    /// server has the interest, so nothing sent after this returns is missed.
+    pub async fn subscribe(
+        &self,
+        subject: String,
+        group: Option<String>,
+    ) -> Result<async_nats::Subscriber, BusError> {
+        let nats = |e: &dyn std::fmt::Display| BusError::Nats(e.to_string());
+        let subscriber = match group {
+            Some(group) => self.client.queue_subscribe(subject, group).await,
+            None => self.client.subscribe(subject).await,
+        }
+        .map_err(|e| nats(&e))?;
+        self.client.flush().await.map_err(|e| nats(&e))?;
+        Ok(subscriber)
+    }
+
     /// Follows the connection state.
     pub fn state(&self) -> watch::Receiver<BusState> {
         self.state.clone()
@@ -129,9 +146,14 @@ impl Bus {
         format!("{}.results.{partition}", self.cluster)
     }
 
-    /// Every partition's results.
+    /// Every partition's results (and the reset notices).
     pub fn all_results(&self) -> String {
         format!("{}.results.*", self.cluster)
+    }
+
+    /// Where a publisher of results says that results before may be lost.
+    pub fn reset_subject(&self) -> String {
+        format!("{}.results.reset", self.cluster)
     }
 
     /// Where a node with this id answers "who is there?".

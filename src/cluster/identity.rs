@@ -34,7 +34,7 @@ pub async fn claim_node_id(bus: &Bus, roles: Roles) -> anyhow::Result<()> {
         pid: std::process::id(),
     };
     let answer = serde_json::to_vec(&me)?;
-    let mut asked = subscribe(bus, subject.clone()).await?;
+    let mut asked = bus.subscribe(subject.clone(), None).await?;
     let client = bus.client.clone();
     actix_rt::spawn(async move {
         while let Some(question) = asked.next().await {
@@ -45,7 +45,7 @@ pub async fn claim_node_id(bus: &Bus, roles: Roles) -> anyhow::Result<()> {
     });
 
     let inbox = bus.client.new_inbox();
-    let mut answers = subscribe(bus, inbox.clone()).await?;
+    let mut answers = bus.subscribe(inbox.clone(), None).await?;
     bus.client
         .publish_with_reply(subject, inbox, "who".into())
         .await
@@ -68,17 +68,4 @@ pub async fn claim_node_id(bus: &Bus, roles: Roles) -> anyhow::Result<()> {
             }
         }
     }
-}
-
-async fn subscribe(bus: &Bus, subject: String) -> Result<async_nats::Subscriber, BusError> {
-    let sub = bus
-        .client
-        .subscribe(subject)
-        .await
-        .map_err(|e| BusError::Nats(e.to_string()))?;
-    bus.client
-        .flush()
-        .await
-        .map_err(|e| BusError::Nats(e.to_string()))?;
-    Ok(sub)
 }
