@@ -8,7 +8,9 @@
 #
 #   scripts/cluster.sh [--debug] start         MariaDB and NATS up (scripts/services.sh), then
 #                                              node 1 (the orchestrator), then nodes 2 and 3;
-#                                              waits until every node's /readyz answers 200
+#                                              waits until every node's /readyz answers 200;
+#                                              prints each node's dashboard URL and the admin
+#                                              token (`status` prints them too)
 #   scripts/cluster.sh stop                    SIGTERM to the nodes started from CLUSTER_DIR,
 #                                              SIGKILL to those still there after
 #                                              CLUSTER_STOP_SECONDS
@@ -36,6 +38,9 @@
 #   JWT_SECRET             (generated) the HS256 secret every node must share; unset, `start`
 #                                      generates one once into $CLUSTER_DIR/jwt_secret (mode
 #                                      600) and every later command reads it from there
+#   ADMIN_TOKEN            (generated) the dashboard's admin token (every node's /dashboard,
+#                                      its recent sagas); unset, `start` generates one once into
+#                                      $CLUSTER_DIR/admin_token (mode 600) and prints it
 #   SAGASHOP_BIN           (built)     the sagashop binary; unset, `cargo build --release` and
 #                                      $CARGO_TARGET_DIR/release/sagashop (--debug: `cargo
 #                                      build` and debug/); CARGO_TARGET_DIR defaults to target
@@ -161,6 +166,32 @@ resolve_secret() {
     die "JWT_SECRET is not set and $file does not exist: set the JWT_SECRET the cluster was started with"
   fi
   export JWT_SECRET
+}
+
+# The dashboard's admin token: ADMIN_TOKEN, else the one kept in CLUSTER_DIR, generated there
+# by `start` only. The nodes get it through the environment (SAGASHOP_ADMIN_TOKEN).
+resolve_admin_token() {
+  local file=$CLUSTER_DIR/admin_token
+  if [ -n "${ADMIN_TOKEN:-}" ]; then
+    :
+  elif [ -s "$file" ]; then
+    ADMIN_TOKEN=$(<"$file")
+  elif [ "$1" = generate ]; then
+    (umask 077 && head -c 18 /dev/urandom | base64 -w0 | tr '+/' '-_' >"$file")
+    ADMIN_TOKEN=$(<"$file")
+  else
+    return 0
+  fi
+  export SAGASHOP_ADMIN_TOKEN=$ADMIN_TOKEN
+}
+
+# Where to watch the cluster: every node's dashboard, and the admin token its page asks for.
+print_dashboards() {
+  local n
+  for n in "${NODES[@]}"; do log "dashboard of node $n: $(url "$n")/dashboard"; done
+  if [ -n "${SAGASHOP_ADMIN_TOKEN:-}" ]; then
+    log "admin token (the dashboard's recent sagas): $SAGASHOP_ADMIN_TOKEN"
+  fi
 }
 
 # The mariadb client on MYSQL_URL's server (the password goes through the environment).
@@ -304,6 +335,7 @@ cmd_start() {
   resolve_bin
   mkdir -p "$CLUSTER_DIR"
   resolve_secret generate
+  resolve_admin_token generate
   if [ "$CLUSTER_FRESH" = 1 ]; then drop_databases; fi
   # Node 1 runs the orchestrator and is the first to migrate the shared databases; the
   # others start once it serves.
@@ -313,6 +345,7 @@ cmd_start() {
   launch 3
   wait_nodes ready "${NODES[@]}"
   log "cluster '$CLUSTER_NAME' is ready"
+  print_dashboards
 }
 
 cmd_start_node() {
@@ -322,6 +355,7 @@ cmd_start_node() {
   ensure_curl
   resolve_bin
   resolve_secret read
+  resolve_admin_token read
   launch "$NODE"
   wait_nodes ready "$NODE"
 }
@@ -365,6 +399,8 @@ cmd_status() {
     printf 'node %s  pid %-7s  %-5s  %-9s  %s  %s%s\n' "$n" "$pid" "$alive" "$ready" "$(url "$n")" \
       "${ROLES[$n]}" "$detail"
   done
+  resolve_admin_token read
+  print_dashboards
   return $all
 }
 

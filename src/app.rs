@@ -37,6 +37,7 @@ use crate::clock::Clock;
 use crate::cluster::bus::Bus;
 use crate::cluster::identity::claim_node_id;
 use crate::cluster::roles::Role;
+use crate::cluster::stats::{self, Gather, ReadyCheck, Reporter};
 use crate::config::{Config, DatabaseOptions, ServiceDb};
 use crate::db::accounts::Accounts;
 use crate::db::ledger::StepRepository;
@@ -45,9 +46,11 @@ use crate::db::open::{DbLocation, open};
 use crate::db::orders::Orders;
 use crate::db::payments::Payments;
 use crate::db::products::Products;
+use crate::db::saga_list::SagaList;
 use crate::db::sagas::Sagas;
 use crate::domain::ids::{IdGenerator, PurchaseId};
 use crate::domain::purchase::Step;
+use crate::http::dashboard::{self, Dashboard};
 use crate::http::health::Probe;
 use crate::http::{AppState, HttpSettings, NodeHttp, SseSettings, cors::cors, routes};
 
@@ -536,11 +539,35 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
         node_id,
         roles,
         databases: pools.iter().map(|(db, p)| (db.name(), p.clone())).collect(),
-        bus,
+        bus: bus.clone(),
         remote,
     });
+    let registry = prometheus::Registry::new();
+    let gather: Gather = Arc::new(move || registry.gather());
+    let reporter = report_stats(bus.as_ref(), node_id, probe.clone(), gather).await?;
+    let dashboard = api.as_ref().map(|api| {
+        Arc::new(Dashboard {
+            reporter,
+            bus,
+            cluster_name: config
+                .cluster
+                .is_cluster()
+                .then(|| config.cluster.cluster_name.clone()),
+            admin_token: config
+                .admin_token
+                .clone()
+                .filter(|t| !t.expose().is_empty()),
+            store: api.store.clone(),
+            sagas: SagaList::new(pool(ServiceDb::Saga).expect("the api role opens the saga store")),
+            clock: clock.clone(),
+        })
+    });
     Ok(Application {
-        state: NodeHttp { api, probe },
+        state: NodeHttp {
+            api,
+            probe,
+            dashboard,
+        },
         faults,
         clock,
         bridge: stats,
@@ -557,6 +584,26 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
     })
 }
 
+/// This node's stats reporter (for its dashboard); in a cluster it also answers every other
+/// node's dashboard, whatever this node's roles.
+async fn report_stats(
+    bus: Option<&Bus>,
+    node_id: u16,
+    probe: Arc<Probe>,
+    gather: Gather,
+) -> anyhow::Result<Reporter> {
+    let roles = probe.roles;
+    let ready: ReadyCheck = Arc::new(move || {
+        let probe = probe.clone();
+        Box::pin(async move { probe.is_ready().await })
+    });
+    let reporter = Reporter::new(node_id, roles, gather, ready);
+    if let Some(bus) = bus {
+        stats::serve(bus, reporter.clone()).await?;
+    }
+    Ok(reporter)
+}
+
 /// The HTTP server over a started application, bound to `listener`.
 pub fn http_server(
     state: NodeHttp,
@@ -565,10 +612,15 @@ pub fn http_server(
 ) -> std::io::Result<actix_web::dev::Server> {
     let api = state.api.map(web::Data::new);
     let probe = web::Data::from(state.probe);
+    let dashboard = state.dashboard.map(web::Data::from);
     let mut server = HttpServer::new(move || {
         let app = App::new().app_data(probe.clone());
         let app = match &api {
             Some(data) => app.app_data(data.clone()),
+            None => app,
+        };
+        let app = match &dashboard {
+            Some(data) => app.app_data(data.clone()).configure(dashboard::configure),
             None => app,
         };
         app.wrap(from_fn(cors))

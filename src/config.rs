@@ -93,6 +93,12 @@ pub struct Config {
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
 
+    /// Bearer token of the dashboard's admin view (`/dashboard`: the recent sagas and each
+    /// one's step history, i.e. every customer's purchases). Unset: the admin view is off and
+    /// the dashboard shows aggregates only.
+    #[arg(long, env = "SAGASHOP_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
+
     /// Access token lifetime in seconds.
     #[arg(long, env = "JWT_ACCESS_TOKEN_EXPIRE_SECOND", default_value_t = 10800)]
     pub jwt_access_token_expire_second: u64,
@@ -359,6 +365,7 @@ mod tests {
     fn debug_output_of_the_configuration_shows_no_secret() {
         let mut config = Config::embedded("/srv");
         config.jwt_secret = Some("jwt-s3cret".into());
+        config.admin_token = Some("admin-s3cret".into());
         config.databases.order_database_url = Some("mysql://shop:db-s3cret@db:3306/order".into());
         config.cluster.nats_url = Some("nats://bus:nats-s3cret@nats:4222".into());
         config.cluster.nats_password = Some("pw-s3cret".into());

@@ -156,6 +156,11 @@ impl Bus {
         format!("{}.results.reset", self.cluster)
     }
 
+    /// Where every node answers with its stats (the dashboard's cluster view).
+    pub fn stats_subject(&self) -> String {
+        format!("{}.stats", self.cluster)
+    }
+
     /// Where a node with this id answers "who is there?".
     pub fn node_subject(&self, node_id: u16) -> String {
         format!("{}.node.{node_id}", self.cluster)

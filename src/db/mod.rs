@@ -13,6 +13,7 @@ pub mod payments;
 pub mod pool;
 pub mod products;
 pub mod reusable;
+pub mod saga_list;
 pub mod sagas;
 pub mod schema;
 

@@ -28,6 +28,14 @@ pub enum ApiError {
     RequestTimeout,
     #[error("not found")]
     RouteNotFound,
+    /// The dashboard's admin view was asked for but no admin token is configured: 403.
+    #[error(
+        "the admin view is off: start sagashop with --admin-token <token> (or SAGASHOP_ADMIN_TOKEN)"
+    )]
+    AdminViewOff,
+    /// The dashboard's admin view was asked for without the configured admin token: 401.
+    #[error("admin token missing or wrong: send Authorization: Bearer <admin token>")]
+    AdminTokenRejected,
     /// Too many failed logins: 429 with `Retry-After` (seconds).
     #[error("too many requests")]
     TooManyRequests { retry_after_secs: u64 },
@@ -55,6 +63,8 @@ impl ResponseError for ApiError {
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::AdminViewOff => StatusCode::FORBIDDEN,
+            ApiError::AdminTokenRejected => StatusCode::UNAUTHORIZED,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Service(e) => match e {
                 S::InvalidParameter | S::Duplicate => StatusCode::BAD_REQUEST,
@@ -87,6 +97,10 @@ impl ResponseError for ApiError {
             ApiError::Service(ServiceError::Internal(cause)) => {
                 tracing::error!(%cause, "server error");
                 "server error".to_owned()
+            }
+            ApiError::AdminTokenRejected => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+                self.to_string()
             }
             ApiError::TooManyRequests { retry_after_secs } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));

@@ -80,8 +80,22 @@ pub async fn readyz(probe: web::Data<Probe>) -> HttpResponse {
 }
 
 impl Probe {
-    /// Runs every check at once.
+    /// Runs every check at once and logs the failed ones.
     pub async fn check(&self) -> Readiness {
+        let report = self.check_quietly().await;
+        for failed in report.checks.iter().filter(|c| !c.ok) {
+            tracing::warn!(check = %failed.name, error = ?failed.error, "not ready");
+        }
+        report
+    }
+
+    /// Whether every check passes now, without logging (the dashboard asks every second).
+    pub async fn is_ready(&self) -> bool {
+        self.check_quietly().await.missing.is_empty()
+    }
+
+    /// Runs every check at once.
+    async fn check_quietly(&self) -> Readiness {
         let databases = join_all(self.databases.iter().map(|(name, pool)| async move {
             let answered = tokio::time::timeout(CHECK_WITHIN, pool.ping()).await;
             let error = match answered {
@@ -103,9 +117,6 @@ impl Probe {
             checks.push(check("nats".to_owned(), error));
         }
         checks.extend(replicas);
-        for failed in checks.iter().filter(|c| !c.ok) {
-            tracing::warn!(check = %failed.name, error = ?failed.error, "not ready");
-        }
         let missing: Vec<String> = checks
             .iter()
             .filter(|c| !c.ok)

@@ -3,6 +3,7 @@
 
 mod account;
 pub mod cors;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -64,6 +65,8 @@ pub struct HttpSettings {
 pub struct NodeHttp {
     pub api: Option<AppState>,
     pub probe: std::sync::Arc<health::Probe>,
+    /// The live dashboard (api nodes only).
+    pub dashboard: Option<std::sync::Arc<dashboard::Dashboard>>,
 }
 
 /// What handlers reach: each role's actor (here or over NATS) and the few stateless helpers.

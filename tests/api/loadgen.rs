@@ -14,13 +14,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A `sagashop` binary running with `args` (stdout piped); killed if the test fails first.
-struct Running {
+pub(crate) struct Running {
     child: Option<Child>,
     args: String,
 }
 
 impl Running {
-    fn start(args: &[&str]) -> Self {
+    pub(crate) fn start(args: &[&str]) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_sagashop"))
             .args(args)
             .env("RUST_LOG", "warn")
@@ -35,7 +35,7 @@ impl Running {
     }
 
     /// Sends SIGUSR1: `loadgen` stops starting purchases and goes to its check.
-    fn sigusr1(&self) {
+    pub(crate) fn sigusr1(&self) {
         let pid = self.child.as_ref().unwrap().id();
         #[allow(unsafe_code)] // libc has no safe kill(2)
         // SAFETY: kill(2) on the child we spawned; it only sends a signal.
@@ -45,7 +45,7 @@ impl Running {
 
     /// Waits for the binary off the actix thread (the app under test lives on it), checks
     /// that it succeeded and returns its stdout.
-    async fn finish(mut self) -> String {
+    pub(crate) async fn finish(mut self) -> String {
         let child = self.child.take().unwrap();
         let output = actix_rt::task::spawn_blocking(move || child.wait_with_output())
             .await

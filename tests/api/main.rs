@@ -11,6 +11,7 @@ mod cluster_failover;
 mod cluster_nodes;
 mod compensation;
 mod concurrency;
+mod dashboard;
 mod hostile;
 mod http_basics;
 mod idempotency;
