@@ -64,6 +64,8 @@ pub struct HttpSettings {
 pub struct NodeHttp {
     pub api: Option<AppState>,
     pub probe: std::sync::Arc<health::Probe>,
+    /// Counts every request by route pattern (`sagashop_http_requests_total`).
+    pub metrics: crate::telemetry::metrics::Metrics,
 }
 
 /// What handlers reach: each role's actor (here or over NATS) and the few stateless helpers.
@@ -84,6 +86,8 @@ pub struct AppState {
     pub ids: IdGenerator,
     /// The clock purchase deadlines are set by.
     pub clock: crate::clock::Clock,
+    /// Where result streams and their events are counted.
+    pub metrics: crate::telemetry::metrics::Metrics,
     /// How long a purchase may take to reach the orchestrator before it is refused unstored
     /// (a remote orchestrator's answer can be lost; a local one always answers).
     pub accept_within: Duration,

@@ -17,6 +17,7 @@ mod idempotency;
 mod limits;
 mod loadgen;
 mod mariadb_api;
+mod metrics;
 mod openapi;
 mod products;
 mod purchases;
