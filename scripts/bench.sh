@@ -8,6 +8,8 @@
 #   CONCURRENCY="1 16 64" scripts/bench.sh 5    a quicker subset
 #   INFLIGHT=0 scripts/bench.sh                 skip the sagas-in-flight run (default 100000)
 #   CLUSTER=0 scripts/bench.sh                  skip the cluster series
+#   BENCH_METRICS=127.0.0.1:18080 scripts/bench.sh   servers keep a metrics listener
+#                                               (default off: runs do not collide on 8080)
 #
 # Each mode is a "series" in the JSON: "embedded" (one process, SQLite), and "cluster": the
 # three nodes of scripts/cluster.sh on the local MariaDB and NATS, fresh databases per level,
@@ -19,6 +21,7 @@ SECONDS_PER_RUN=${1:-15}
 LEVELS=${CONCURRENCY:-"1 16 64 256 1024"}
 INFLIGHT=${INFLIGHT:-100000}
 PORT=${BENCH_PORT:-18000}
+export SAGASHOP_METRICS_LISTEN=${BENCH_METRICS:-off}
 DATE=$(date -u +%Y-%m-%d)
 OUT=bench/results/$DATE.json
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -49,6 +52,7 @@ done
 cluster_runs=()
 if [ "${CLUSTER:-1}" = 1 ]; then
   export CLUSTER_NAME=sagashop_bench CLUSTER_FRESH=1 CLUSTER_PORT_BASE=$((PORT + 100)) SAGASHOP_BIN=$BIN
+  export CLUSTER_METRICS_PORT_BASE=$((PORT + 200))
   for c in $LEVELS; do
     CLUSTER_DIR=$(mktemp -d); export CLUSTER_DIR
     scripts/cluster.sh start >&2

@@ -14,7 +14,7 @@
 #   scripts/cluster.sh stop                    SIGTERM to the nodes started from CLUSTER_DIR,
 #                                              SIGKILL to those still there after
 #                                              CLUSTER_STOP_SECONDS
-#   scripts/cluster.sh status                  pid, alive, ready and URL of each node; exits 0
+#   scripts/cluster.sh status                  pid, alive, ready, URL and metrics address of each node; exits 0
 #                                              only when every node is ready
 #   scripts/cluster.sh kill N                  SIGKILL to node N (a crash); returns once it is gone
 #   scripts/cluster.sh [--debug] start-node N  starts node N again with the same flags and waits
@@ -31,6 +31,8 @@
 #                                      one header line per start), one data dir per node
 #                                      (node-N/) and the generated jwt_secret
 #   CLUSTER_PORT_BASE      8000        node N listens on 127.0.0.1:$((CLUSTER_PORT_BASE + N))
+#   CLUSTER_METRICS_PORT_BASE 9000     node N serves /metrics on
+#                                      127.0.0.1:$((CLUSTER_METRICS_PORT_BASE + N)); `off`: none
 #   CLUSTER_FRESH          0           1: `start` first drops the cluster's databases and
 #                                      removes the node data dirs
 #   CLUSTER_READY_SECONDS  120         how long a start waits for a node to be ready
@@ -75,6 +77,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CLUSTER_NAME=${CLUSTER_NAME:-sagashop}
 CLUSTER_DIR=$(realpath -m "${CLUSTER_DIR:-$ROOT/data/cluster}")
 CLUSTER_PORT_BASE=${CLUSTER_PORT_BASE:-8000}
+CLUSTER_METRICS_PORT_BASE=${CLUSTER_METRICS_PORT_BASE:-9000}
 CLUSTER_FRESH=${CLUSTER_FRESH:-0}
 READY_SECONDS=${CLUSTER_READY_SECONDS:-120}
 STOP_SECONDS=${CLUSTER_STOP_SECONDS:-10}
@@ -97,6 +100,10 @@ DATABASES=(account product order payment saga)
 
 port() { echo $((CLUSTER_PORT_BASE + $1)); }
 url() { echo "http://127.0.0.1:$(port "$1")"; }
+# Where node N serves /metrics (`off`: it serves none).
+metrics_listen() {
+  if [ "$CLUSTER_METRICS_PORT_BASE" = off ]; then echo off; else echo "127.0.0.1:$((CLUSTER_METRICS_PORT_BASE + $1))"; fi
+}
 node_dir() { echo "$CLUSTER_DIR/node-$1"; }
 log_file() { echo "$CLUSTER_DIR/node-$1.log"; }
 pid_file() { echo "$CLUSTER_DIR/node-$1.pid"; }
@@ -222,7 +229,8 @@ launch() {
   # The logs are files: no colour codes in them, unless NO_COLOR says otherwise.
   export NO_COLOR=${NO_COLOR-1}
   local args=(serve --roles "${ROLES[$n]}" --node-id "$n" --nats-url "$NATS_URL"
-    --cluster-name "$CLUSTER_NAME" --listen "127.0.0.1:$(port "$n")" --data-dir "$(node_dir "$n")")
+    --cluster-name "$CLUSTER_NAME" --listen "127.0.0.1:$(port "$n")" --data-dir "$(node_dir "$n")"
+    --metrics-listen "$(metrics_listen "$n")")
   if [ -n "${SAGASHOP_EXIT_WITH_PID:-}" ]; then args+=(--exit-with-pid "$SAGASHOP_EXIT_WITH_PID"); fi
   printf '\n== %s: %s %s\n' "$(date -Is)" "$BIN" "${args[*]}" >>"$log"
   setsid "$BIN" "${args[@]}" </dev/null >>"$log" 2>&1 &
@@ -396,8 +404,8 @@ cmd_status() {
       pid=- alive=down
     fi
     [ "$ready" = ready ] || all=1
-    printf 'node %s  pid %-7s  %-5s  %-9s  %s  %s%s\n' "$n" "$pid" "$alive" "$ready" "$(url "$n")" \
-      "${ROLES[$n]}" "$detail"
+    printf 'node %s  pid %-7s  %-5s  %-9s  %s  metrics %s  %s%s\n' "$n" "$pid" "$alive" "$ready" "$(url "$n")" \
+      "$(metrics_listen "$n")" "${ROLES[$n]}" "$detail"
   done
   resolve_admin_token read
   print_dashboards

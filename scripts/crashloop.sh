@@ -73,7 +73,7 @@ done
 URL=http://127.0.0.1:$PORT
 
 start_server() {
-  "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" --workers 2 >>"$WORK/server.log" 2>&1 &
+  "$BIN" serve --listen "127.0.0.1:$PORT" --metrics-listen off --data-dir "$DATA" --workers 2 >>"$WORK/server.log" 2>&1 &
   SERVER=$!
 }
 

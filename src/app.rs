@@ -12,9 +12,7 @@ use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
 
 use crate::actors::account::{AccountCore, AccountService};
-use crate::actors::bridge::{
-    BridgeStats, NatsBridge, ResultRelay, Served, forward_results, serve_role,
-};
+use crate::actors::bridge::{NatsBridge, ResultRelay, Served, forward_results, serve_role};
 use crate::actors::endpoint::Endpoint;
 use crate::actors::faults::Faults;
 use crate::actors::messages::{
@@ -53,12 +51,14 @@ use crate::domain::purchase::Step;
 use crate::http::dashboard::{self, Dashboard};
 use crate::http::health::Probe;
 use crate::http::{AppState, HttpSettings, NodeHttp, SseSettings, cors::cors, routes};
+use crate::telemetry::metrics::{Metrics, NodeLabels};
+use crate::telemetry::metrics_server::metrics_server;
 
 /// A started application: what HTTP needs, plus the test-only fault switches.
 pub struct Application {
     pub state: NodeHttp,
-    /// What the NATS bridge has seen (requests, refusals, results).
-    pub bridge: Arc<BridgeStats>,
+    /// The node's metrics (served by the metrics listener).
+    pub metrics: Metrics,
     /// Held while this node is the cluster's orchestrator.
     pub orchestrator_lock: Option<NamedLock>,
     pub faults: Arc<Faults>,
@@ -278,7 +278,7 @@ fn exit_with(pid: Option<u32>) {
 struct Wiring {
     bus: Option<Bus>,
     clock: Clock,
-    stats: Arc<BridgeStats>,
+    metrics: Metrics,
     timeout: Duration,
     bridges: HashMap<Role, actix::Addr<NatsBridge>>,
     served: Vec<(Role, Served)>,
@@ -287,31 +287,31 @@ struct Wiring {
 impl Wiring {
     /// The bridge to `role` on other nodes (one per role, made on first use).
     fn remote(&mut self, role: Role) -> actix::Addr<NatsBridge> {
-        let (bus, stats, timeout) = (&self.bus, &self.stats, self.timeout);
+        let (bus, metrics, timeout) = (&self.bus, &self.metrics, self.timeout);
         let clock = &self.clock;
         self.bridges
             .entry(role)
             .or_insert_with(|| {
                 let bus = bus.clone().expect("check_topology: split roles need a bus");
-                NatsBridge::new(bus, role, timeout, stats.clone(), clock.clone()).start()
+                NatsBridge::new(bus, role, timeout, metrics.clone(), clock.clone()).start()
             })
             .clone()
     }
 
     /// Serves `role` to other nodes with the local actors `served` names.
-    fn serve(&mut self, role: Role, served: impl FnOnce(Served, &Arc<BridgeStats>) -> Served) {
-        let served = served(Served::new(self.clock.clone()), &self.stats);
+    fn serve(&mut self, role: Role, served: impl FnOnce(Served) -> Served) {
+        let served = served(Served::new(self.clock.clone()));
         self.served.push((role, served));
     }
 
     /// Joins each served role's queue group; nothing to do in embedded mode.
-    async fn start_serving(self) -> anyhow::Result<Arc<BridgeStats>> {
+    async fn start_serving(self) -> anyhow::Result<()> {
         if let Some(bus) = &self.bus {
             for (role, served) in self.served {
-                serve_role(bus, role, served, self.stats.clone()).await?;
+                serve_role(bus, role, served, &self.metrics).await?;
             }
         }
-        Ok(self.stats)
+        Ok(())
     }
 }
 
@@ -335,7 +335,15 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
     refuse_clock_behind_ids(&clock, pool).await?;
     let faults = Arc::new(Faults::default());
     let ids = IdGenerator::new(node_id);
-    let cache = Cache::local(std::time::Duration::from_secs(config.cache_ttl_seconds));
+    let metrics = Metrics::new(&NodeLabels {
+        node_id,
+        roles: roles.to_string(),
+    })?;
+    for (db, pool) in &pools {
+        metrics.watch_pool(db.name(), pool.clone());
+    }
+    let cache =
+        Cache::local(std::time::Duration::from_secs(config.cache_ttl_seconds)).counted(&metrics);
     let tokens = TokenIssuer::new(
         secret.expose(),
         config.jwt_access_token_expire_second,
@@ -345,7 +353,7 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
     let mut wiring = Wiring {
         bus: bus.clone(),
         clock: clock.clone(),
-        stats: Arc::new(BridgeStats::default()),
+        metrics: metrics.clone(),
         timeout: Duration::from_millis(config.cluster.bus_timeout_ms),
         bridges: HashMap::new(),
         served: Vec::new(),
@@ -363,14 +371,14 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
                 clock.clone(),
             )),
         );
-        wiring.serve(Role::Account, |s, stats| {
-            s.on::<SignUp>(addr.clone().recipient(), stats.clone())
-                .on::<LogIn>(addr.clone().recipient(), stats.clone())
-                .on::<RefreshTokens>(addr.clone().recipient(), stats.clone())
-                .on::<GetPerson>(addr.clone().recipient(), stats.clone())
-                .on::<UpdatePerson>(addr.clone().recipient(), stats.clone())
-                .on::<GetShipping>(addr.clone().recipient(), stats.clone())
-                .on::<UpdateShipping>(addr.clone().recipient(), stats.clone())
+        wiring.serve(Role::Account, |s| {
+            s.on::<SignUp>(addr.clone().recipient())
+                .on::<LogIn>(addr.clone().recipient())
+                .on::<RefreshTokens>(addr.clone().recipient())
+                .on::<GetPerson>(addr.clone().recipient())
+                .on::<UpdatePerson>(addr.clone().recipient())
+                .on::<GetShipping>(addr.clone().recipient())
+                .on::<UpdateShipping>(addr.clone().recipient())
         });
         Endpoint::Local(addr)
     } else {
@@ -384,15 +392,16 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
             Step::UpdateProductInventory,
             faults.clone(),
             clock.clone(),
+            &metrics,
         );
         let core = ProductCore::new(products, cache.clone(), ids.clone(), clock.clone());
         let (addr, steps) = participant_thread(&mut arbiters, ProductService::new(core), steps);
-        wiring.serve(Role::Product, |s, stats| {
-            s.on::<CreateProduct>(addr.clone().recipient(), stats.clone())
-                .on::<GetProduct>(addr.clone().recipient(), stats.clone())
-                .on::<GetProducts>(addr.clone().recipient(), stats.clone())
-                .on::<ListProducts>(addr.clone().recipient(), stats.clone())
-                .on::<StepCommand>(steps.clone(), stats.clone())
+        wiring.serve(Role::Product, |s| {
+            s.on::<CreateProduct>(addr.clone().recipient())
+                .on::<GetProduct>(addr.clone().recipient())
+                .on::<GetProducts>(addr.clone().recipient())
+                .on::<ListProducts>(addr.clone().recipient())
+                .on::<StepCommand>(steps.clone())
         });
         let lookup = addr.clone().recipient();
         (Endpoint::Local(addr), steps, lookup)
@@ -409,12 +418,13 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
             Step::CreateOrder,
             faults.clone(),
             clock.clone(),
+            &metrics,
         );
         let core = OrderCore::new(orders, product_lookup);
         let (addr, steps) = participant_thread(&mut arbiters, OrderService::new(core), steps);
-        wiring.serve(Role::Order, |s, stats| {
-            s.on::<GetOrder>(addr.clone().recipient(), stats.clone())
-                .on::<StepCommand>(steps.clone(), stats.clone())
+        wiring.serve(Role::Order, |s| {
+            s.on::<GetOrder>(addr.clone().recipient())
+                .on::<StepCommand>(steps.clone())
         });
         (Endpoint::Local(addr), steps)
     } else {
@@ -429,12 +439,13 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
             Step::CreatePayment,
             faults.clone(),
             clock.clone(),
+            &metrics,
         );
         let core = PaymentCore::new(payments);
         let (addr, steps) = participant_thread(&mut arbiters, PaymentService::new(core), steps);
-        wiring.serve(Role::Payment, |s, stats| {
-            s.on::<GetPayment>(addr.clone().recipient(), stats.clone())
-                .on::<StepCommand>(steps.clone(), stats.clone())
+        wiring.serve(Role::Payment, |s| {
+            s.on::<GetPayment>(addr.clone().recipient())
+                .on::<StepCommand>(steps.clone())
         });
         (Endpoint::Local(addr), steps)
     } else {
@@ -460,6 +471,7 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
             node_id,
             config.partitions,
             &store_thread.handle(),
+            &metrics,
         )
         .await?;
         arbiters.push(store_thread);
@@ -472,6 +484,7 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
             },
             faults: faults.clone(),
             clock: clock.clone(),
+            metrics: metrics.clone(),
         };
         let resumed = load_unfinished(&store).await?;
         if !resumed.is_empty() {
@@ -486,11 +499,11 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
             prune_every: Duration::from_secs(config.prune_every_seconds.max(1)),
         };
         let addr = on_own_thread(&mut arbiters, SagaSupervisor::new(deps, settings, resumed));
-        wiring.serve(Role::Orchestrator, |s, stats| {
-            s.on::<AcceptPurchase>(addr.clone().recipient(), stats.clone())
+        wiring.serve(Role::Orchestrator, |s| {
+            s.on::<AcceptPurchase>(addr.clone().recipient())
         });
         if let Some(bus) = &bus {
-            ResultRelay::new(bus.clone(), config.partitions, wiring.stats.clone()).start();
+            ResultRelay::new(bus.clone(), config.partitions, &metrics).start();
         }
         (Endpoint::Local(addr), Some(store))
     } else {
@@ -499,15 +512,9 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
         (Endpoint::Remote(wiring.remote(Role::Orchestrator)), store)
     };
     let remote: Vec<Role> = roles.remote_needs();
-    let stats = wiring.start_serving().await?;
+    wiring.start_serving().await?;
     if let (Some(bus), true) = (&bus, roles.has(Role::Api)) {
-        forward_results(
-            bus,
-            hub.clone(),
-            roles.has(Role::Orchestrator),
-            stats.clone(),
-        )
-        .await?;
+        forward_results(bus, hub.clone(), roles.has(Role::Orchestrator), &metrics).await?;
     }
 
     let api = roles.has(Role::Api).then(|| AppState {
@@ -523,6 +530,7 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
         trusted_proxies: config.trusted_proxies.clone(),
         ids,
         clock: clock.clone(),
+        metrics: metrics.clone(),
         accept_within: if roles.has(Role::Orchestrator) {
             Duration::from_secs(3600)
         } else {
@@ -542,8 +550,10 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
         bus: bus.clone(),
         remote,
     });
-    let registry = prometheus::Registry::new();
-    let gather: Gather = Arc::new(move || registry.gather());
+    let gather: Gather = {
+        let metrics = metrics.clone();
+        Arc::new(move || metrics.gather())
+    };
     let reporter = report_stats(bus.as_ref(), node_id, probe.clone(), gather).await?;
     let dashboard = api.as_ref().map(|api| {
         Arc::new(Dashboard {
@@ -566,11 +576,12 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
         state: NodeHttp {
             api,
             probe,
+            metrics: metrics.clone(),
             dashboard,
         },
         faults,
         clock,
-        bridge: stats,
+        metrics,
         http: HttpSettings {
             workers: config.workers,
             max_connections: config.max_connections,
@@ -610,6 +621,7 @@ pub fn http_server(
     listener: std::net::TcpListener,
     settings: &HttpSettings,
 ) -> std::io::Result<actix_web::dev::Server> {
+    let http_metrics = state.metrics.http();
     let api = state.api.map(web::Data::new);
     let probe = web::Data::from(state.probe);
     let dashboard = state.dashboard.map(web::Data::from);
@@ -624,6 +636,7 @@ pub fn http_server(
             None => app,
         };
         app.wrap(from_fn(cors))
+            .wrap(http_metrics.clone())
             .wrap(TracingLogger::default())
             .configure(|cfg| routes::configure_for(cfg, api.is_some()))
     })
@@ -645,8 +658,28 @@ pub fn http_server(
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let app = start(&config).await?;
     let listener = std::net::TcpListener::bind(config.listen)?;
+    let metrics = match config.metrics_listen.0 {
+        Some(addr) => {
+            let bound = std::net::TcpListener::bind(addr).map_err(|e| {
+                anyhow::anyhow!("cannot listen for metrics on {addr} (--metrics-listen): {e}")
+            })?;
+            tracing::info!(metrics_listen = %bound.local_addr()?, "metrics listener");
+            Some(metrics_server(app.metrics.clone(), bound, true)?)
+        }
+        None => None,
+    };
     tracing::info!(listen = %config.listen, data_dir = %config.databases.data_dir.display(), "sagashop serving");
-    http_server(app.state, listener, &app.http)?.await?;
+    let api = http_server(app.state, listener, &app.http)?;
+    match metrics {
+        Some(metrics) => {
+            let metrics_handle = metrics.handle();
+            let stopped = actix_rt::spawn(metrics);
+            api.await?;
+            metrics_handle.stop(true).await;
+            let _ = stopped.await;
+        }
+        None => api.await?,
+    }
     Ok(())
 }
 

@@ -81,12 +81,38 @@ pub struct DatabaseOptions {
     pub sqlite_connections: usize,
 }
 
+/// Where the metrics listener binds, or `off` for none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsListen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for MetricsListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(MetricsListen(None));
+        }
+        s.parse()
+            .map(|addr| MetricsListen(Some(addr)))
+            .map_err(|e| format!("`{s}`: {e} (an address such as 127.0.0.1:8080, or `off`)"))
+    }
+}
+
 /// Settings of `sagashop serve`: one place, documented by `sagashop serve --help`.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Address the HTTP API listens on.
     #[arg(long, env = "SAGASHOP_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
+
+    /// Address of the metrics listener (`GET /metrics`, Prometheus text format); `off` runs
+    /// none. Apart from the API, so the port can stay private.
+    #[arg(
+        long,
+        env = "SAGASHOP_METRICS_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub metrics_listen: MetricsListen,
 
     /// HS256 secret for access and refresh tokens. Embedded mode generates one when unset;
     /// a MySQL deployment refuses to start without it.

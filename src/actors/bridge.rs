@@ -13,8 +13,6 @@
 
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -34,40 +32,10 @@ use crate::cluster::roles::Role;
 use crate::cluster::wire::{self, BridgeError, Remote, Reply};
 use crate::domain::partition;
 use crate::domain::purchase::PurchaseResult;
+use crate::telemetry::metrics::{Metrics, SubjectCounters};
 
 /// The message kind every replica answers, to show it is there (readiness).
 const PING: &str = "ping";
-
-/// What the bridge has seen, for readiness, tests and (later) metrics.
-#[derive(Debug, Default)]
-pub struct BridgeStats {
-    /// Requests this node sent to other nodes.
-    pub requests_out: AtomicU64,
-    /// Requests this node answered for others.
-    pub served: AtomicU64,
-    /// Messages that did not decode (logged, answered with an error, never retried here).
-    pub undecodable: AtomicU64,
-    /// Messages in a schema version this build does not know.
-    pub unknown_version: AtomicU64,
-    /// Results received from the orchestrator and handed to the local hub.
-    pub results_in: AtomicU64,
-    /// Results this node published.
-    pub results_out: AtomicU64,
-}
-
-impl BridgeStats {
-    fn count(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts a message that could not be read, by why.
-    fn refused(&self, error: &BridgeError) {
-        match error {
-            BridgeError::Version(_) => Self::count(&self.unknown_version),
-            _ => Self::count(&self.undecodable),
-        }
-    }
-}
 
 /// Stands in for a role that runs on other nodes: each message becomes a request on the
 /// role's subject, and the reply comes back as the local actor's would.
@@ -75,25 +43,22 @@ pub struct NatsBridge {
     bus: Bus,
     role: Role,
     timeout: Duration,
-    stats: Arc<BridgeStats>,
+    metrics: Metrics,
+    /// Each message kind's subject counters, resolved on first use.
+    counters: HashMap<&'static str, SubjectCounters>,
     clock: Clock,
 }
 
 impl NatsBridge {
     /// Bridge to `role`; a request not answered within `timeout` fails (and is retried by
     /// its saga, or answered 503 to an API client).
-    pub fn new(
-        bus: Bus,
-        role: Role,
-        timeout: Duration,
-        stats: Arc<BridgeStats>,
-        clock: Clock,
-    ) -> Self {
+    pub fn new(bus: Bus, role: Role, timeout: Duration, metrics: Metrics, clock: Clock) -> Self {
         Self {
             bus,
             role,
             timeout,
-            stats,
+            metrics,
+            counters: HashMap::new(),
             clock,
         }
     }
@@ -117,8 +82,13 @@ where
     type Result = ResponseFuture<M::Result>;
 
     fn handle(&mut self, msg: M, _: &mut Context<Self>) -> Self::Result {
-        BridgeStats::count(&self.stats.requests_out);
         let subject = self.bus.command_subject(self.role, M::KIND);
+        let metrics = &self.metrics;
+        self.counters
+            .entry(M::KIND)
+            .or_insert_with(|| metrics.subject(&subject))
+            .outbound
+            .inc();
         let (bus, role, timeout) = (self.bus.clone(), self.role, self.timeout);
         let clock = self.clock.clone();
         Box::pin(async move {
@@ -159,7 +129,8 @@ pub async fn ping(bus: &Bus, role: Role, timeout: Duration) -> Result<(), Bridge
     wire::decode_answer::<()>(&bytes)
 }
 
-type Serve = Rc<dyn Fn(Bytes) -> LocalBoxFuture<'static, Vec<u8>>>;
+/// Answers one request; unreadable ones are counted on the counter it is given.
+type Serve = Rc<dyn Fn(Bytes, prometheus::IntCounter) -> LocalBoxFuture<'static, Vec<u8>>>;
 
 /// What one replica of a role answers: a local actor per message kind.
 pub struct Served {
@@ -178,14 +149,16 @@ impl Served {
     }
 
     /// Answers requests of kind `M` with the local actor behind `to`.
-    pub fn on<M>(mut self, to: Recipient<M>, stats: Arc<BridgeStats>) -> Self
+    pub fn on<M>(mut self, to: Recipient<M>) -> Self
     where
         M: Remote,
         M::Result: Reply,
     {
         let clock = self.clock.clone();
-        let serve = move |bytes: Bytes| -> LocalBoxFuture<'static, Vec<u8>> {
-            let (to, stats, now) = (to.clone(), stats.clone(), clock.now_ms());
+        let serve = move |bytes: Bytes,
+                          poisoned: prometheus::IntCounter|
+              -> LocalBoxFuture<'static, Vec<u8>> {
+            let (to, now) = (to.clone(), clock.now_ms());
             Box::pin(async move {
                 match wire::decode_request::<M>(&bytes, now) {
                     Ok(msg) => {
@@ -196,7 +169,7 @@ impl Served {
                     }
                     Err(e) => {
                         tracing::error!(kind = M::KIND, error = %e, "refused a request");
-                        stats.refused(&e);
+                        poisoned.inc();
                         wire::encode_answer::<M::Result>(Err(&e))
                     }
                 }
@@ -213,11 +186,25 @@ pub async fn serve_role(
     bus: &Bus,
     role: Role,
     served: Served,
-    stats: Arc<BridgeStats>,
+    metrics: &Metrics,
 ) -> Result<(), BusError> {
-    let mut requests = bus
-        .subscribe(bus.role_subjects(role), Some(bus.queue_group(role)))
-        .await?;
+    let pattern = bus.role_subjects(role);
+    // Counters per kind served (and ping), resolved once; anything else counts on the
+    // role's wildcard pattern, never on a subject a sender made up.
+    let unknown = metrics.subject(&pattern);
+    let counters: HashMap<String, SubjectCounters> = served
+        .handlers
+        .keys()
+        .copied()
+        .chain([PING])
+        .map(|kind| {
+            (
+                kind.to_owned(),
+                metrics.subject(&bus.command_subject(role, kind)),
+            )
+        })
+        .collect();
+    let mut requests = bus.subscribe(pattern, Some(bus.queue_group(role))).await?;
     let client = bus.client.clone();
     actix_rt::spawn(async move {
         while let Some(request) = requests.next().await {
@@ -226,18 +213,18 @@ pub async fn serve_role(
             };
             let kind = request.subject.rsplit('.').next().unwrap_or_default();
             let handler = served.handlers.get(kind).cloned();
-            let (client, stats) = (client.clone(), stats.clone());
+            let on = counters.get(kind).unwrap_or(&unknown);
+            on.inbound.inc();
+            let poisoned = on.poisoned.clone();
+            let client = client.clone();
             let kind = kind.to_owned();
             actix_rt::spawn(async move {
                 let answer = match handler {
-                    Some(serve) => {
-                        BridgeStats::count(&stats.served);
-                        serve(request.payload).await
-                    }
+                    Some(serve) => serve(request.payload, poisoned).await,
                     None if kind == PING => wire::encode_answer(Ok(&())),
                     None => {
                         tracing::error!(%kind, "request of a kind this role does not serve");
-                        BridgeStats::count(&stats.undecodable);
+                        poisoned.inc();
                         wire::encode_answer::<()>(Err(&BridgeError::UnknownKind(kind)))
                     }
                 };
@@ -269,16 +256,21 @@ pub struct ResultRelay {
 
 impl ResultRelay {
     /// Relay over `bus`, numbering partitions as the saga store does.
-    pub fn new(bus: Bus, partitions: u32, stats: Arc<BridgeStats>) -> Self {
+    pub fn new(bus: Bus, partitions: u32, metrics: &Metrics) -> Self {
         let (outbox, mut queued) = mpsc::unbounded_channel::<(String, Bulletin)>();
         let client = bus.client.clone();
+        let results = metrics.subject(&bus.all_results()).outbound;
+        let resets = metrics.subject(&bus.reset_subject()).outbound;
         // One task publishes in order: results of one customer must not overtake each other.
         actix_rt::spawn(async move {
             while let Some((subject, bulletin)) = queued.recv().await {
                 let _ = client
                     .publish(subject, wire::encode(&bulletin).into())
                     .await;
-                BridgeStats::count(&stats.results_out);
+                match bulletin {
+                    Bulletin::Result { .. } => results.inc(),
+                    Bulletin::Reset { .. } => resets.inc(),
+                }
             }
         });
         Self {
@@ -340,17 +332,27 @@ pub async fn forward_results(
     bus: &Bus,
     hub: Addr<ResultHub>,
     skip_own: bool,
-    stats: Arc<BridgeStats>,
+    metrics: &Metrics,
 ) -> Result<(), BusError> {
     let mut published = bus.subscribe(bus.all_results(), None).await?;
     let own = bus.node_id;
     let reset_hub = hub.clone();
+    let (results, resets) = (
+        metrics.subject(&bus.all_results()),
+        metrics.subject(&bus.reset_subject()),
+    );
+    let reset_subject = bus.reset_subject();
     actix_rt::spawn(async move {
         while let Some(msg) = published.next().await {
+            let on = if *msg.subject == *reset_subject {
+                &resets
+            } else {
+                &results
+            };
+            on.inbound.inc();
             match wire::decode::<Bulletin>(&msg.payload) {
                 Ok(Bulletin::Result { origin, .. }) if skip_own && origin == own => {}
                 Ok(Bulletin::Result { result, .. }) => {
-                    BridgeStats::count(&stats.results_in);
                     hub.do_send(ResultPublished(result));
                 }
                 Ok(Bulletin::Reset { origin }) => {
@@ -361,7 +363,7 @@ pub async fn forward_results(
                 }
                 Err(e) => {
                     tracing::error!(error = %e, subject = %msg.subject, "unreadable result");
-                    stats.refused(&e);
+                    on.poisoned.inc();
                 }
             }
         }

@@ -16,6 +16,7 @@ use super::queue::{Batch, CommandQueue};
 use crate::clock::Clock;
 use crate::db::ledger::StepRepository;
 use crate::domain::purchase::{Step, StepOutcome};
+use crate::telemetry::metrics::{Metrics, QueuedActor};
 
 /// A batch's answers, one per command, in order.
 pub type StepResults = Vec<Result<StepOutcome, StepError>>;
@@ -28,6 +29,10 @@ pub struct Participant<R: StepRepository> {
     clock: Clock,
     queue: CommandQueue,
     busy: bool,
+    /// `sagashop_actor_queue_depth` of this participant: commands waiting.
+    depth: prometheus::IntGauge,
+    /// `sagashop_commit_batch_size` of this participant.
+    batches: prometheus::Histogram,
     /// A fault switch holds this step and a wake-up on its release is armed.
     #[cfg(feature = "faults")]
     awaiting_release: bool,
@@ -36,8 +41,11 @@ pub struct Participant<R: StepRepository> {
 impl<R: StepRepository> Participant<R> {
     /// Participant running the commands of `step` on `repo`; `clock` tells which commands
     /// are past their deadline.
-    pub fn new(repo: R, step: Step, faults: Arc<Faults>, clock: Clock) -> Self {
+    pub fn new(repo: R, step: Step, faults: Arc<Faults>, clock: Clock, metrics: &Metrics) -> Self {
+        let actor = QueuedActor::Participant(step);
         Self {
+            depth: metrics.queue_depth(actor),
+            batches: metrics.commit_batch(actor),
             repo,
             step,
             faults,
@@ -78,11 +86,13 @@ impl<R: StepRepository> Participant<R> {
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
         let Batch { commands, replies } = self.queue.take_batch(self.clock.now_ms());
+        self.depth.set(self.queue.len() as i64);
         if commands.is_empty() {
             return self.maybe_flush(ctx); // every command taken had expired
         }
         self.busy = true;
         let count = commands.len();
+        self.batches.observe(count as f64);
         let (repo, faults) = (self.repo.clone(), self.faults.clone());
         let run = async move { run_batch(&faults, &repo, commands).await };
         let run = AssertUnwindSafe(run).catch_unwind();
@@ -122,6 +132,7 @@ impl<R: StepRepository> Handler<StepCommand> for Participant<R> {
         }
         let (reply, answer) = oneshot::channel();
         self.queue.push(cmd, reply);
+        self.depth.set(self.queue.len() as i64);
         self.maybe_flush(ctx);
         Box::pin(async move {
             answer

@@ -17,8 +17,9 @@ use crate::domain::ids::PurchaseId;
 use crate::domain::partition::PartitionId;
 use crate::domain::purchase::Purchase;
 use crate::domain::saga::{
-    Call, CallResult, Effect, RetryPolicy, Saga, SagaEvent, Transition, next,
+    Call, CallResult, Effect, RetryPolicy, Saga, SagaEvent, SagaState, Transition, next,
 };
+use crate::telemetry::metrics::{AliveSaga, CallOutcome, Metrics, SagaOutcome};
 
 /// How a saga's calls and commits are retried.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +41,8 @@ pub struct SagaDeps {
     pub policy: SagaPolicy,
     pub faults: Arc<Faults>,
     pub clock: Clock,
+    /// Where sagas, steps and retries are counted.
+    pub metrics: Metrics,
 }
 
 /// Tells the supervisor a saga reached a terminal state.
@@ -64,6 +67,11 @@ pub struct SagaActor {
     at: SagaPosition,
     deps: SagaDeps,
     supervisor: Recipient<SagaFinished>,
+    /// Counts this actor in `sagashop_sagas_alive` under its saga's state.
+    alive: AliveSaga,
+    /// This actor reported its saga as rollback-failed (counted once, not again when the
+    /// compensation finally goes through).
+    reported_rollback_failed: bool,
 }
 
 /// How a commit attempt ended, for the interpreter.
@@ -79,11 +87,36 @@ enum Committed {
 impl SagaActor {
     /// Actor resuming a saga from its stored position.
     pub fn new(at: SagaPosition, deps: SagaDeps, supervisor: Recipient<SagaFinished>) -> Self {
+        let alive = deps.metrics.saga_alive(at.saga.state);
         Self {
             at,
             deps,
             supervisor,
+            alive,
+            reported_rollback_failed: false,
         }
+    }
+
+    /// Counts the saga's outcome when its committed move reached one.
+    fn count_outcome(&mut self, before: SagaState) {
+        let state = self.at.saga.state;
+        self.alive.moved_to(state);
+        let outcome = match state {
+            SagaState::Succeeded => SagaOutcome::Succeeded,
+            SagaState::RolledBack if !self.reported_rollback_failed => SagaOutcome::RolledBack,
+            SagaState::RollbackFailed(_) if !matches!(before, SagaState::RollbackFailed(_)) => {
+                if std::mem::replace(&mut self.reported_rollback_failed, true) {
+                    return;
+                }
+                SagaOutcome::RollbackFailed
+            }
+            _ => return,
+        };
+        let accepted = crate::domain::ids::issued_at_ms(self.at.purchase.purchase_id.0);
+        let took = (self.deps.clock.now_ms() - accepted).max(0) as u64;
+        self.deps
+            .metrics
+            .saga_finished(outcome, Duration::from_millis(took));
     }
 
     /// Decide, commit, then act.
@@ -118,9 +151,11 @@ impl SagaActor {
                 .into_actor(self)
                 .map(move |committed, act, ctx| match committed {
                     Committed::Yes => {
+                        let before = act.at.saga.state;
                         act.at.version += 1;
                         act.at.log_len += transition.emitted().len() as u32;
                         act.at.saga = transition.saga;
+                        act.count_outcome(before);
                         act.perform(transition, ctx);
                     }
                     Committed::Stale(outcome) => {
@@ -146,6 +181,7 @@ impl SagaActor {
                     attempt,
                     delay,
                 } => {
+                    self.deps.metrics.step_retried(call.step());
                     ctx.run_later(delay, move |act, ctx| {
                         act.on_event(SagaEvent::RetryDue { call, attempt }, ctx)
                     });
@@ -169,6 +205,7 @@ impl SagaActor {
         };
         let router = self.deps.router.clone();
         let purchase_id = self.at.purchase.purchase_id;
+        let sent = std::time::Instant::now();
         ctx.spawn(
             async move {
                 match router.dispatch(command, timeout).await {
@@ -182,12 +219,34 @@ impl SagaActor {
             }
             .into_actor(self)
             .map(move |result, act, ctx| {
+                act.count_call(call, &result, sent.elapsed());
                 if act.deps.faults.take_saga_panic() {
                     panic!("injected saga actor crash");
                 }
                 act.on_event(SagaEvent::answer(call, &result), ctx);
             }),
         );
+    }
+
+    fn count_call(&self, call: Call, result: &CallResult, took: Duration) {
+        use crate::domain::purchase::StepOutcome;
+        let metrics = &self.deps.metrics;
+        let outcome = match result {
+            CallResult::Answered(StepOutcome::Applied) => CallOutcome::Ok,
+            // A compensation has no business outcome: any answer means it is in place.
+            CallResult::Answered(StepOutcome::Rejected(_))
+                if matches!(call, Call::Compensate(_)) =>
+            {
+                CallOutcome::Ok
+            }
+            CallResult::Answered(StepOutcome::Rejected(_)) => CallOutcome::Refused,
+            CallResult::TimedOut => {
+                metrics.step_timed_out(call.step());
+                CallOutcome::Failed
+            }
+            CallResult::Errored => CallOutcome::Failed,
+        };
+        metrics.step_answered(call, outcome, took);
     }
 
     fn quarantine(&mut self, reason: String, ctx: &mut Context<Self>) {

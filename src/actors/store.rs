@@ -16,6 +16,7 @@ use crate::db::DbError;
 use crate::db::sagas::{Ownership, SagaWrite, Sagas, WriteOutcome};
 use crate::domain::ids::CustomerId;
 use crate::domain::partition::{self, PartitionId};
+use crate::telemetry::metrics::{Metrics, QueuedActor};
 
 /// Most transitions committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -46,10 +47,22 @@ impl SagaStore {
         node: u16,
         partitions: u32,
         arbiter: &actix_rt::ArbiterHandle,
+        metrics: &Metrics,
     ) -> Result<Self, DbError> {
         let owned = repo.own_all(partitions, node).await?;
+        metrics.partitions_owned().set(i64::from(partitions));
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
-        arbiter.spawn(write_loop(rx, repo.clone(), node, owned));
+        // The queue's depth is read at scrape time from a handle that does not keep the
+        // writer alive.
+        let (depth, weak) = (metrics.queue_depth(QueuedActor::SagaStore), tx.downgrade());
+        metrics.sample_before_scrape(move || {
+            let queued = weak
+                .upgrade()
+                .map_or(0, |tx| tx.max_capacity() - tx.capacity());
+            depth.set(queued as i64);
+        });
+        let batches = metrics.commit_batch(QueuedActor::SagaStore);
+        arbiter.spawn(write_loop(rx, repo.clone(), node, owned, batches));
         Ok(Self {
             tx: Some(tx),
             repo,
@@ -160,9 +173,16 @@ pub async fn commit_isolating(
         .collect())
 }
 
-async fn write_loop(mut rx: mpsc::Receiver<Request>, repo: Sagas, node: u16, mut owned: Ownership) {
+async fn write_loop(
+    mut rx: mpsc::Receiver<Request>,
+    repo: Sagas,
+    node: u16,
+    mut owned: Ownership,
+    batches: prometheus::Histogram,
+) {
     let mut queued = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
+        batches.observe(queued.len() as f64);
         let (writes, replies): (Vec<_>, Vec<_>) =
             queued.drain(..).map(|r| (r.write, r.reply)).unzip();
         match commit_isolating(&repo, node, &mut owned, &writes).await {

@@ -129,6 +129,7 @@ impl SagaSupervisor {
             .collect();
         for id in dead {
             self.running.remove(&id);
+            self.deps.metrics.supervisor_restarted();
             tracing::warn!(
                 purchase_id = %id,
                 "saga actor died; restarting from the store"
@@ -241,6 +242,7 @@ impl Handler<AcceptPurchase> for SagaSupervisor {
                     let id = at.purchase.purchase_id;
                     match committed {
                         Ok(WriteOutcome::Committed(_) | WriteOutcome::AlreadyApplied) => {
+                            act.deps.metrics.saga_started();
                             act.launch(at, ctx);
                             Ok(())
                         }

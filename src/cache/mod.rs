@@ -5,6 +5,7 @@
 mod local;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -12,35 +13,66 @@ use serde::de::DeserializeOwned;
 
 pub use local::LocalCache;
 
+use crate::telemetry::metrics::{CacheCounters, Metrics};
+
+/// Where cached values live.
+#[derive(Clone)]
+pub enum Backend {
+    Local(LocalCache),
+}
+
 /// The cache a service actor reads through. Values are stored as JSON so every backend
 /// (in-process or Redis) holds the same bytes.
 #[derive(Clone)]
-pub enum Cache {
-    Local(LocalCache),
+pub struct Cache {
+    backend: Backend,
+    /// Hits and misses of each kind of key ([`keys::NAMES`]), when counted.
+    counters: Option<Arc<[CacheCounters]>>,
 }
 
 impl Cache {
     /// An in-process cache whose entries live `ttl`.
     pub fn local(ttl: Duration) -> Self {
-        Cache::Local(LocalCache::new(ttl))
+        Cache {
+            backend: Backend::Local(LocalCache::new(ttl)),
+            counters: None,
+        }
+    }
+
+    /// The same cache, counting its hits and misses in `metrics` by kind of key.
+    pub fn counted(mut self, metrics: &Metrics) -> Self {
+        let counters = keys::NAMES.iter().map(|(_, name)| metrics.cache(name));
+        self.counters = Some(counters.collect());
+        self
+    }
+
+    fn count(&self, key: &str, hit: bool) {
+        let Some(counters) = &self.counters else {
+            return;
+        };
+        let prefix = key.split(':').next().unwrap_or_default();
+        if let Some(at) = keys::NAMES.iter().position(|(p, _)| *p == prefix) {
+            let c = &counters[at];
+            if hit { &c.local_hit } else { &c.local_miss }.inc();
+        }
     }
 
     async fn get_raw(&self, key: &str) -> Option<String> {
-        match self {
-            Cache::Local(c) => c.get(key).await,
+        match &self.backend {
+            Backend::Local(c) => c.get(key).await,
         }
     }
 
     async fn set_raw(&self, key: &str, value: String) {
-        match self {
-            Cache::Local(c) => c.set(key, value).await,
+        match &self.backend {
+            Backend::Local(c) => c.set(key, value).await,
         }
     }
 
     /// Drops a key so the next read goes to the database (call after every write).
     pub async fn invalidate(&self, key: &str) {
-        match self {
-            Cache::Local(c) => c.delete(key).await,
+        match &self.backend {
+            Backend::Local(c) => c.delete(key).await,
         }
     }
 
@@ -55,8 +87,10 @@ impl Cache {
         if let Some(hit) = self.get_raw(key).await
             && let Ok(value) = serde_json::from_str(&hit)
         {
+            self.count(key, true);
             return Ok(Some(value));
         }
+        self.count(key, false);
         let loaded = load().await?;
         if let Some(value) = &loaded
             && let Ok(json) = serde_json::to_string(value)
@@ -70,6 +104,13 @@ impl Cache {
 /// Cache keys, named as the original's Redis keys where it had one.
 pub mod keys {
     use crate::domain::ids::{CustomerId, ProductId};
+
+    /// Each kind of key: its prefix, and the cache name metrics give it.
+    pub const NAMES: [(&str, &str); 3] = [
+        ("cuspersonalinfo", "person"),
+        ("cusshippinginfo", "shipping"),
+        ("product", "product"),
+    ];
 
     /// A customer's personal info.
     pub fn person(id: CustomerId) -> String {
@@ -104,6 +145,28 @@ mod tests {
         cache.invalidate("k").await;
         assert_eq!(cache.get_or_load("k", load).await, Ok(Some(41)));
         assert_eq!(loads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn hits_and_misses_are_counted_by_kind_of_key() {
+        let metrics = Metrics::new(&crate::telemetry::metrics::NodeLabels {
+            node_id: 1,
+            roles: "all".into(),
+        })
+        .unwrap();
+        let cache = Cache::local(Duration::from_secs(60)).counted(&metrics);
+        let load = || async { Ok::<_, ()>(Some(1u64)) };
+        let key = keys::product(crate::domain::ids::ProductId(7));
+        for _ in 0..3 {
+            cache.get_or_load(&key, load).await.unwrap();
+        }
+        let text = metrics.render();
+        let hits =
+            "sagashop_cache_requests_total{cache=\"product\",level=\"local\",result=\"hit\"} 2";
+        let misses =
+            "sagashop_cache_requests_total{cache=\"product\",level=\"local\",result=\"miss\"} 1";
+        assert!(text.contains(hits), "{text}");
+        assert!(text.contains(misses), "{text}");
     }
 
     #[tokio::test]

@@ -41,6 +41,17 @@ impl SpawnBlocking for Inline {
 /// The embedded backend's connection type.
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection, Inline>;
 
+/// A pool's connections at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// Connections open (in use or idle).
+    pub open: usize,
+    /// Open connections nobody holds.
+    pub idle: usize,
+    /// Most connections the pool opens.
+    pub max: usize,
+}
+
 /// A service database's connection pool, whichever backend serves it.
 #[derive(Clone)]
 pub enum DbPool {
@@ -94,6 +105,19 @@ impl DbPool {
             .build()
             .map(DbPool::Sqlite)
             .map_err(|e| DbError::Setup(e.to_string()))
+    }
+
+    /// How many connections the pool holds, how many are free, and its maximum (metrics).
+    pub fn usage(&self) -> PoolUsage {
+        let status = match self {
+            DbPool::Mysql(p) => p.status(),
+            DbPool::Sqlite(p) => p.status(),
+        };
+        PoolUsage {
+            open: status.size,
+            idle: status.available,
+            max: status.max_size,
+        }
     }
 
     /// Checks that a connection can be had and answers a trivial query (readiness).

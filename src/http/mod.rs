@@ -65,6 +65,8 @@ pub struct HttpSettings {
 pub struct NodeHttp {
     pub api: Option<AppState>,
     pub probe: std::sync::Arc<health::Probe>,
+    /// Counts every request by route pattern (`sagashop_http_requests_total`).
+    pub metrics: crate::telemetry::metrics::Metrics,
     /// The live dashboard (api nodes only).
     pub dashboard: Option<std::sync::Arc<dashboard::Dashboard>>,
 }
@@ -87,6 +89,8 @@ pub struct AppState {
     pub ids: IdGenerator,
     /// The clock purchase deadlines are set by.
     pub clock: crate::clock::Clock,
+    /// Where result streams and their events are counted.
+    pub metrics: crate::telemetry::metrics::Metrics,
     /// How long a purchase may take to reach the orchestrator before it is refused unstored
     /// (a remote orchestrator's answer can be lost; a local one always answers).
     pub accept_within: Duration,

@@ -122,7 +122,9 @@ pub async fn results(
             hub: state.hub.clone(),
             customer_id,
             ticket,
+            _open: state.metrics.sse_opened(),
         },
+        events: state.metrics.sse_events(),
         store: state.store.clone(),
         settings: state.sse,
         live,
@@ -147,6 +149,8 @@ struct Registration {
     hub: Addr<ResultHub>,
     customer_id: CustomerId,
     ticket: u64,
+    /// Counts the stream in `sagashop_sse_connections` while it is open.
+    _open: crate::telemetry::metrics::OpenStream,
 }
 
 impl Drop for Registration {
@@ -169,6 +173,8 @@ enum Phase {
 /// The state of one response body.
 struct Feed {
     registration: Registration,
+    /// `sagashop_sse_events_total`: results sent, live or replayed.
+    events: prometheus::IntCounter,
     store: SagaStore,
     settings: SseSettings,
     live: mpsc::Receiver<PurchaseResult>,
@@ -195,6 +201,7 @@ impl Feed {
                         Ok(Some(result)) if result.event_id <= self.cursor => {}
                         Ok(Some(result)) => {
                             self.cursor = result.event_id;
+                            self.events.inc();
                             return Some((Ok(result_frame(&result)), self));
                         }
                         // The hub dropped us (buffer full): end the stream.
@@ -267,6 +274,7 @@ impl Feed {
         if let Some(last) = results.last() {
             self.cursor = last.event_id;
         }
+        self.events.inc_by(results.len() as u64);
         self.queued.extend(results.iter().map(result_frame));
     }
 }

@@ -17,6 +17,7 @@ use crate::support::nodes::wait_until;
 /// Starts the load generator against every node of `cluster` for `seconds`.
 fn load(cluster: &Cluster, seconds: u64) -> Child {
     Command::new(env!("CARGO_BIN_EXE_sagashop"))
+        .env("SAGASHOP_METRICS_LISTEN", "off")
         .args(["loadgen", "--url", &cluster.urls().join(",")])
         .args(["--concurrency", "16", "--customers", "9", "--products", "4"])
         .args(["--duration", &seconds.to_string(), "--json"])

@@ -214,6 +214,7 @@ async fn a_second_node_with_the_same_id_and_a_second_orchestrator_are_refused() 
 fn run(args: &[&str]) -> (std::process::ExitStatus, String) {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_sagashop"))
+        .env("SAGASHOP_METRICS_LISTEN", "off")
         .arg("serve")
         .args(["--data-dir", dir.path().to_str().unwrap()])
         .args(args)

@@ -96,6 +96,7 @@ async fn a_second_process_cannot_open_a_data_directory_in_use() {
     let dir = app.dir.path().to_owned();
     let output = actix_rt::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_sagashop"))
+            .env("SAGASHOP_METRICS_LISTEN", "off")
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&dir)
             .env_remove("RUST_BACKTRACE")

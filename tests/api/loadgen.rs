@@ -22,6 +22,7 @@ pub(crate) struct Running {
 impl Running {
     pub(crate) fn start(args: &[&str]) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_sagashop"))
+            .env("SAGASHOP_METRICS_LISTEN", "off")
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

@@ -18,6 +18,7 @@ mod idempotency;
 mod limits;
 mod loadgen;
 mod mariadb_api;
+mod metrics;
 mod openapi;
 mod products;
 mod purchases;

@@ -35,6 +35,7 @@ impl Drop for Node {
 async fn start(dir: &std::path::Path, port: u16) -> Node {
     let node = Node {
         child: Command::new(env!("CARGO_BIN_EXE_sagashop"))
+            .env("SAGASHOP_METRICS_LISTEN", "off")
             .args([
                 "--data-dir",
                 dir.to_str().unwrap(),

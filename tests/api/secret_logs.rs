@@ -26,6 +26,7 @@ fn sagashop(args: &[&str], log: &std::path::Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sagashop"));
     command
         .args(args)
+        .env("SAGASHOP_METRICS_LISTEN", "off")
         .env("RUST_LOG", "debug")
         .env_remove("JWT_SECRET")
         .stdout(Stdio::from(out.try_clone().unwrap()))

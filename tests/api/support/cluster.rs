@@ -38,7 +38,8 @@ struct Settings {
     name: String,
     /// Pid files, logs and the nodes' data dirs (CLUSTER_DIR).
     dir: PathBuf,
-    /// Node N listens on 127.0.0.1:port_base+N (CLUSTER_PORT_BASE).
+    /// Node N listens on 127.0.0.1:port_base+N (CLUSTER_PORT_BASE), and serves its metrics
+    /// on port_base+NODES+N (CLUSTER_METRICS_PORT_BASE).
     port_base: u16,
 }
 
@@ -111,6 +112,18 @@ impl Cluster {
             .collect()
     }
 
+    /// Each node's `/metrics` URL, node 1 first.
+    pub fn metrics_urls(&self) -> Vec<String> {
+        (1..=NODES)
+            .map(|n| {
+                format!(
+                    "http://127.0.0.1:{}/metrics",
+                    self.settings.port_base + NODES + n
+                )
+            })
+            .collect()
+    }
+
     /// An [`Api`] over the nodes, taken in turn; [`Api::node`] pins one.
     pub fn api(&self) -> Api {
         Api::over(self.urls())
@@ -166,6 +179,10 @@ impl Settings {
             .env("CLUSTER_NAME", &self.name)
             .env("CLUSTER_DIR", &self.dir)
             .env("CLUSTER_PORT_BASE", &port_base)
+            .env(
+                "CLUSTER_METRICS_PORT_BASE",
+                (self.port_base + NODES).to_string(),
+            )
             .env("CLUSTER_FRESH", "1")
             .env("JWT_SECRET", JWT_SECRET)
             .env("SAGASHOP_BIN", env!("CARGO_BIN_EXE_sagashop"))
@@ -275,14 +292,15 @@ fn sweep() {
     }
 }
 
-/// A base port whose next [`NODES`] ports are free right now, below the ephemeral range
-/// (32768 and up), where the test process's own outgoing connections take their ports.
+/// A base port whose next 2 x [`NODES`] ports (the nodes' API, then their metrics) are free
+/// right now, below the ephemeral range (32768 and up), where the test process's own
+/// outgoing connections take their ports.
 fn free_port_base() -> u16 {
-    let span = NODES + 1;
+    let span = 2 * NODES + 1;
     let slots = (32_000 - 20_000) / span;
     let first = (super::unique() % u64::from(slots)) as u16;
     (0..slots)
         .map(|i| 20_000 + (first + i) % slots * span)
-        .find(|base| (1..=NODES).all(|n| TcpListener::bind(("127.0.0.1", base + n)).is_ok()))
-        .expect("three free ports between 20000 and 32000")
+        .find(|base| (1..=2 * NODES).all(|n| TcpListener::bind(("127.0.0.1", base + n)).is_ok()))
+        .expect("six free ports between 20000 and 32000")
 }

@@ -106,6 +106,7 @@ impl NodeSpec<'_> {
     fn command(&self, port: u16, dir: &std::path::Path, log: std::fs::File) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sagashop"));
         cmd.arg("serve")
+            .env("SAGASHOP_METRICS_LISTEN", "off")
             .args(["--roles", self.roles])
             .args(["--node-id", &self.node_id.to_string()])
             .args(["--nats-url", &self.nats.url()])
