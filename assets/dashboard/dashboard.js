@@ -6,6 +6,7 @@
 const POLL_MS = 1000;
 const HISTORY = 300; // answers kept for the charts (5 minutes)
 const TOKEN_KEY = "sagashop.adminToken";
+const RECENT = 20; // rows of the recent sagas table
 
 const $ = (id) => document.getElementById(id);
 const fmtInt = (v) => (v == null || Number.isNaN(v) ? "–" : Math.round(v).toLocaleString("en-US"));
@@ -308,7 +309,7 @@ async function loadSagas() {
   clearTimeout(sagasTimer);
   try {
     const outcome = $("outcome").value;
-    const list = await adminFetch(`/dashboard/api/sagas?limit=50&outcome=${encodeURIComponent(outcome)}`);
+    const list = await adminFetch(`/dashboard/api/sagas?limit=${RECENT}&outcome=${encodeURIComponent(outcome)}`);
     $("sagas").tBodies[0].innerHTML = list.sagas.map((r) => `<tr class="${r.purchase_id === picked ? "picked" : ""}" data-id="${escape(r.purchase_id)}">
         <td><a href="#saga=${escape(r.purchase_id)}" class="id">${escape(r.purchase_id)}</a></td>
         <td class="id">${escape(r.customer_id)}</td>

@@ -12,7 +12,7 @@ use super::extract::{JsonBody, parse_id};
 use super::openapi::MsgBody;
 use crate::actors::ServiceError;
 use crate::actors::messages::{AcceptPurchase, GetProducts};
-use crate::db::sagas::StoredSaga;
+use crate::db::sagas::{LoggedStep, StoredSaga};
 use crate::domain::ids::{CustomerId, ProductId, PurchaseId};
 use crate::domain::purchase::{Currency, PricingError, PurchaseItem, price};
 
@@ -35,12 +35,22 @@ struct PurchaseView {
     steps: Vec<StepView>,
 }
 
-/// One step-log entry of a purchase.
+/// One step-log entry of a purchase (also the dashboard's step history).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct StepView {
+pub(crate) struct StepView {
     step: &'static str,
     status: &'static str,
     timestamp: i64,
+}
+
+impl From<&LoggedStep> for StepView {
+    fn from(s: &LoggedStep) -> Self {
+        StepView {
+            step: s.event.step.as_str(),
+            status: s.event.status.as_str(),
+            timestamp: s.timestamp,
+        }
+    }
 }
 
 impl From<StoredSaga> for PurchaseView {
@@ -55,15 +65,7 @@ impl From<StoredSaga> for PurchaseView {
             amount: purchase.amount,
             currency_code: purchase.currency.code(),
             purchase_items: purchase.items,
-            steps: stored
-                .steps
-                .iter()
-                .map(|s| StepView {
-                    step: s.event.step.as_str(),
-                    status: s.event.status.as_str(),
-                    timestamp: s.timestamp,
-                })
-                .collect(),
+            steps: stored.steps.iter().map(StepView::from).collect(),
         }
     }
 }

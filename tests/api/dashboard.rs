@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::loadgen::Running;
+use crate::support::cluster::Cluster;
 use crate::support::*;
 
 const TOKEN: &str = "dashboard-test-admin-token";
@@ -135,6 +136,51 @@ async fn the_page_is_one_embedded_document_revalidated_by_etag() {
         assert_eq!(again.status, 304, "{path}");
     }
     assert_eq!(app.get("/dashboard/assets/nope.js", None).await.status, 404);
+}
+
+#[actix_rt::test]
+async fn any_node_of_a_cluster_shows_every_node_gathered_over_nats() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let roles = [
+        "api,orchestrator,account,product",
+        "api,order,payment",
+        "api,product,order,payment",
+    ];
+    for (i, url) in cluster.urls().into_iter().enumerate() {
+        let api = Api::over(vec![url]);
+        let stats = eventually(DEADLINE, || async {
+            let stats = api.get("/dashboard/api/stats", None).await.json();
+            (stats["nodes"].as_array().map(Vec::len) == Some(3)).then_some(stats)
+        })
+        .await
+        .unwrap_or_else(|| panic!("node {} does not show the three nodes", i + 1));
+        assert_eq!(stats["answered_by"], i + 1);
+        assert!(
+            stats["cluster"]
+                .as_str()
+                .unwrap()
+                .starts_with("sagashop_t_blackbox")
+        );
+        for (n, node) in stats["nodes"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(node["node_id"], n + 1);
+            let shown: Vec<&str> = node["roles"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap())
+                .collect();
+            assert_eq!(shown.join(","), roles[n], "{node}");
+            assert!(
+                node["metrics"]["sagashop_node_info"].is_object(),
+                "every node reports its registry: {node}"
+            );
+        }
+        // The orchestrator owns the partitions; the totals add the nodes up.
+        let owned = &stats["totals"]["sagashop_partitions_owned"]["samples"][0]["value"];
+        assert!(owned.as_f64().unwrap() > 0.0, "{}", stats["totals"]);
+    }
 }
 
 /// The browser test's tools (Debian's chromium, `npm ci` in tests/browser: scripts/browser.sh),

@@ -5,9 +5,9 @@
 //
 // 1. While the test's load runs: opens the page, enters the admin token, and waits until the
 //    counters and charts move, the recent sagas list fills and one saga's step history opens
-//    with its id shown exactly. Prints `LIVE <json>`.
+//    with its id shown exactly. Saves a screenshot of the page under load, prints `LIVE <json>`.
 // 2. Reads a line `stopped` on stdin (the load has ended), waits until the page's numbers
-//    stop changing, saves a screenshot and prints `NUMBERS <json>`: every number the page
+//    stop changing and prints `NUMBERS <json>`: every number the page
 //    shows for a metric, which the test compares with /metrics.
 // Any failed expectation exits non-zero with the reason on stderr.
 import { chromium } from "playwright-core";
@@ -66,14 +66,13 @@ try {
   if (!(rate > 0)) throw new Error(`sagas/s shows ${rate} under load`);
 
   // The recent sagas, newest first; one saga's history, its id exact.
-  await page.locator("#sagas tbody a").first().waitFor();
-  const link = page.locator("#sagas tbody a").first();
-  const listedId = (await link.textContent()).trim();
-  await link.click();
+  // (The list refreshes every 2 s under load: the link clicked names the saga, by its href.)
+  await page.locator("#sagas tbody a").first().click();
   await page.locator("#detail-steps tbody tr").first().waitFor();
   const shownId = (await page.locator("#detail-id").textContent()).trim();
+  const listedId = decodeURIComponent(await page.evaluate(() => location.hash)).replace("#saga=", "");
   const detailSteps = await page.locator("#detail-steps tbody tr").count();
-  if (shownId !== listedId) throw new Error(`the detail shows ${shownId}, the list ${listedId}`);
+  if (shownId !== listedId) throw new Error(`the detail shows ${shownId}, the link named ${listedId}`);
   if (!/^[0-9]+$/.test(shownId) || BigInt(shownId) <= 2n ** 53n) {
     throw new Error(`purchase id ${shownId} is not an exact id above 2^53`);
   }
@@ -84,6 +83,7 @@ try {
     return cells.length > 0 && cells.every((c) => c.textContent.trim() === "succeeded");
   });
   await page.locator("#outcome").selectOption("all");
+  await page.screenshot({ path: screenshot, fullPage: true });
   console.log(`LIVE ${JSON.stringify({ started: [started0, started1, started2], rate, points, stepRows, listedId, shownId, detailSteps })}`);
 
   // After the load: the numbers settle, then they are read as the page shows them.
@@ -105,7 +105,6 @@ try {
     if (Date.now() > settleBy) throw new Error("the page's numbers did not settle after the load");
     previous = now;
   }
-  await page.screenshot({ path: screenshot, fullPage: true });
   if (errors.length) throw new Error(`the page reported errors: ${errors.join("; ")}`);
   console.log(`NUMBERS ${JSON.stringify(previous)}`);
 } catch (e) {

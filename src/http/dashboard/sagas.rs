@@ -12,6 +12,7 @@ use crate::db::saga_list::{SagaFilter, SagaSummary, WINDOW};
 use crate::domain::saga::SagaState;
 use crate::http::error::ApiError;
 use crate::http::extract::parse_id;
+use crate::http::purchase::StepView;
 
 /// Rows a list answers when no `limit` is given, and at most.
 const DEFAULT_LIMIT: u64 = 50;
@@ -126,15 +127,6 @@ struct ItemView {
     amount: i64,
 }
 
-/// One step-log entry.
-#[derive(Debug, Serialize)]
-struct StepView {
-    step: &'static str,
-    status: &'static str,
-    /// Unix seconds of its commit.
-    timestamp: i64,
-}
-
 /// One saga, as the admin view shows it.
 #[derive(Debug, Serialize)]
 struct SagaDetail {
@@ -209,15 +201,7 @@ pub async fn one(
                 amount: i.amount,
             })
             .collect(),
-        steps: stored
-            .steps
-            .iter()
-            .map(|s| StepView {
-                step: s.event.step.as_str(),
-                status: s.event.status.as_str(),
-                timestamp: s.timestamp,
-            })
-            .collect(),
+        steps: stored.steps.iter().map(StepView::from).collect(),
     };
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
