@@ -60,7 +60,10 @@ function makeChart(el, series) {
     width: Math.max(300, el.clientWidth),
     height: 210,
     series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, width: 2, value: (u, v) => fmtRate(v) }))],
-    axes: [{}, { size: 50, values: (u, vals) => vals.map(fmtRate) }],
+    axes: [
+      { space: 90, values: (u, vals) => vals.map((v) => new Date(v * 1000).toLocaleTimeString()) },
+      { size: 50, values: (u, vals) => vals.map(fmtRate) },
+    ],
     scales: { y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
     legend: { live: true },
   };
