@@ -388,6 +388,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_metrics_listener_is_an_address_or_off() {
+        assert_eq!(
+            Config::embedded("/srv").metrics_listen,
+            MetricsListen(Some("127.0.0.1:8080".parse().unwrap()))
+        );
+        assert_eq!("off".parse(), Ok(MetricsListen(None)));
+        assert_eq!("OFF".parse(), Ok(MetricsListen(None)));
+        assert_eq!(
+            "0.0.0.0:9001".parse(),
+            Ok(MetricsListen(Some("0.0.0.0:9001".parse().unwrap())))
+        );
+        let wrong = "9001".parse::<MetricsListen>().unwrap_err();
+        assert!(wrong.contains("or `off`"), "{wrong}");
+    }
+
+    #[test]
     fn debug_output_of_the_configuration_shows_no_secret() {
         let mut config = Config::embedded("/srv");
         config.jwt_secret = Some("jwt-s3cret".into());

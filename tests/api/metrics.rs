@@ -113,6 +113,8 @@ async fn serve(metrics_listen: &str) -> Node {
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--metrics-listen", metrics_listen])
         .args(["--data-dir", dir.path().to_str().unwrap()])
+        // A stream's client going away shows at the next write: keep-alives are that write.
+        .args(["--sse-keepalive-seconds", "1"])
         .args(["--exit-with-pid", &std::process::id().to_string()])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
