@@ -304,6 +304,39 @@ pub struct ClusterOptions {
     pub exit_with_pid: Option<u32>,
 }
 
+/// Settings of `sagashop healthcheck`: a container's healthcheck asks its own node's API,
+/// so an image without curl or a shell can still tell whether the node is ready.
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckOptions {
+    /// Address the node's HTTP API listens on (the same setting as `serve --listen`); an
+    /// unspecified address (`0.0.0.0`, `::`) is asked on loopback.
+    #[arg(long, env = "SAGASHOP_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+
+    /// Path to ask: `/readyz` (every dependency answers) or `/healthz` (the process serves).
+    #[arg(long, default_value = "/readyz")]
+    pub path: String,
+
+    /// Milliseconds to wait for the answer.
+    #[arg(long, default_value_t = 3000)]
+    pub timeout_ms: u64,
+}
+
+impl HealthcheckOptions {
+    /// The URL asked: the listen address (on loopback when it is unspecified) and the path.
+    pub fn url(&self) -> String {
+        let mut addr = self.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr.ip() {
+                std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let slash = if self.path.starts_with('/') { "" } else { "/" };
+        format!("http://{addr}{slash}{}", self.path)
+    }
+}
+
 /// A cluster name usable as a NATS subject token.
 fn subject_token(name: &str) -> Result<String, String> {
     let ok = !name.is_empty()
@@ -401,6 +434,27 @@ mod tests {
         );
         let wrong = "9001".parse::<MetricsListen>().unwrap_err();
         assert!(wrong.contains("or `off`"), "{wrong}");
+    }
+
+    #[test]
+    fn the_healthcheck_asks_an_unspecified_listen_address_on_loopback() {
+        let ask = |listen: &str, path: &str| {
+            HealthcheckOptions {
+                listen: listen.parse().unwrap(),
+                path: path.into(),
+                timeout_ms: 1,
+            }
+            .url()
+        };
+        assert_eq!(
+            ask("0.0.0.0:8000", "/readyz"),
+            "http://127.0.0.1:8000/readyz"
+        );
+        assert_eq!(ask("[::]:8000", "healthz"), "http://[::1]:8000/healthz");
+        assert_eq!(
+            ask("10.1.2.3:9000", "/readyz"),
+            "http://10.1.2.3:9000/readyz"
+        );
     }
 
     #[test]

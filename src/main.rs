@@ -1,11 +1,13 @@
 //! The `sagashop` binary: `serve` (default) runs the whole system; `migrate` prepares the
 //! databases and exits; `loadgen` drives a running sagashop (it lives here, not in the
-//! library, so the server does not link its HTTP client, progress bar and histogram crates).
+//! library, so the server does not link its HTTP client, progress bar and histogram crates);
+//! `healthcheck` asks a node whether it is ready (a container's healthcheck).
 
+mod healthcheck;
 mod loadgen;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use sagashop::config::{Config, DatabaseOptions};
+use sagashop::config::{Config, DatabaseOptions, HealthcheckOptions};
 use tracing_subscriber::EnvFilter;
 
 /// Orchestrated purchase sagas on actix.
@@ -47,6 +49,9 @@ enum Command {
     Sagas(SagasCommand),
     /// Drive a running sagashop with purchases and report throughput and latency.
     Loadgen(loadgen::LoadgenArgs),
+    /// Ask the node on this machine whether it is ready: exit 0 if so, else 1 with the
+    /// reason (the container healthcheck; the image has no curl).
+    Healthcheck(HealthcheckOptions),
 }
 
 /// The commands the older spelling may name after its options.
@@ -117,6 +122,7 @@ fn main() -> anyhow::Result<()> {
                 databases,
             }) => sagashop::app::retry_quarantined(&databases, purchase_id).await,
             Command::Loadgen(args) => loadgen::run(args).await,
+            Command::Healthcheck(options) => healthcheck::run(&options).await,
         }
     })
 }

@@ -10,6 +10,7 @@ mod cluster_blackbox;
 mod cluster_failover;
 mod cluster_nodes;
 mod compensation;
+mod compose;
 mod concurrency;
 mod dashboard;
 mod hostile;
