@@ -155,6 +155,16 @@ fn each_kind_of_mistake_in_the_deployment_is_reported() {
             "has 5 nodes, not six",
         ),
         (
+            "an image running as root",
+            |d| d.dockerfile = d.dockerfile.replace("USER nonroot", "USER root"),
+            "the image runs as root",
+        ),
+        (
+            "a metrics port the image does not expose",
+            |d| env(d, "node2", "SAGASHOP_METRICS_LISTEN", Some("0.0.0.0:9100")),
+            "does not EXPOSE 9100",
+        ),
+        (
             "NATS without JetStream",
             |d| {
                 d.compose.services.get_mut("nats").unwrap().command = None;
