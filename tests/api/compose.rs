@@ -112,6 +112,19 @@ fn each_kind_of_mistake_in_the_deployment_is_reported() {
             "Traefik sends to port Some(\"9000\")",
         ),
         (
+            "Traefik cutting result streams after a minute",
+            |d| {
+                let traefik = d.compose.services.get_mut("traefik").unwrap();
+                let flags = model::words(traefik.command.as_ref());
+                let kept: Vec<_> = flags
+                    .into_iter()
+                    .filter(|f| !f.contains("readTimeout"))
+                    .collect();
+                traefik.command = Some(serde_yaml_ng::to_value(kept).unwrap());
+            },
+            "would end result streams",
+        ),
+        (
             "a dependency on a service that does not exist",
             |d| {
                 let node = d.compose.services.get_mut("node1").unwrap();

@@ -423,6 +423,14 @@ fn traefik_routes_to(d: &Deployment, node: &Node<'_>, p: &mut Vec<String>) {
                 "{name}: Traefik entrypoint {entrypoint} is not defined and published"
             ));
         }
+        // Otherwise Traefik v3 cuts a request, and so a result stream, after 60 s.
+        let unbounded =
+            format!("--entrypoints.{entrypoint}.transport.respondingTimeouts.readTimeout=0");
+        if !flags.contains(&unbounded) {
+            p.push(format!(
+                "traefik: entrypoint {entrypoint} would end result streams after its readTimeout (set {unbounded})"
+            ));
+        }
     }
 }
 
