@@ -48,8 +48,15 @@ cmd_run() {
 URLS
 }
 
+# Compose needs the secrets to read the file even to stop it; without .env nothing was
+# started by run.sh here.
+cmd_stop() {
+  [ -f .env ] || { log "no .env: ./run.sh run has not started anything here"; return; }
+  compose down
+}
+
 case "${1:-}" in
   run) cmd_run ;;
-  stop) compose down ;;
+  stop) cmd_stop ;;
   *) die "usage: ./run.sh run|stop" ;;
 esac

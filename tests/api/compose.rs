@@ -112,6 +112,19 @@ fn each_kind_of_mistake_in_the_deployment_is_reported() {
             "Traefik sends to port Some(\"9000\")",
         ),
         (
+            "Traefik cutting result streams after a minute",
+            |d| {
+                let traefik = d.compose.services.get_mut("traefik").unwrap();
+                let flags = model::words(traefik.command.as_ref());
+                let kept: Vec<_> = flags
+                    .into_iter()
+                    .filter(|f| !f.contains("readTimeout"))
+                    .collect();
+                traefik.command = Some(serde_yaml_ng::to_value(kept).unwrap());
+            },
+            "would end result streams",
+        ),
+        (
             "a dependency on a service that does not exist",
             |d| {
                 let node = d.compose.services.get_mut("node1").unwrap();
@@ -153,6 +166,16 @@ fn each_kind_of_mistake_in_the_deployment_is_reported() {
                 d.compose.services.remove("redis-6");
             },
             "has 5 nodes, not six",
+        ),
+        (
+            "an image running as root",
+            |d| d.dockerfile = d.dockerfile.replace("USER nonroot", "USER root"),
+            "the image runs as root",
+        ),
+        (
+            "a metrics port the image does not expose",
+            |d| env(d, "node2", "SAGASHOP_METRICS_LISTEN", Some("0.0.0.0:9100")),
+            "does not EXPOSE 9100",
         ),
         (
             "NATS without JetStream",

@@ -53,6 +53,7 @@ pub fn problems(d: &Deployment) -> Vec<String> {
         node_has_nats_and_traces(d, node, &mut p);
         traefik_routes_to(d, node, &mut p);
     }
+    image_serves_the_nodes(d, &nodes, &mut p);
     roles_make_a_cluster(&nodes, &mut p);
     nodes_are_those_of_cluster_sh(d, &nodes, &mut p);
     nodes_share_their_cluster_settings(&nodes, &mut p);
@@ -422,6 +423,56 @@ fn traefik_routes_to(d: &Deployment, node: &Node<'_>, p: &mut Vec<String>) {
                 "{name}: Traefik entrypoint {entrypoint} is not defined and published"
             ));
         }
+        // Otherwise Traefik v3 cuts a request, and so a result stream, after 60 s.
+        let unbounded =
+            format!("--entrypoints.{entrypoint}.transport.respondingTimeouts.readTimeout=0");
+        if !flags.contains(&unbounded) {
+            p.push(format!(
+                "traefik: entrypoint {entrypoint} would end result streams after its readTimeout (set {unbounded})"
+            ));
+        }
+    }
+}
+
+/// The image the nodes run exposes their ports, runs as a user of its own, and starts the
+/// binary.
+fn image_serves_the_nodes(d: &Deployment, nodes: &[Node<'_>], p: &mut Vec<String>) {
+    let instructions: Vec<(&str, &str)> = d
+        .dockerfile
+        .lines()
+        .filter_map(|line| line.trim().split_once(' '))
+        .collect();
+    let last = |name: &str| {
+        instructions
+            .iter()
+            .rev()
+            .find(|(i, _)| i.eq_ignore_ascii_case(name))
+            .map(|(_, rest)| rest.trim())
+    };
+    let exposed: BTreeSet<u16> = instructions
+        .iter()
+        .filter(|(i, _)| i.eq_ignore_ascii_case("EXPOSE"))
+        .flat_map(|(_, ports)| ports.split_whitespace().filter_map(|p| p.parse().ok()))
+        .collect();
+    for node in nodes {
+        let ports = [
+            Some(node.config.listen.port()),
+            node.metrics_listen().map(|m| m.port()),
+        ];
+        for port in ports.into_iter().flatten() {
+            if !exposed.contains(&port) {
+                p.push(format!(
+                    "the Dockerfile does not EXPOSE {port} ({}'s)",
+                    node.name
+                ));
+            }
+        }
+    }
+    if last("USER").is_none_or(|user| user == "root" || user == "0") {
+        p.push("the image runs as root (no USER of its own in the Dockerfile)".into());
+    }
+    if !last("ENTRYPOINT").is_some_and(|e| e.contains("/sagashop\"")) {
+        p.push("the image's ENTRYPOINT is not the sagashop binary".into());
     }
 }
 

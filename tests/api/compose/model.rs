@@ -17,6 +17,8 @@ pub struct Deployment {
     pub prometheus: PrometheusConfig,
     /// deploy/mysql/init.sql.
     pub mysql_init: String,
+    /// The Dockerfile the nodes are built from.
+    pub dockerfile: String,
     /// scripts/cluster.sh's roles by node number (`ROLES=([1]="..." ...)`).
     pub cluster_sh_roles: BTreeMap<u16, String>,
 }
@@ -99,6 +101,7 @@ impl Deployment {
             compose: parse_yaml("docker-compose.yml", &read("docker-compose.yml")),
             prometheus: parse_yaml(PROMETHEUS_CONFIG, &read(PROMETHEUS_CONFIG)),
             mysql_init: read(MYSQL_INIT),
+            dockerfile: read("Dockerfile"),
             cluster_sh_roles: cluster_sh_roles(&read("scripts/cluster.sh")),
             root,
         }
