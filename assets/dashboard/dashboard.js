@@ -349,7 +349,7 @@ async function showSaga(id) {
         ${field("items", d.items.map((i) => `<span class="id">${escape(i.product_id)}</span> × ${i.amount}`).join("<br>"))}
       </dl>
       <table id="detail-steps"><thead><tr><th>#</th><th>step</th><th>status</th><th>time</th></tr></thead><tbody>
-      ${d.steps.map((s, i) => `<tr><td>${i + 1}</td><td>${escape(s.step)}</td><td>${escape(s.status)}</td><td>${new Date(s.timestamp * 1000).toLocaleTimeString()}</td></tr>`).join("")}
+      ${d.steps.map((s, i) => `<tr><td>${i + 1}</td><td>${escape(s.step)}</td><td>${escape(s.status)}</td><td>${new Date(s.timestamp * 1000).toLocaleTimeString([], { hour12: false })}</td></tr>`).join("")}
       </tbody></table>`;
   } catch (e) {
     if (e.message !== "unauthorized") el.innerHTML = `<p class="error">${escape(e.message)}</p>`;

@@ -325,6 +325,9 @@ async fn the_page_follows_a_load_live_and_then_shows_exactly_what_metrics_says()
         &format!("127.0.0.1:{metrics}"),
         "--admin-token",
         TOKEN,
+        // A closed result stream is noticed at its next keep-alive: the gauge settles at once.
+        "--sse-keepalive-seconds",
+        "1",
         "--data-dir",
         dir.path().to_str().unwrap(),
         "--exit-with-pid",

@@ -100,8 +100,10 @@ try {
     const n = await updates();
     await page.waitForFunction((k) => Number(document.body.dataset.updates) > k, n);
     const now = await read();
-    const inFlight = await page.locator("#t-in-flight").textContent();
-    if (previous && JSON.stringify(now) === JSON.stringify(previous) && inFlight.trim() === "0") break;
+    // Settled: no saga in flight, every result stream of the load closed, nothing moving.
+    const idle = (await page.locator("#t-in-flight").textContent()).trim() === "0"
+      && (await page.locator("#t-sse").textContent()).trim() === "0";
+    if (previous && JSON.stringify(now) === JSON.stringify(previous) && idle) break;
     if (Date.now() > settleBy) throw new Error("the page's numbers did not settle after the load");
     previous = now;
   }
