@@ -4,6 +4,7 @@
 //! the real binary: its counters and charts move under load, and once the load has stopped
 //! every number it shows equals what `/metrics` says.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,7 @@ use serde_json::Value;
 
 use crate::loadgen::Running;
 use crate::support::cluster::Cluster;
+use crate::support::scrape::scrape;
 use crate::support::*;
 
 const TOKEN: &str = "dashboard-test-admin-token";
@@ -272,32 +274,6 @@ impl Drop for Page {
     }
 }
 
-/// `/metrics` parsed: (name, sorted labels) → value.
-fn parse_metrics(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
-    let mut series = Vec::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let (head, value) = line.rsplit_once(' ').unwrap();
-        let (name, labels) = match head.split_once('{') {
-            Some((name, rest)) => (name, rest.trim_end_matches('}')),
-            None => (head, ""),
-        };
-        let mut labels: Vec<(String, String)> = labels
-            .split("\",")
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                let (k, v) = p.split_once('=').unwrap();
-                (k.to_owned(), v.trim_matches('"').to_owned())
-            })
-            .collect();
-        labels.sort();
-        series.push((name.to_owned(), labels, value.parse().unwrap()));
-    }
-    series
-}
-
 /// Waits until `url` answers `/healthz`.
 async fn wait_healthy(url: &str) {
     let client = awc::Client::default();
@@ -365,24 +341,15 @@ async fn the_page_follows_a_load_live_and_then_shows_exactly_what_metrics_says()
     let report: Value = serde_json::from_str(load.finish().await.trim()).unwrap();
     page.say("stopped");
     let numbers = page.wait_for("NUMBERS ", Duration::from_secs(120)).await;
-    let scraped = awc::Client::default()
-        .get(format!("http://127.0.0.1:{metrics}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .body()
-        .limit(16 << 20)
-        .await
-        .unwrap();
-    let scraped = parse_metrics(std::str::from_utf8(&scraped).unwrap());
+    let scraped = scrape(&format!("http://127.0.0.1:{metrics}/metrics")).await;
     let mut compared = 0;
     for shown in numbers.as_array().unwrap() {
         let metric = shown["metric"].as_str().unwrap();
         assert!(
-            scraped.iter().any(|(name, _, _)| name == metric),
+            scraped.0.iter().any(|s| s.name == metric),
             "the page shows {metric}, which /metrics does not have"
         );
-        let mut want: Vec<(String, String)> = shown["labels"]
+        let want: BTreeMap<String, String> = shown["labels"]
             .as_str()
             .unwrap()
             .split(',')
@@ -392,12 +359,7 @@ async fn the_page_follows_a_load_live_and_then_shows_exactly_what_metrics_says()
                 (k.to_owned(), v.to_owned())
             })
             .collect();
-        want.sort();
-        let expected: f64 = scraped
-            .iter()
-            .filter(|(name, labels, _)| name == metric && (shown["sum"] == true || *labels == want))
-            .map(|(_, _, v)| v)
-            .sum();
+        let expected = scraped.matching(metric, |labels| shown["sum"] == true || *labels == want);
         let text = shown["text"].as_str().unwrap().replace(',', "");
         let on_page: f64 = text.parse().unwrap_or_else(|_| panic!("{shown}"));
         assert_eq!(on_page, expected, "{shown} against /metrics");
