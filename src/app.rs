@@ -50,6 +50,7 @@ use crate::domain::ids::{IdGenerator, PurchaseId};
 use crate::domain::purchase::Step;
 use crate::http::health::Probe;
 use crate::http::{AppState, HttpSettings, NodeHttp, SseSettings, cors::cors, routes};
+use crate::telemetry::Telemetry;
 
 /// A started application: what HTTP needs, plus the test-only fault switches.
 pub struct Application {
@@ -589,9 +590,18 @@ pub fn http_server(
     Ok(server.listen(listener)?.run())
 }
 
-/// `sagashop serve`: run until SIGINT/SIGTERM.
+/// `sagashop serve`: install logs and trace export, run until SIGINT/SIGTERM, then flush the
+/// spans still buffered.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let app = start(&config).await?;
+    let cluster = &config.cluster;
+    let telemetry = Telemetry::install(&config.telemetry, cluster.node_id, cluster.roles)?;
+    let served = run(&config).await;
+    telemetry.shutdown().await;
+    served
+}
+
+async fn run(config: &Config) -> anyhow::Result<()> {
+    let app = start(config).await?;
     let listener = std::net::TcpListener::bind(config.listen)?;
     tracing::info!(listen = %config.listen, data_dir = %config.databases.data_dir.display(), "sagashop serving");
     http_server(app.state, listener, &app.http)?.await?;

@@ -12,3 +12,4 @@ pub mod domain;
 pub mod http;
 pub mod secrets;
 pub mod sse_client;
+pub mod telemetry;

@@ -9,6 +9,7 @@
 pub mod cluster;
 pub mod mariadb;
 pub mod nodes;
+pub mod otlp;
 
 use std::cell::{Cell, RefCell};
 use std::ops::Deref;
