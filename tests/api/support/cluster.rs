@@ -278,6 +278,7 @@ fn sweep() {
             name,
             // `stop` finds the nodes by their pid files, not by their ports.
             port_base: 0,
+            env: Vec::new(),
         };
         let dropped = left.script(&["stop"]).is_ok()
             && mariadb::drop_databases(&mariadb::server(), mariadb::database_names(&left.name))
