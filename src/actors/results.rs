@@ -286,7 +286,9 @@ mod tests {
         let (_, mut fast) = subscribe(&hub, 1, 16, false).await;
         let (_, mut other) = subscribe(&hub, 2, 16, false).await;
         for id in 1..=3 {
-            hub.send(ResultPublished(result(id, 1), Default::default())).await.unwrap();
+            hub.send(ResultPublished(result(id, 1), Default::default()))
+                .await
+                .unwrap();
         }
         // The slow stream got what fitted, then was cut off (its channel ends).
         assert_eq!(slow.recv().await.unwrap().event_id, 1);
@@ -331,7 +333,9 @@ mod tests {
         let hub = hub(8, 100);
         let (ticket, mut rx) = subscribe(&hub, 1, 1, true).await;
         for id in 1..=5 {
-            hub.send(ResultPublished(result(id, 1), Default::default())).await.unwrap();
+            hub.send(ResultPublished(result(id, 1), Default::default()))
+                .await
+                .unwrap();
         }
         assert!(
             rx.try_recv().is_err(),
@@ -343,7 +347,9 @@ mod tests {
         })
         .await
         .unwrap();
-        hub.send(ResultPublished(result(6, 1), Default::default())).await.unwrap();
+        hub.send(ResultPublished(result(6, 1), Default::default()))
+            .await
+            .unwrap();
         assert_eq!(rx.recv().await.unwrap().event_id, 6);
     }
 }

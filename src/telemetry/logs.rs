@@ -20,7 +20,9 @@ fn filter() -> EnvFilter {
 /// (the export layer, with its own filter) when given.
 pub fn install(format: LogFormat, traces: Option<BoxedLayer>) -> Result<(), TelemetryError> {
     let output = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_filter(filter()).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_filter(filter())
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)

@@ -115,7 +115,10 @@ pub fn context_of(span: &Span) -> TraceContext {
     }
     let mut headers = Headers::default();
     TraceContextPropagator::new().inject_context(&cx, &mut headers);
-    TraceContext::from_headers(headers.traceparent.as_deref(), headers.tracestate.as_deref())
+    TraceContext::from_headers(
+        headers.traceparent.as_deref(),
+        headers.tracestate.as_deref(),
+    )
 }
 
 /// The context of the span the caller is in.

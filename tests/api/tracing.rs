@@ -5,14 +5,13 @@
 //! prints one JSON line per saga outcome.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
 use crate::support::cluster::Cluster;
-use crate::support::otlp::{Receiver, ReceivedSpan, trace_of};
-use crate::support::{Api, DEADLINE, eventually, free_port};
+use crate::support::nodes::Node;
+use crate::support::otlp::{ReceivedSpan, Receiver, trace_of};
+use crate::support::{Api, DEADLINE, eventually};
 
 /// The steps every successful purchase runs, by the name spans give them.
 const STEPS: [&str; 3] = ["UPDATE_PRODUCT_INVENTORY", "CREATE_ORDER", "CREATE_PAYMENT"];
@@ -23,68 +22,6 @@ fn export_env(receiver: &Receiver) -> [(&'static str, String); 2] {
         ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.clone()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
     ]
-}
-
-/// An embedded sagashop binary (killed when dropped).
-struct Node {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Node {
-    /// Starts `sagashop serve` on `dir` with `extra` flags and `env`; waits until healthy.
-    async fn start(dir: &Path, extra: &[&str], env: &[(&str, String)]) -> Node {
-        let port = free_port();
-        let log = dir.join(format!("node-{port}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sagashop"))
-            .arg("serve")
-            .args(["--data-dir", dir.to_str().unwrap()])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--step-timeout-ms", "1000", "--max-backoff-ms", "200"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .env("SAGASHOP_EXIT_WITH_PID", std::process::id().to_string())
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::from(file.try_clone().unwrap()))
-            .stderr(Stdio::from(file))
-            .spawn()
-            .expect("sagashop starts");
-        let node = Node {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        let client = awc::Client::default();
-        let healthy = eventually(DEADLINE, || async {
-            let r = client.get(format!("{}/healthz", node.url)).send().await;
-            r.is_ok_and(|r| r.status().is_success()).then_some(())
-        })
-        .await;
-        assert!(healthy.is_some(), "not healthy; its log:\n{}", node.log());
-        node
-    }
-
-    fn api(&self) -> Api {
-        Api::over(vec![self.url.clone()])
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL, as a crash would.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 fn named<'a>(spans: &[&'a ReceivedSpan], name: &str) -> Vec<&'a ReceivedSpan> {
@@ -120,7 +57,9 @@ fn missing(spans: &[ReceivedSpan], purchase_id: u64, deliveries: usize) -> Vec<S
         .map(|s| s.name.as_str())
         .collect();
     if roots != ["POST /api/purchase"] {
-        missing.push(format!("one root, the POST request span (roots: {roots:?})"));
+        missing.push(format!(
+            "one root, the POST request span (roots: {roots:?})"
+        ));
     }
     for s in &trace {
         if !s.parent_span_id.is_empty() && !ids.contains(s.parent_span_id.as_str()) {
@@ -128,7 +67,10 @@ fn missing(spans: &[ReceivedSpan], purchase_id: u64, deliveries: usize) -> Vec<S
         }
     }
     let transitions = named(&trace, "saga.transition");
-    if !transitions.iter().any(|s| s.attr("to") == Some("SUCCEEDED")) {
+    if !transitions
+        .iter()
+        .any(|s| s.attr("to") == Some("SUCCEEDED"))
+    {
         missing.push("the transition to SUCCEEDED".into());
     }
     for step in STEPS {
@@ -145,7 +87,9 @@ fn missing(spans: &[ReceivedSpan], purchase_id: u64, deliveries: usize) -> Vec<S
         let linked = spans.iter().any(|s| {
             s.name == "db.commit"
                 && s.attr("database") == Some(database)
-                && s.links.iter().any(|(t, span)| *t == trace_id && ids.contains(span.as_str()))
+                && s.links
+                    .iter()
+                    .any(|(t, span)| *t == trace_id && ids.contains(span.as_str()))
         });
         if !linked {
             missing.push(format!("a db.commit of {database} linked to the trace"));
@@ -153,13 +97,19 @@ fn missing(spans: &[ReceivedSpan], purchase_id: u64, deliveries: usize) -> Vec<S
     }
     let delivered = named(&trace, "sse.deliver").len();
     if delivered < deliveries {
-        missing.push(format!("{deliveries} sse.deliver spans (found {delivered})"));
+        missing.push(format!(
+            "{deliveries} sse.deliver spans (found {delivered})"
+        ));
     }
     missing
 }
 
 /// Waits until the purchase's trace is complete (see [`missing`]); answers its spans.
-async fn complete_trace(receiver: &Receiver, purchase_id: u64, deliveries: usize) -> Vec<ReceivedSpan> {
+async fn complete_trace(
+    receiver: &Receiver,
+    purchase_id: u64,
+    deliveries: usize,
+) -> Vec<ReceivedSpan> {
     let done = eventually(DEADLINE, || {
         let spans = receiver.spans();
         let complete = missing(&spans, purchase_id, deliveries).is_empty();
@@ -169,7 +119,12 @@ async fn complete_trace(receiver: &Receiver, purchase_id: u64, deliveries: usize
     done.unwrap_or_else(|| {
         let spans = receiver.spans();
         let trace: Vec<String> = trace_id_of(&spans, purchase_id)
-            .map(|t| trace_of(&spans, &t).iter().map(|s| format!("{s:?}")).collect())
+            .map(|t| {
+                trace_of(&spans, &t)
+                    .iter()
+                    .map(|s| format!("{s:?}"))
+                    .collect()
+            })
             .unwrap_or_default();
         panic!(
             "the trace of purchase {purchase_id} lacks {:?}; its spans:\n{}",
@@ -183,8 +138,8 @@ async fn complete_trace(receiver: &Receiver, purchase_id: u64, deliveries: usize
 async fn one_purchase_on_an_embedded_node_is_one_trace() {
     let receiver = Receiver::start();
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), &[], &export_env(&receiver)).await;
-    let api = node.api();
+    let node = Node::embedded(dir.path(), &[], &export_env(&receiver)).await;
+    let api = Api::over(vec![node.url.clone()]);
     let c = api.sign_up().await;
     let product = api.create_product("traced", 10, 5).await;
     let _stream = api.subscribe(&c.access, None).await;
@@ -201,8 +156,8 @@ async fn a_saga_resumed_after_a_crash_continues_its_trace() {
     let receiver = Receiver::start();
     let dir = tempfile::tempdir().unwrap();
     let env = export_env(&receiver);
-    let mut first = Node::start(dir.path(), &["--hold-payments"], &env).await;
-    let api = first.api();
+    let mut first = Node::embedded(dir.path(), &["--hold-payments"], &env).await;
+    let api = Api::over(vec![first.url.clone()]);
     let c = api.sign_up().await;
     let product = api.create_product("resumed", 10, 5).await;
     let id = api.purchase_ok(&c.access, &[(product, 1)]).await;
@@ -221,21 +176,31 @@ async fn a_saga_resumed_after_a_crash_continues_its_trace() {
         .await;
     first.kill();
 
-    let second = Node::start(dir.path(), &[], &env).await;
-    let view = second.api().wait_finished(&c.access, id).await;
+    let second = Node::embedded(dir.path(), &[], &env).await;
+    let view = Api::over(vec![second.url.clone()])
+        .wait_finished(&c.access, id)
+        .await;
     assert_eq!(view["status"], "SUCCEEDED");
     let after = receiver
         .wait_for("the resumed saga's payment and success", |spans| {
             let handled = spans.iter().find(|s| {
-                s.name == "step.handle" && of_purchase(s, id) && s.attr("step") == Some("CREATE_PAYMENT")
+                s.name == "step.handle"
+                    && of_purchase(s, id)
+                    && s.attr("step") == Some("CREATE_PAYMENT")
             })?;
             let succeeded = spans.iter().find(|s| {
-                s.name == "saga.transition" && of_purchase(s, id) && s.attr("to") == Some("SUCCEEDED")
+                s.name == "saga.transition"
+                    && of_purchase(s, id)
+                    && s.attr("to") == Some("SUCCEEDED")
             })?;
             Some((handled.trace_id.clone(), succeeded.trace_id.clone()))
         })
         .await;
-    assert_eq!(after, (before.clone(), before), "the resumed saga left its trace");
+    assert_eq!(
+        after,
+        (before.clone(), before),
+        "the resumed saga left its trace"
+    );
 }
 
 #[actix_rt::test]
@@ -258,31 +223,49 @@ async fn one_purchase_in_the_cluster_is_one_trace_across_its_nodes() {
     let spans = complete_trace(&receiver, id, 6).await;
     let trace = trace_of(&spans, &trace_id_of(&spans, id).unwrap());
     let node_of = |name: &str| -> HashSet<i64> {
-        named(&trace, name).iter().filter_map(|s| s.node_id).collect()
+        named(&trace, name)
+            .iter()
+            .filter_map(|s| s.node_id)
+            .collect()
     };
     assert_eq!(node_of("POST /api/purchase"), HashSet::from([2]));
     assert_eq!(node_of("saga.accept"), HashSet::from([1]));
     assert_eq!(node_of("sse.deliver"), HashSet::from([2]));
     let handled: HashSet<i64> = node_of("step.handle");
-    assert!(handled.contains(&1), "the inventory step runs on node 1: {handled:?}");
+    assert!(
+        handled.contains(&1),
+        "the inventory step runs on node 1: {handled:?}"
+    );
     assert!(
         handled.iter().any(|n| *n == 2 || *n == 3),
         "order and payment run on node 2 or 3: {handled:?}"
     );
     // Across NATS: each command handled elsewhere is a child of the request that crossed.
-    for handle in named(&trace, "step.handle").iter().filter(|s| s.node_id != Some(1)) {
-        let parent = trace.iter().find(|s| s.span_id == handle.parent_span_id).unwrap();
+    for handle in named(&trace, "step.handle")
+        .iter()
+        .filter(|s| s.node_id != Some(1))
+    {
+        let parent = trace
+            .iter()
+            .find(|s| s.span_id == handle.parent_span_id)
+            .unwrap();
         assert_eq!(parent.name, "bus.serve", "{handle:?}");
-        let request = trace.iter().find(|s| s.span_id == parent.parent_span_id).unwrap();
-        assert_eq!((request.name.as_str(), request.node_id), ("bus.request", Some(1)));
+        let request = trace
+            .iter()
+            .find(|s| s.span_id == parent.parent_span_id)
+            .unwrap();
+        assert_eq!(
+            (request.name.as_str(), request.node_id),
+            ("bus.request", Some(1))
+        );
     }
 }
 
 #[actix_rt::test]
 async fn json_logs_have_one_line_per_saga_outcome() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), &["--log-format", "json"], &[]).await;
-    let api = node.api();
+    let node = Node::embedded(dir.path(), &["--log-format", "json"], &[]).await;
+    let api = Api::over(vec![node.url.clone()]);
     let c = api.sign_up().await;
     let product = api.create_product("logged", 10, 5).await;
     let ok = api.purchase_ok(&c.access, &[(product, 1)]).await;
@@ -294,7 +277,9 @@ async fn json_logs_have_one_line_per_saga_outcome() {
             .log()
             .lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .filter(|v| v["message"] == "saga outcome" && v["purchase_id"] == id.to_string())
+            .filter(|v| {
+                v["message"] == "saga outcome" && v["purchase_id"].as_str() == Some(&id.to_string())
+            })
             .collect();
         lines
     };
@@ -309,6 +294,9 @@ async fn json_logs_have_one_line_per_saga_outcome() {
     assert_eq!(refused_line["outcome"], "rolled_back", "{refused_line}");
     for line in [ok_line, refused_line] {
         assert_eq!(line["level"], "INFO", "{line}");
-        assert!(line["duration_ms"].as_i64().is_some_and(|ms| ms >= 0), "{line}");
+        assert!(
+            line["duration_ms"].as_i64().is_some_and(|ms| ms >= 0),
+            "{line}"
+        );
     }
 }

@@ -69,11 +69,7 @@ impl TraceService for Collector {
                     .find(|kv| kv.key == "sagashop.node_id")
                     .and_then(|kv| text(kv).parse().ok())
             });
-            for span in resource_spans
-                .scope_spans
-                .into_iter()
-                .flat_map(|s| s.spans)
-            {
+            for span in resource_spans.scope_spans.into_iter().flat_map(|s| s.spans) {
                 received.push(ReceivedSpan {
                     trace_id: hex(&span.trace_id),
                     span_id: hex(&span.span_id),
