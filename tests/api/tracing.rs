@@ -152,6 +152,32 @@ async fn one_purchase_on_an_embedded_node_is_one_trace() {
 }
 
 #[actix_rt::test]
+async fn spans_still_buffered_are_sent_on_sigterm() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    // A batch would wait a minute: only the flush on shutdown sends these spans in time.
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.clone()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "60000".to_owned()),
+    ];
+    let mut node = Node::embedded(dir.path(), &[], &env).await;
+    let api = Api::over(vec![node.url.clone()]);
+    let c = api.sign_up().await;
+    let product = api.create_product("flushed", 10, 5).await;
+    let _stream = api.subscribe(&c.access, None).await;
+    let id = api.purchase_ok(&c.access, &[(product, 1)]).await;
+    api.wait_finished(&c.access, id).await;
+    assert!(
+        trace_id_of(&receiver.spans(), id).is_none(),
+        "exported before the flush"
+    );
+    node.signal("TERM");
+    assert!(node.exited().await.success(), "{}", node.log());
+    let spans = receiver.spans();
+    assert_eq!(missing(&spans, id, 6), Vec::<String>::new());
+}
+
+#[actix_rt::test]
 async fn a_saga_resumed_after_a_crash_continues_its_trace() {
     let receiver = Receiver::start();
     let dir = tempfile::tempdir().unwrap();

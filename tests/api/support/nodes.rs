@@ -152,12 +152,7 @@ impl NodeSpec<'_> {
     /// Runs a node expected to refuse to start: its exit status and its log.
     pub async fn refused(&self) -> (std::process::ExitStatus, String) {
         let mut node = self.spawn();
-        let status = eventually(DEADLINE, || {
-            let exited = node.child.try_wait().unwrap();
-            async move { exited }
-        })
-        .await
-        .expect("the node exits on its own");
+        let status = node.exited().await;
         (status, std::fs::read_to_string(&node.log).unwrap())
     }
 }
@@ -213,6 +208,16 @@ impl Node {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Waits until the process has exited on its own; its exit status.
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
+        eventually(DEADLINE, || {
+            let exited = self.child.try_wait().unwrap();
+            async move { exited }
+        })
+        .await
+        .expect("the node exits on its own")
     }
 
     /// Sends a signal by name (`USR1` releases `--hold-payments`), with kill(1): the crate
