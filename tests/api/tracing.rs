@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::support::cluster::Cluster;
 use crate::support::nodes::Node;
 use crate::support::otlp::{ReceivedSpan, Receiver, trace_of};
-use crate::support::{Api, DEADLINE, eventually};
+use crate::support::{Api, DEADLINE, SseStream, eventually};
 
 /// The steps every successful purchase runs, by the name spans give them.
 const STEPS: [&str; 3] = ["UPDATE_PRODUCT_INVENTORY", "CREATE_ORDER", "CREATE_PAYMENT"];
@@ -134,17 +134,27 @@ async fn complete_trace(
     })
 }
 
+/// A new customer buys one item on `node` with their result stream open (its six results
+/// are each written to it); answers the purchase's id once it has succeeded, and the stream.
+async fn buy_one_watched(node: &Node) -> (u64, SseStream) {
+    let api = Api::over(vec![node.url.clone()]);
+    let c = api.sign_up().await;
+    let product = api.create_product("traced", 10, 5).await;
+    let stream = api.subscribe(&c.access, None).await;
+    let id = api.purchase_ok(&c.access, &[(product, 1)]).await;
+    assert_eq!(
+        api.wait_finished(&c.access, id).await["status"],
+        "SUCCEEDED"
+    );
+    (id, stream)
+}
+
 #[actix_rt::test]
 async fn one_purchase_on_an_embedded_node_is_one_trace() {
     let receiver = Receiver::start();
     let dir = tempfile::tempdir().unwrap();
     let node = Node::embedded(dir.path(), &[], &export_env(&receiver)).await;
-    let api = Api::over(vec![node.url.clone()]);
-    let c = api.sign_up().await;
-    let product = api.create_product("traced", 10, 5).await;
-    let _stream = api.subscribe(&c.access, None).await;
-    let id = api.purchase_ok(&c.access, &[(product, 1)]).await;
-    api.wait_finished(&c.access, id).await;
+    let (id, _stream) = buy_one_watched(&node).await;
     // Six results (each step's EXECUTE and SUCCESS), each written to the open stream.
     let spans = complete_trace(&receiver, id, 6).await;
     let trace = trace_of(&spans, &trace_id_of(&spans, id).unwrap());
@@ -161,12 +171,7 @@ async fn spans_still_buffered_are_sent_on_sigterm() {
         ("OTEL_BSP_SCHEDULE_DELAY", "60000".to_owned()),
     ];
     let mut node = Node::embedded(dir.path(), &[], &env).await;
-    let api = Api::over(vec![node.url.clone()]);
-    let c = api.sign_up().await;
-    let product = api.create_product("flushed", 10, 5).await;
-    let _stream = api.subscribe(&c.access, None).await;
-    let id = api.purchase_ok(&c.access, &[(product, 1)]).await;
-    api.wait_finished(&c.access, id).await;
+    let (id, _stream) = buy_one_watched(&node).await;
     assert!(
         trace_id_of(&receiver.spans(), id).is_none(),
         "exported before the flush"
