@@ -418,4 +418,17 @@ mod tests {
         assert_eq!(token_url.to_string(), "nats://***@nats:4222");
         assert!(shown.contains("mysql://shop:***@db:3306/order"), "{shown}");
     }
+
+    #[test]
+    fn jaeger_url_is_the_otlp_endpoint_when_that_is_unset() {
+        let mut t = Config::embedded("/srv").telemetry;
+        (t.otlp_endpoint, t.jaeger_url) = (None, None);
+        assert_eq!(t.otlp_endpoint(), None);
+        t.jaeger_url = Some("http://jaeger:4317".into());
+        assert_eq!(t.otlp_endpoint(), Some("http://jaeger:4317"));
+        t.otlp_endpoint = Some(" ".into());
+        assert_eq!(t.otlp_endpoint(), Some("http://jaeger:4317"));
+        t.otlp_endpoint = Some("http://collector:4317".into());
+        assert_eq!(t.otlp_endpoint(), Some("http://collector:4317"));
+    }
 }
