@@ -51,7 +51,8 @@
 #                                      mysql://user[:password]@host[:port]
 #   SAGASHOP_EXIT_WITH_PID (unset)     passed to every node as --exit-with-pid: the nodes exit
 #                                      when that process is gone (a test run's nodes die with it)
-#   RUST_LOG and every other SAGASHOP_* setting reach the nodes unchanged.
+#   RUST_LOG, every other SAGASHOP_* setting and the OTEL_* / JAEGER_URL trace export settings
+#   reach the nodes unchanged.
 set -euo pipefail
 
 log() { printf '[cluster] %s\n' "$*"; }

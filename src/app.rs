@@ -51,6 +51,7 @@ use crate::domain::purchase::Step;
 use crate::http::dashboard::{self, Dashboard};
 use crate::http::health::Probe;
 use crate::http::{AppState, HttpSettings, NodeHttp, SseSettings, cors::cors, routes};
+use crate::telemetry::Telemetry;
 use crate::telemetry::metrics::{Metrics, NodeLabels};
 use crate::telemetry::metrics_server::metrics_server;
 
@@ -654,9 +655,18 @@ pub fn http_server(
     Ok(server.listen(listener)?.run())
 }
 
-/// `sagashop serve`: run until SIGINT/SIGTERM.
+/// `sagashop serve`: install logs and trace export, run until SIGINT/SIGTERM, then flush the
+/// spans still buffered.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let app = start(&config).await?;
+    let cluster = &config.cluster;
+    let telemetry = Telemetry::install(&config.telemetry, cluster.node_id, cluster.roles)?;
+    let served = run(&config).await;
+    telemetry.shutdown().await;
+    served
+}
+
+async fn run(config: &Config) -> anyhow::Result<()> {
+    let app = start(config).await?;
     let listener = std::net::TcpListener::bind(config.listen)?;
     let metrics = match config.metrics_listen.0 {
         Some(addr) => {

@@ -43,6 +43,50 @@ impl ServiceDb {
     }
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, the event's fields at the top level (for log shippers).
+    Json,
+}
+
+/// Logs and traces: what `serve` writes and where it sends spans.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Logs and traces")]
+pub struct TelemetryOptions {
+    /// Log line format; `RUST_LOG` filters either (default `info`).
+    #[arg(long, env = "SAGASHOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// OTLP/gRPC endpoint to export traces to, e.g. `http://127.0.0.1:4317` (Jaeger >= 1.35
+    /// takes OTLP there); unset: no export. Batching follows the `OTEL_BSP_*` variables.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// The original's Jaeger setting, kept as an alias: used as the OTLP endpoint when
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is unset (point it at Jaeger's OTLP port, 4317).
+    #[arg(long, env = "JAEGER_URL")]
+    pub jaeger_url: Option<String>,
+
+    /// The service name on exported spans.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "sagashop")]
+    pub otel_service_name: String,
+}
+
+impl TelemetryOptions {
+    /// Where spans go: the OTLP endpoint, else `JAEGER_URL`; `None` (no export) when neither
+    /// is set to something.
+    pub fn otlp_endpoint(&self) -> Option<&str> {
+        [&self.otlp_endpoint, &self.jaeger_url]
+            .into_iter()
+            .flatten()
+            .map(|url| url.trim())
+            .find(|url| !url.is_empty())
+    }
+}
+
 /// Where the service databases live: what both `serve` and `migrate` need.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Databases")]
@@ -250,6 +294,10 @@ pub struct Config {
     /// How this node joins a cluster (its own help heading).
     #[command(flatten)]
     pub cluster: ClusterOptions,
+
+    /// Log output and trace export (their own help heading).
+    #[command(flatten)]
+    pub telemetry: TelemetryOptions,
 
     /// Where the service databases live (listed last: they carry their own help heading).
     #[command(flatten)]
@@ -472,5 +520,18 @@ mod tests {
         let token_url = crate::secrets::DatabaseUrl::new("nats://tok-s3cret@nats:4222");
         assert_eq!(token_url.to_string(), "nats://***@nats:4222");
         assert!(shown.contains("mysql://shop:***@db:3306/order"), "{shown}");
+    }
+
+    #[test]
+    fn jaeger_url_is_the_otlp_endpoint_when_that_is_unset() {
+        let mut t = Config::embedded("/srv").telemetry;
+        (t.otlp_endpoint, t.jaeger_url) = (None, None);
+        assert_eq!(t.otlp_endpoint(), None);
+        t.jaeger_url = Some("http://jaeger:4317".into());
+        assert_eq!(t.otlp_endpoint(), Some("http://jaeger:4317"));
+        t.otlp_endpoint = Some(" ".into());
+        assert_eq!(t.otlp_endpoint(), Some("http://jaeger:4317"));
+        t.otlp_endpoint = Some("http://collector:4317".into());
+        assert_eq!(t.otlp_endpoint(), Some("http://collector:4317"));
     }
 }

@@ -8,7 +8,7 @@ mod loadgen;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sagashop::config::{Config, DatabaseOptions, HealthcheckOptions};
-use tracing_subscriber::EnvFilter;
+use sagashop::telemetry::logs;
 
 /// Orchestrated purchase sagas on actix.
 ///
@@ -104,12 +104,11 @@ fn release_large_allocations() {}
 
 fn main() -> anyhow::Result<()> {
     release_large_allocations();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
     let command = Cli::parse().into_command();
+    // `serve` installs its logs itself (format and trace export are among its settings).
+    if !matches!(command, Command::Serve(_)) {
+        logs::install_text();
+    }
     actix_rt::System::new().block_on(async move {
         match command {
             Command::Serve(config) => sagashop::app::serve(*config).await,

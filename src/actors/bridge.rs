@@ -23,6 +23,7 @@ use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tracing::{Instrument, Span};
 
 use super::messages::ResultPublished;
 use super::results::{DropStreams, ResultHub};
@@ -32,7 +33,9 @@ use crate::cluster::roles::Role;
 use crate::cluster::wire::{self, BridgeError, Remote, Reply};
 use crate::domain::partition;
 use crate::domain::purchase::PurchaseResult;
+use crate::domain::trace::TraceContext;
 use crate::telemetry::metrics::{Metrics, SubjectCounters};
+use crate::telemetry::traces::{self, TARGET};
 
 /// The message kind every replica answers, to show it is there (readiness).
 const PING: &str = "ping";
@@ -91,13 +94,26 @@ where
             .inc();
         let (bus, role, timeout) = (self.bus.clone(), self.role, self.timeout);
         let clock = self.clock.clone();
-        Box::pin(async move {
-            let sent = wire::encode_request(&msg, clock.now_ms());
-            request(&bus, subject, role, sent, timeout)
-                .await
-                .and_then(|bytes| wire::decode_answer::<M::Result>(&bytes))
-                .unwrap_or_else(M::Result::failed)
-        })
+        // A message of a saga's trace crosses in a span of that trace, whose context the
+        // headers carry to the serving node.
+        let trace = msg.trace();
+        let span = if trace.is_some() {
+            tracing::trace_span!(target: TARGET, "bus.request", role = role.name(), kind = M::KIND)
+        } else {
+            Span::none()
+        };
+        traces::follow(&span, &trace);
+        let headers = wire::trace_headers(&traces::context_of(&span));
+        Box::pin(
+            async move {
+                let sent = wire::encode_request(&msg, clock.now_ms());
+                request(&bus, subject, role, sent, headers, timeout)
+                    .await
+                    .and_then(|bytes| wire::decode_answer::<M::Result>(&bytes))
+                    .unwrap_or_else(M::Result::failed)
+            }
+            .instrument(span),
+        )
     }
 }
 
@@ -107,11 +123,15 @@ async fn request(
     subject: String,
     role: Role,
     payload: Vec<u8>,
+    headers: Option<async_nats::HeaderMap>,
     timeout: Duration,
 ) -> Result<Bytes, BridgeError> {
-    let request = async_nats::Request::new()
+    let mut request = async_nats::Request::new()
         .payload(payload.into())
         .timeout(Some(timeout));
+    if let Some(headers) = headers {
+        request = request.headers(headers);
+    }
     match bus.client.send_request(subject, request).await {
         Ok(reply) => Ok(reply.payload),
         Err(e) => Err(match e.kind() {
@@ -125,12 +145,14 @@ async fn request(
 /// Whether at least one replica of `role` answers now.
 pub async fn ping(bus: &Bus, role: Role, timeout: Duration) -> Result<(), BridgeError> {
     let subject = bus.command_subject(role, PING);
-    let bytes = request(bus, subject, role, wire::encode(&()), timeout).await?;
+    let bytes = request(bus, subject, role, wire::encode(&()), None, timeout).await?;
     wire::decode_answer::<()>(&bytes)
 }
 
-/// Answers one request; unreadable ones are counted on the counter it is given.
-type Serve = Rc<dyn Fn(Bytes, prometheus::IntCounter) -> LocalBoxFuture<'static, Vec<u8>>>;
+/// Answers one request (with the trace context its headers carry); unreadable ones are
+/// counted on the counter it is given.
+type Serve =
+    Rc<dyn Fn(Bytes, TraceContext, prometheus::IntCounter) -> LocalBoxFuture<'static, Vec<u8>>>;
 
 /// What one replica of a role answers: a local actor per message kind.
 pub struct Served {
@@ -156,13 +178,21 @@ impl Served {
     {
         let clock = self.clock.clone();
         let serve = move |bytes: Bytes,
+                          trace: TraceContext,
                           poisoned: prometheus::IntCounter|
               -> LocalBoxFuture<'static, Vec<u8>> {
             let (to, now) = (to.clone(), clock.now_ms());
             Box::pin(async move {
                 match wire::decode_request::<M>(&bytes, now) {
-                    Ok(msg) => {
-                        let reply = to.send(msg).await.unwrap_or_else(|e| {
+                    Ok(mut msg) => {
+                        let span = if trace.is_some() {
+                            tracing::trace_span!(target: TARGET, "bus.serve", kind = M::KIND)
+                        } else {
+                            Span::none()
+                        };
+                        traces::follow(&span, &trace);
+                        msg.set_trace(traces::context_of(&span));
+                        let reply = to.send(msg).instrument(span).await.unwrap_or_else(|e| {
                             M::Result::failed(BridgeError::Bus(format!("local actor: {e}")))
                         });
                         wire::encode_answer(Ok(&reply))
@@ -220,7 +250,10 @@ pub async fn serve_role(
             let kind = kind.to_owned();
             actix_rt::spawn(async move {
                 let answer = match handler {
-                    Some(serve) => serve(request.payload, poisoned).await,
+                    Some(serve) => {
+                        let trace = wire::trace_of(request.headers.as_ref());
+                        serve(request.payload, trace, poisoned).await
+                    }
                     None if kind == PING => wire::encode_answer(Ok(&())),
                     None => {
                         tracing::error!(%kind, "request of a kind this role does not serve");
@@ -249,7 +282,7 @@ enum Bulletin {
 /// Publishes every result committed on this node (the orchestrator) to the results
 /// subjects, in commit order, and a reset notice after each reconnection.
 pub struct ResultRelay {
-    outbox: mpsc::UnboundedSender<(String, Bulletin)>,
+    outbox: mpsc::UnboundedSender<(String, Bulletin, TraceContext)>,
     bus: Bus,
     partitions: u32,
 }
@@ -257,16 +290,19 @@ pub struct ResultRelay {
 impl ResultRelay {
     /// Relay over `bus`, numbering partitions as the saga store does.
     pub fn new(bus: Bus, partitions: u32, metrics: &Metrics) -> Self {
-        let (outbox, mut queued) = mpsc::unbounded_channel::<(String, Bulletin)>();
+        let (outbox, mut queued) = mpsc::unbounded_channel::<(String, Bulletin, TraceContext)>();
         let client = bus.client.clone();
         let results = metrics.subject(&bus.all_results()).outbound;
         let resets = metrics.subject(&bus.reset_subject()).outbound;
         // One task publishes in order: results of one customer must not overtake each other.
+        // A result's trace (the transition that wrote it) rides in the headers.
         actix_rt::spawn(async move {
-            while let Some((subject, bulletin)) = queued.recv().await {
-                let _ = client
-                    .publish(subject, wire::encode(&bulletin).into())
-                    .await;
+            while let Some((subject, bulletin, trace)) = queued.recv().await {
+                let payload = wire::encode(&bulletin).into();
+                let _ = match wire::trace_headers(&trace) {
+                    Some(headers) => client.publish_with_headers(subject, headers, payload).await,
+                    None => client.publish(subject, payload).await,
+                };
                 match bulletin {
                     Bulletin::Result { .. } => results.inc(),
                     Bulletin::Reset { .. } => resets.inc(),
@@ -295,6 +331,7 @@ impl Actor for ResultRelay {
             Bulletin::Reset {
                 origin: self.bus.node_id,
             },
+            TraceContext::NONE,
         );
         let _ = self.outbox.send(reset.clone());
         let (mut state, outbox) = (self.bus.state(), self.outbox.clone());
@@ -313,14 +350,14 @@ impl Handler<ResultPublished> for ResultRelay {
     type Result = ();
 
     fn handle(&mut self, msg: ResultPublished, _: &mut Context<Self>) {
-        let result = msg.0;
+        let ResultPublished(result, trace) = msg;
         let partition = partition::of_customer(result.customer_id, self.partitions);
         let subject = self.bus.results_subject(partition.0);
         let bulletin = Bulletin::Result {
             origin: self.bus.node_id,
             result,
         };
-        let _ = self.outbox.send((subject, bulletin));
+        let _ = self.outbox.send((subject, bulletin, trace));
     }
 }
 
@@ -353,7 +390,8 @@ pub async fn forward_results(
             match wire::decode::<Bulletin>(&msg.payload) {
                 Ok(Bulletin::Result { origin, .. }) if skip_own && origin == own => {}
                 Ok(Bulletin::Result { result, .. }) => {
-                    hub.do_send(ResultPublished(result));
+                    let trace = wire::trace_of(msg.headers.as_ref());
+                    hub.do_send(ResultPublished(result, trace));
                 }
                 Ok(Bulletin::Reset { origin }) => {
                     if !(skip_own && origin == own) {

@@ -154,9 +154,14 @@ impl From<crate::db::DbError> for StepError {
 pub struct AcceptPurchase {
     pub purchase: Purchase,
     pub deadline_ms: i64,
+    /// The request that made the purchase: its saga's trace continues it. Across nodes it
+    /// travels in the message headers, not the body.
+    #[serde(skip)]
+    pub trace: crate::domain::trace::TraceContext,
 }
 
-/// A committed step result, broadcast to SSE streams through actix-broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+/// A committed step result, broadcast to SSE streams through actix-broker, with the trace of
+/// the saga transition that wrote it (its delivery to a stream is a span of that trace).
+#[derive(Debug, Clone, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
-pub struct ResultPublished(pub PurchaseResult);
+pub struct ResultPublished(pub PurchaseResult, pub crate::domain::trace::TraceContext);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use futures_util::FutureExt;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use super::faults::Faults;
 use super::messages::{StepCommand, StepError};
@@ -17,6 +18,7 @@ use crate::clock::Clock;
 use crate::db::ledger::StepRepository;
 use crate::domain::purchase::{Step, StepOutcome};
 use crate::telemetry::metrics::{Metrics, QueuedActor};
+use crate::telemetry::traces::{self, TARGET};
 
 /// A batch's answers, one per command, in order.
 pub type StepResults = Vec<Result<StepOutcome, StepError>>;
@@ -94,7 +96,13 @@ impl<R: StepRepository> Participant<R> {
         let count = commands.len();
         self.batches.observe(count as f64);
         let (repo, faults) = (self.repo.clone(), self.faults.clone());
-        let run = async move { run_batch(&faults, &repo, commands).await };
+        // One span per transaction, linked to (not a child of) each command it carries.
+        let span = tracing::trace_span!(target: TARGET, "db.commit",
+            database = self.step.as_str(), commands = count);
+        for command in &commands {
+            traces::link(&span, &command.trace);
+        }
+        let run = async move { run_batch(&faults, &repo, commands).await }.instrument(span);
         let run = AssertUnwindSafe(run).catch_unwind();
         ctx.spawn(run.into_actor(self).map(move |ran, act, ctx| {
             // A panic fails this batch like an infrastructure error (the sagas retry) instead
@@ -125,7 +133,12 @@ impl<R: StepRepository> Actor for Participant<R> {
 impl<R: StepRepository> Handler<StepCommand> for Participant<R> {
     type Result = ResponseFuture<Result<StepOutcome, StepError>>;
 
-    fn handle(&mut self, cmd: StepCommand, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, mut cmd: StepCommand, ctx: &mut Context<Self>) -> Self::Result {
+        let span = tracing::trace_span!(target: TARGET, "step.handle",
+            purchase_id = %cmd.purchase.purchase_id, step = self.step.as_str(),
+            kind = cmd.call.kind());
+        traces::follow(&span, &cmd.trace);
+        cmd.trace = traces::context_of(&span);
         #[cfg(feature = "faults")]
         if self.faults.hold_command(self.step) {
             tracing::info!(purchase_id = %cmd.purchase.purchase_id, step = %self.step.as_str(), "command held by a fault switch");
@@ -134,11 +147,14 @@ impl<R: StepRepository> Handler<StepCommand> for Participant<R> {
         self.queue.push(cmd, reply);
         self.depth.set(self.queue.len() as i64);
         self.maybe_flush(ctx);
-        Box::pin(async move {
-            answer
-                .await
-                .unwrap_or_else(|_| Err(StepError("participant stopped".into())))
-        })
+        Box::pin(
+            async move {
+                answer
+                    .await
+                    .unwrap_or_else(|_| Err(StepError("participant stopped".into())))
+            }
+            .instrument(span),
+        )
     }
 }
 

@@ -120,6 +120,7 @@ mod tests {
             }),
             call,
             deadline_ms,
+            trace: Default::default(),
         }
     }
 

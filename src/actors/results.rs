@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use super::messages::ResultPublished;
 use crate::domain::ids::CustomerId;
 use crate::domain::purchase::PurchaseResult;
+use crate::telemetry::traces::{self, TARGET};
 
 /// How often closed streams are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
@@ -214,10 +215,16 @@ impl Handler<ResultPublished> for ResultHub {
     type Result = ();
 
     fn handle(&mut self, msg: ResultPublished, _: &mut Context<Self>) {
-        let result = msg.0;
+        let ResultPublished(result, trace) = msg;
         let Some(streams) = self.streams.get_mut(&result.customer_id) else {
             return;
         };
+        // Writing the result to the customer's streams is part of its saga's trace.
+        let span = tracing::trace_span!(target: TARGET, "sse.deliver",
+            purchase_id = %result.purchase_id, event_id = result.event_id,
+            streams = streams.len());
+        traces::follow(&span, &trace);
+        let _delivering = span.enter();
         let before = streams.len();
         streams.retain(|s| s.paused || s.sink.try_send(result).is_ok());
         self.total -= before - streams.len();
@@ -279,7 +286,9 @@ mod tests {
         let (_, mut fast) = subscribe(&hub, 1, 16, false).await;
         let (_, mut other) = subscribe(&hub, 2, 16, false).await;
         for id in 1..=3 {
-            hub.send(ResultPublished(result(id, 1))).await.unwrap();
+            hub.send(ResultPublished(result(id, 1), Default::default()))
+                .await
+                .unwrap();
         }
         // The slow stream got what fitted, then was cut off (its channel ends).
         assert_eq!(slow.recv().await.unwrap().event_id, 1);
@@ -324,7 +333,9 @@ mod tests {
         let hub = hub(8, 100);
         let (ticket, mut rx) = subscribe(&hub, 1, 1, true).await;
         for id in 1..=5 {
-            hub.send(ResultPublished(result(id, 1))).await.unwrap();
+            hub.send(ResultPublished(result(id, 1), Default::default()))
+                .await
+                .unwrap();
         }
         assert!(
             rx.try_recv().is_err(),
@@ -336,7 +347,9 @@ mod tests {
         })
         .await
         .unwrap();
-        hub.send(ResultPublished(result(6, 1))).await.unwrap();
+        hub.send(ResultPublished(result(6, 1), Default::default()))
+            .await
+            .unwrap();
         assert_eq!(rx.recv().await.unwrap().event_id, 6);
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use tracing::{Instrument, Span};
 
 use super::faults::Faults;
 use super::router::{DispatchError, ServiceRouter};
@@ -13,13 +14,14 @@ use super::store::SagaStore;
 use crate::clock::Clock;
 use crate::db::DbError;
 use crate::db::sagas::{SagaWrite, WriteOutcome};
-use crate::domain::ids::PurchaseId;
+use crate::domain::ids::{PurchaseId, issued_at_ms};
 use crate::domain::partition::PartitionId;
 use crate::domain::purchase::Purchase;
 use crate::domain::saga::{
     Call, CallResult, Effect, RetryPolicy, Saga, SagaEvent, SagaState, Transition, next,
 };
 use crate::telemetry::metrics::{AliveSaga, CallOutcome, Metrics, SagaOutcome};
+use crate::telemetry::traces::{self, TARGET, TraceContext};
 
 /// How a saga's calls and commits are retried.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +62,8 @@ pub struct SagaPosition {
     pub saga: Saga,
     pub version: u64,
     pub log_len: u32,
+    /// The trace the saga's spans belong to (stored with it, so a resumed saga continues it).
+    pub trace: TraceContext,
 }
 
 /// One purchase's saga.
@@ -131,9 +135,13 @@ impl SagaActor {
                 return;
             }
         };
+        let span = tracing::trace_span!(target: TARGET, "saga.transition",
+            purchase_id = %self.at.purchase.purchase_id, event = ?event,
+            from = %self.at.saga.state, to = %transition.saga.state);
+        traces::follow(&span, &self.at.trace);
         let events = transition.emitted();
         if transition.saga == self.at.saga && events.is_empty() {
-            return self.perform(transition, ctx);
+            return self.perform(transition, &span, ctx);
         }
         let write = SagaWrite {
             purchase: self.at.purchase.clone(),
@@ -142,21 +150,23 @@ impl SagaActor {
             log_len: self.at.log_len,
             saga: transition.saga,
             events,
+            trace: traces::context_of(&span),
         };
         let store = self.deps.store.clone();
         let backoff = self.deps.policy.retry;
         // `wait` holds the mailbox: no other event is decided until this one is committed.
         ctx.wait(
             commit_until_decided(store, write, backoff)
+                .instrument(span.clone())
                 .into_actor(self)
                 .map(move |committed, act, ctx| match committed {
                     Committed::Yes => {
-                        let before = act.at.saga.state;
                         act.at.version += 1;
                         act.at.log_len += transition.emitted().len() as u32;
-                        act.at.saga = transition.saga;
-                        act.count_outcome(before);
-                        act.perform(transition, ctx);
+                        let before = std::mem::replace(&mut act.at.saga, transition.saga);
+                        act.count_outcome(before.state);
+                        act.log_outcome(before.state);
+                        act.perform(transition, &span, ctx);
                     }
                     Committed::Stale(outcome) => {
                         tracing::warn!(
@@ -171,11 +181,27 @@ impl SagaActor {
         );
     }
 
-    fn perform(&mut self, transition: Transition, ctx: &mut Context<Self>) {
+    /// One log line per outcome the customer sees: success, rollback, or a rollback that
+    /// keeps failing (reported once; its retries go on).
+    fn log_outcome(&self, before: SagaState) {
+        let outcome = match self.at.saga.state {
+            SagaState::Succeeded => "succeeded",
+            SagaState::RolledBack => "rolled_back",
+            SagaState::RollbackFailed(_) if !matches!(before, SagaState::RollbackFailed(_)) => {
+                "rollback_failed"
+            }
+            _ => return,
+        };
+        let id = self.at.purchase.purchase_id;
+        let duration_ms = self.deps.clock.now_ms() - issued_at_ms(id.0);
+        tracing::info!(purchase_id = %id, outcome, duration_ms, "saga outcome");
+    }
+
+    fn perform(&mut self, transition: Transition, span: &Span, ctx: &mut Context<Self>) {
         for effect in transition.effects {
             match effect {
                 Effect::Emit(_) => {} // written with the transition, published by the store
-                Effect::Send(call) => self.send(call, ctx),
+                Effect::Send(call) => self.send(call, span, ctx),
                 Effect::ArmTimer {
                     call,
                     attempt,
@@ -196,12 +222,18 @@ impl SagaActor {
         }
     }
 
-    fn send(&mut self, call: Call, ctx: &mut Context<Self>) {
+    /// Sends `call` to its participant, in a span that is a child of the transition
+    /// (`parent`) that decided it.
+    fn send(&mut self, call: Call, parent: &Span, ctx: &mut Context<Self>) {
         let timeout = self.deps.policy.step_timeout;
+        let span = tracing::trace_span!(target: TARGET, parent: parent, "step.command",
+            purchase_id = %self.at.purchase.purchase_id, step = call.step().as_str(),
+            kind = call.kind());
         let command = crate::domain::saga::StepCommand {
             purchase: self.at.purchase.clone(),
             call,
             deadline_ms: self.deps.clock.now_ms() + timeout.as_millis() as i64,
+            trace: traces::context_of(&span),
         };
         let router = self.deps.router.clone();
         let purchase_id = self.at.purchase.purchase_id;
@@ -217,6 +249,7 @@ impl SagaActor {
                     }
                 }
             }
+            .instrument(span)
             .into_actor(self)
             .map(move |result, act, ctx| {
                 act.count_call(call, &result, sent.elapsed());

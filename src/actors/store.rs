@@ -10,6 +10,7 @@
 
 use actix_broker::{Broker, SystemBroker};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use super::messages::ResultPublished;
 use crate::db::DbError;
@@ -17,6 +18,7 @@ use crate::db::sagas::{Ownership, SagaWrite, Sagas, WriteOutcome};
 use crate::domain::ids::CustomerId;
 use crate::domain::partition::{self, PartitionId};
 use crate::telemetry::metrics::{Metrics, QueuedActor};
+use crate::telemetry::traces::{self, TARGET};
 
 /// Most transitions committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -185,12 +187,22 @@ async fn write_loop(
         batches.observe(queued.len() as f64);
         let (writes, replies): (Vec<_>, Vec<_>) =
             queued.drain(..).map(|r| (r.write, r.reply)).unzip();
-        match commit_isolating(&repo, node, &mut owned, &writes).await {
+        // One span per transaction, linked to (not a child of) each saga it carries.
+        let span = tracing::trace_span!(target: TARGET, "db.commit", database = "saga",
+            writes = writes.len());
+        for write in &writes {
+            traces::link(&span, &write.trace);
+        }
+        let committed = commit_isolating(&repo, node, &mut owned, &writes)
+            .instrument(span)
+            .await;
+        match committed {
             Ok(outcomes) => {
-                for outcome in &outcomes {
+                for (outcome, write) in outcomes.iter().zip(&writes) {
                     if let WriteOutcome::Committed(results) = outcome {
                         for result in results {
-                            Broker::<SystemBroker>::issue_async(ResultPublished(*result));
+                            let published = ResultPublished(*result, write.trace.clone());
+                            Broker::<SystemBroker>::issue_async(published);
                         }
                     }
                 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use tracing::Instrument;
 
 use super::messages::AcceptPurchase;
 use super::saga::{SagaActor, SagaDeps, SagaFinished, SagaPosition};
@@ -16,6 +17,7 @@ use super::{ServiceError, ServiceResult};
 use crate::db::sagas::{SagaWrite, StoredSaga, WriteOutcome};
 use crate::domain::ids::PurchaseId;
 use crate::domain::saga::{Saga, SagaEvent, next};
+use crate::telemetry::traces::{self, TARGET};
 
 /// How often dead saga actors and released sagas are looked for.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
@@ -217,12 +219,18 @@ impl Handler<AcceptPurchase> for SagaSupervisor {
         let start = next(Saga::NEW, SagaEvent::Start, &self.deps.policy.retry, now)
             .expect("a new saga can start");
         let purchase = Arc::new(msg.purchase);
+        // The saga's trace: a child of the request that made the purchase; every span of the
+        // saga, here or after a restart, continues it.
+        let span = tracing::trace_span!(target: TARGET, "saga.accept",
+            purchase_id = %purchase.purchase_id);
+        traces::follow(&span, &msg.trace);
         let at = SagaPosition {
             partition: self.deps.store.partition_of(purchase.customer_id),
             purchase,
             saga: start.saga,
             version: 1,
             log_len: start.emitted().len() as u32,
+            trace: traces::context_of(&span),
         };
         let write = SagaWrite {
             purchase: at.purchase.clone(),
@@ -231,11 +239,13 @@ impl Handler<AcceptPurchase> for SagaSupervisor {
             log_len: 0,
             saga: start.saga,
             events: start.emitted(),
+            trace: at.trace.clone(),
         };
         self.accepting += 1;
         let store = self.deps.store.clone();
         Box::pin(
             async move { store.commit(write).await }
+                .instrument(span)
                 .into_actor(self)
                 .map(move |committed, act, ctx| {
                     act.accepting -= 1;
@@ -285,6 +295,7 @@ async fn position_of(store: &SagaStore, stored: StoredSaga) -> ServiceResult<Opt
             saga,
             version: stored.version,
             log_len: stored.log_len,
+            trace: stored.trace,
         })),
         Err(reason) => {
             tracing::error!(purchase_id = %id, %reason, "saga quarantined: its stored log does not replay");

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
+
+use crate::telemetry::traces::TARGET;
 
 pub use local::LocalCache;
 
@@ -71,8 +74,9 @@ impl Cache {
 
     /// Drops a key so the next read goes to the database (call after every write).
     pub async fn invalidate(&self, key: &str) {
+        let span = tracing::trace_span!(target: TARGET, "cache.invalidate", key);
         match &self.backend {
-            Backend::Local(c) => c.delete(key).await,
+            Backend::Local(c) => c.delete(key).instrument(span).await,
         }
     }
 
@@ -84,10 +88,12 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>, E>>,
     {
-        if let Some(hit) = self.get_raw(key).await
+        let span = tracing::trace_span!(target: TARGET, "cache.get", key, hit = false);
+        if let Some(hit) = self.get_raw(key).instrument(span.clone()).await
             && let Ok(value) = serde_json::from_str(&hit)
         {
             self.count(key, true);
+            span.record("hit", true);
             return Ok(Some(value));
         }
         self.count(key, false);

@@ -14,6 +14,7 @@ use crate::actors::messages::{
 };
 use crate::actors::{ServiceError, ServiceResult};
 use crate::domain::purchase::StepOutcome;
+use crate::domain::trace::TraceContext;
 
 /// The schema version this build writes and reads. Bump it when a message changes shape.
 pub const SCHEMA_VERSION: u16 = 1;
@@ -50,6 +51,17 @@ pub trait Remote: actix::Message + Serialize + DeserializeOwned + Send + 'static
     /// to the receiver's, which may disagree by more than a deadline is long.
     fn rebase(&mut self, shift_ms: i64) {
         let _ = shift_ms;
+    }
+
+    /// The trace the message continues (sent in the headers, not the body); none for
+    /// messages outside a saga's trace.
+    fn trace(&self) -> TraceContext {
+        TraceContext::NONE
+    }
+
+    /// Sets the trace the receiving side continues.
+    fn set_trace(&mut self, trace: TraceContext) {
+        let _ = trace;
     }
 }
 
@@ -93,6 +105,14 @@ impl Remote for StepCommand {
     fn rebase(&mut self, shift_ms: i64) {
         self.deadline_ms = self.deadline_ms.saturating_add(shift_ms);
     }
+
+    fn trace(&self) -> TraceContext {
+        self.trace.clone()
+    }
+
+    fn set_trace(&mut self, trace: TraceContext) {
+        self.trace = trace;
+    }
 }
 
 impl Remote for AcceptPurchase {
@@ -101,6 +121,34 @@ impl Remote for AcceptPurchase {
     fn rebase(&mut self, shift_ms: i64) {
         self.deadline_ms = self.deadline_ms.saturating_add(shift_ms);
     }
+
+    fn trace(&self) -> TraceContext {
+        self.trace.clone()
+    }
+
+    fn set_trace(&mut self, trace: TraceContext) {
+        self.trace = trace;
+    }
+}
+
+/// The W3C trace-context headers of a message; none without a trace.
+pub fn trace_headers(trace: &TraceContext) -> Option<async_nats::HeaderMap> {
+    let traceparent = trace.traceparent()?;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("traceparent", traceparent);
+    if let Some(state) = trace.tracestate() {
+        headers.insert("tracestate", state);
+    }
+    Some(headers)
+}
+
+/// The trace a received message continues, from its headers.
+pub fn trace_of(headers: Option<&async_nats::HeaderMap>) -> TraceContext {
+    let Some(headers) = headers else {
+        return TraceContext::NONE;
+    };
+    let get = |name: &str| headers.get(name).map(|v| v.as_str());
+    TraceContext::from_headers(get("traceparent"), get("tracestate"))
 }
 
 remote_kinds! {
@@ -260,6 +308,7 @@ mod tests {
             }),
             call: Call::Execute(Step::CreateOrder),
             deadline_ms: 6_000,
+            trace: Default::default(),
         };
         // Sent at 1 000 with 5 s to go; the receiver's clock reads 51 000 (50 s ahead).
         let bytes = encode_request(&cmd, 1_000);
@@ -271,6 +320,18 @@ mod tests {
         };
         let got: GetPerson = decode_request(&encode_request(&msg, 0), 99).unwrap();
         assert_eq!(got.customer_id, msg.customer_id);
+    }
+
+    #[test]
+    fn the_trace_context_crosses_in_headers() {
+        let trace = TraceContext::from_headers(
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            Some("vendor=1"),
+        );
+        let headers = trace_headers(&trace).expect("a traced message has headers");
+        assert_eq!(trace_of(Some(&headers)), trace);
+        assert!(trace_headers(&TraceContext::NONE).is_none());
+        assert_eq!(trace_of(None), TraceContext::NONE);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::domain::ids::{CustomerId, PurchaseId, first_id_at};
 use crate::domain::partition::{self, PartitionId};
 use crate::domain::purchase::{Currency, Purchase, PurchaseResult, Step, StepEvent, StepStatus};
 use crate::domain::saga::{Retry, Saga, SagaState, replay};
+use crate::domain::trace::TraceContext;
 
 /// A saga as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -42,6 +43,7 @@ struct SagaRow {
     created_at: i64,
     updated_at: i64,
     log_pruned: bool,
+    trace_context: Option<String>,
 }
 
 /// One step-log entry as stored.
@@ -116,6 +118,9 @@ pub struct SagaWrite {
     pub log_len: u32,
     pub saga: Saga,
     pub events: Vec<StepEvent>,
+    /// The span that made the transition: a new saga stores it as the trace its spans
+    /// continue; the commit's span links to it and its results are delivered in it.
+    pub trace: TraceContext,
 }
 
 /// What became of one write of a group commit.
@@ -182,6 +187,8 @@ pub struct StoredSaga {
     /// Where it stands, or why it is quarantined (its log does not replay, a field does not
     /// decode, or it was quarantined earlier and not released).
     pub status: Result<Saga, String>,
+    /// The trace its spans continue (none when it was accepted without trace export).
+    pub trace: TraceContext,
 }
 
 /// A quarantined saga, for `sagashop sagas quarantined`.
@@ -257,6 +264,7 @@ fn decode(row: SagaRow, log: &[EventRow]) -> StoredSaga {
         log_len: log.len() as u32,
         steps,
         status,
+        trace: TraceContext::from_column(row.trace_context.as_deref()),
     }
 }
 
@@ -279,6 +287,7 @@ fn new_row(w: &SagaWrite, version: i64, now: i64) -> SagaRow {
         created_at: now,
         updated_at: now,
         log_pruned: false,
+        trace_context: w.trace.to_column(),
     }
 }
 

@@ -100,6 +100,7 @@ diesel::table! {
         created_at -> BigInt,
         updated_at -> BigInt,
         log_pruned -> Bool,
+        trace_context -> Nullable<Text>,
     }
 }
 

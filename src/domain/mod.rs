@@ -6,3 +6,4 @@ pub mod partition;
 pub mod purchase;
 pub mod records;
 pub mod saga;
+pub mod trace;

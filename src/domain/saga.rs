@@ -29,6 +29,14 @@ impl Call {
             Call::Execute(step) | Call::Compensate(step) => step,
         }
     }
+
+    /// `action` or `compensation`, as spans and metrics label a call.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Call::Execute(_) => "action",
+            Call::Compensate(_) => "compensation",
+        }
+    }
 }
 
 /// A call for one purchase: what a saga sends to a participant, over a mailbox or a subject.
@@ -40,6 +48,9 @@ pub struct StepCommand {
     /// gets to the command later skips it, since the saga resends it anyway.
     #[serde(default = "no_deadline")]
     pub deadline_ms: i64,
+    /// The span that sent it; across nodes it travels in the message headers, not the body.
+    #[serde(skip)]
+    pub trace: crate::domain::trace::TraceContext,
 }
 
 fn no_deadline() -> i64 {

@@ -158,6 +158,7 @@ pub async fn create(
     let accepted = state.supervisor.send(AcceptPurchase {
         purchase,
         deadline_ms,
+        trace: crate::telemetry::traces::current(),
     });
     match accepted.await? {
         Ok(()) => {}

@@ -30,3 +30,4 @@ mod restart;
 mod secret_logs;
 mod security;
 mod smoke;
+mod tracing;

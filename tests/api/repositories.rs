@@ -92,6 +92,7 @@ fn step(purchase: &Arc<Purchase>, call: Call) -> StepCommand {
         purchase: purchase.clone(),
         call,
         deadline_ms: i64::MAX,
+        trace: Default::default(),
     }
 }
 
@@ -381,6 +382,7 @@ fn saga_write(
             .iter()
             .map(|&(step, status)| StepEvent { step, status })
             .collect(),
+        trace: Default::default(),
     }
 }
 
@@ -428,13 +430,20 @@ async fn saga_store(sagas: &Sagas) {
         ..purchase(1002, &[(10, 1)])
     });
     let start = [(UPI, Execute)];
+    let traced = sagashop::domain::trace::TraceContext::from_headers(
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        Some("vendor=1"),
+    );
     let out = sagas
         .commit(
             1,
             &mut owned,
             &[
                 saga_write(&a, 0, 0, Executing(UPI), &start),
-                saga_write(&b, 0, 0, Executing(UPI), &start),
+                SagaWrite {
+                    trace: traced.clone(),
+                    ..saga_write(&b, 0, 0, Executing(UPI), &start)
+                },
                 saga_write(&c, 0, 0, Executing(UPI), &start),
             ],
         )
@@ -446,6 +455,10 @@ async fn saga_store(sagas: &Sagas) {
         vec![vec![1], vec![2], vec![1]],
         "numbered per partition, in commit order"
     );
+    // The trace a saga was accepted in is stored with it (a restart continues it).
+    let stored = |id| async move { sagas.by_id(PurchaseId(id)).await.unwrap().unwrap().trace };
+    assert_eq!(stored(1001).await, traced);
+    assert!(!stored(1000).await.is_some());
 
     // A transition, then the same write again (its acknowledgement was lost): applied once.
     let done = saga_write(
@@ -759,6 +772,7 @@ async fn a_store_of_the_single_sequence_schema_is_migrated_on_start() {
                 status: StepStatus::Execute,
             },
         ],
+        trace: Default::default(),
     };
     let other = Arc::new(Purchase {
         customer_id: (8..)
@@ -777,6 +791,7 @@ async fn a_store_of_the_single_sequence_schema_is_migrated_on_start() {
             step: Step::UpdateProductInventory,
             status: StepStatus::Execute,
         }],
+        trace: Default::default(),
     };
     let out = sagas.commit(1, &mut owned, &[next, fresh]).await.unwrap();
     assert_eq!(committed_ids(&out[0]), vec![10, 11]);

@@ -9,6 +9,7 @@
 pub mod cluster;
 pub mod mariadb;
 pub mod nodes;
+pub mod otlp;
 pub mod scrape;
 
 use std::cell::{Cell, RefCell};

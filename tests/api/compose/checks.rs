@@ -12,24 +12,13 @@ use sagashop::config::Config;
 
 use super::model::{Deployment, MYSQL_INIT, PROMETHEUS_CONFIG, Service, words};
 
-/// Environment the nodes may be given that clap does not read: the OpenTelemetry SDK's
-/// variables, the original's `JAEGER_URL`, and the log filter and colour switches.
-const READ_OUTSIDE_CLAP: [&str; 6] = [
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_SERVICE_NAME",
+/// Environment the nodes may be given that clap does not read: the OpenTelemetry SDK's own
+/// variables, and the log filter and colour switches.
+const READ_OUTSIDE_CLAP: [&str; 4] = [
     "OTEL_RESOURCE_ATTRIBUTES",
-    "JAEGER_URL",
+    "OTEL_BSP_SCHEDULE_DELAY",
     "RUST_LOG",
     "NO_COLOR",
-];
-
-/// The settings issue 10's metrics, log-format and dashboard parts add to `Config`, under
-/// names fixed for all its parts. A name listed here is accepted while `Config` lacks it;
-/// once `Config` has it, its value is parsed and checked like every other setting.
-const ADDED_BY_ISSUE_10: [&str; 3] = [
-    "SAGASHOP_METRICS_LISTEN",
-    "SAGASHOP_LOG_FORMAT",
-    "SAGASHOP_ADMIN_TOKEN",
 ];
 
 /// Every problem found; empty when the deployment is whole.
@@ -186,8 +175,7 @@ fn nodes<'a>(d: &'a Deployment, p: &mut Vec<String>) -> Vec<Node<'a>> {
         for (var, value) in &service.environment {
             match long_of_env.get(var) {
                 Some(long) => argv.push(format!("--{long}={}", interpolated(value))),
-                None if READ_OUTSIDE_CLAP.contains(&var.as_str())
-                    || ADDED_BY_ISSUE_10.contains(&var.as_str()) => {}
+                None if READ_OUTSIDE_CLAP.contains(&var.as_str()) => {}
                 None => p.push(format!("{name}: {var} is no setting of the binary")),
             }
         }

@@ -41,6 +41,8 @@ struct Settings {
     /// Node N listens on 127.0.0.1:port_base+N (CLUSTER_PORT_BASE), and serves its metrics
     /// on port_base+NODES+N (CLUSTER_METRICS_PORT_BASE).
     port_base: u16,
+    /// More environment for the nodes (the script passes its environment on).
+    env: Vec<(String, String)>,
 }
 
 /// The shared cluster, or why there is none.
@@ -56,11 +58,20 @@ impl Cluster {
     /// Starts a fresh cluster named `name` (unique within the test binary). `None` when
     /// MariaDB or NATS cannot be reached outside CI (after saying so); in CI that panics.
     pub fn start(name: &str) -> Option<Cluster> {
+        Self::start_with_env(name, &[])
+    }
+
+    /// [`Cluster::start`] with more environment for every node (`OTEL_*`, say).
+    pub fn start_with_env(name: &str, env: &[(&str, &str)]) -> Option<Cluster> {
         if let Err(reason) = servers_reachable() {
             mariadb::skipped(&format!("{name}: {reason}"));
             return None;
         }
-        Some(Self::launch(name).unwrap_or_else(|e| panic!("{e}")))
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Some(Self::launch(name, env).unwrap_or_else(|e| panic!("{e}")))
     }
 
     /// The cluster every test of the fault-free black-box suite shares: started by the first
@@ -70,7 +81,7 @@ impl Cluster {
         static SHARED: OnceLock<Shared> = OnceLock::new();
         let shared = SHARED.get_or_init(|| match servers_reachable() {
             Err(reason) => Shared::Unreachable(reason),
-            Ok(()) => match Self::launch("sagashop_t_blackbox") {
+            Ok(()) => match Self::launch("sagashop_t_blackbox", Vec::new()) {
                 Ok(cluster) => Shared::Up(cluster),
                 Err(e) => Shared::Failed(e),
             },
@@ -93,13 +104,14 @@ impl Cluster {
     /// Sweeps what gone test runs left, then starts the cluster `name` on free ports. A start
     /// that fails has stopped its nodes; its files (the node logs) and databases are left to
     /// the next run's [`sweep`].
-    fn launch(name: &str) -> Result<Cluster, String> {
+    fn launch(name: &str, env: Vec<(String, String)>) -> Result<Cluster, String> {
         sweep();
         let name = format!("{name}_{}", std::process::id());
         let settings = Settings {
             dir: clusters_dir().join(&name),
             name,
             port_base: free_port_base(),
+            env,
         };
         settings.script(&["start"])?;
         Ok(Cluster { settings })
@@ -191,6 +203,7 @@ impl Settings {
             .env("NATS_URL", nats_url())
             // As an in-process app in the tests: idle streams get a keep-alive every second.
             .env("SAGASHOP_SSE_KEEPALIVE_SECONDS", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output();
         let out = match out {
             Ok(out) => out,
@@ -282,6 +295,7 @@ fn sweep() {
             name,
             // `stop` finds the nodes by their pid files, not by their ports.
             port_base: 0,
+            env: Vec::new(),
         };
         let dropped = left.script(&["stop"]).is_ok()
             && mariadb::drop_databases(&mariadb::server(), mariadb::database_names(&left.name))

@@ -1,6 +1,7 @@
-//! Cluster nodes as real processes, for tests that kill or refuse them: a NATS server of the
+//! Nodes as real processes, for tests that kill or refuse them: a NATS server of the
 //! test's own on a spare port (so stopping it touches no one else), and sagashop nodes with
-//! roles, started from the test binary's `sagashop` on the test's MariaDB databases.
+//! roles, started from the test binary's `sagashop` on the test's MariaDB databases, and embedded
+//! nodes on a data directory of the test's.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -152,17 +153,46 @@ impl NodeSpec<'_> {
     /// Runs a node expected to refuse to start: its exit status and its log.
     pub async fn refused(&self) -> (std::process::ExitStatus, String) {
         let mut node = self.spawn();
-        let status = eventually(DEADLINE, || {
-            let exited = node.child.try_wait().unwrap();
-            async move { exited }
-        })
-        .await
-        .expect("the node exits on its own");
+        let status = node.exited().await;
         (status, std::fs::read_to_string(&node.log).unwrap())
     }
 }
 
 impl Node {
+    /// Starts an embedded node (every role, its SQLite files in `data_dir`, which outlives
+    /// it) with the tests' short timeouts, `extra` flags and `env`; waits until it is ready.
+    pub async fn embedded(
+        data_dir: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let log = dir.path().join("node.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sagashop"))
+            .arg("serve")
+            .args(["--data-dir", data_dir.to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--step-timeout-ms", "1000", "--max-backoff-ms", "200"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env("SAGASHOP_EXIT_WITH_PID", std::process::id().to_string())
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap();
+        let node = Node {
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+            child,
+            _dir: dir,
+        };
+        node.wait_ready().await;
+        node
+    }
+
     /// Waits until the node's `/readyz` answers 200 (its databases, NATS and a replica of
     /// every role it reaches elsewhere).
     pub async fn wait_ready(&self) {
@@ -179,6 +209,16 @@ impl Node {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Waits until the process has exited on its own; its exit status.
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
+        eventually(DEADLINE, || {
+            let exited = self.child.try_wait().unwrap();
+            async move { exited }
+        })
+        .await
+        .expect("the node exits on its own")
     }
 
     /// Sends a signal by name (`USR1` releases `--hold-payments`), with kill(1): the crate
