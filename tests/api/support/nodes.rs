@@ -172,6 +172,7 @@ impl Node {
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_sagashop"))
             .arg("serve")
+            .env("SAGASHOP_METRICS_LISTEN", "off")
             .args(["--data-dir", data_dir.to_str().unwrap()])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--step-timeout-ms", "1000", "--max-backoff-ms", "200"])
