@@ -118,13 +118,23 @@ pub fn unique() -> u64 {
     (std::process::id() as u64) * 100_000 + n
 }
 
-/// A port nothing listens on right now (for a real binary started with `--listen`).
+/// A port nothing listens on right now (for a real binary started with `--listen`), taken
+/// from 10000-19999: below the ephemeral range (32768 and up), where outgoing connections
+/// (to MariaDB, NATS, the nodes themselves) take their ports and could take this one before
+/// the binary binds it, and apart from the clusters' 20000-31999. Successive calls in one
+/// process walk the band from a per-process start, so two tests never get the same port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    const FIRST: u16 = 10_000;
+    const BAND: u16 = 10_000;
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let start = (u64::from(std::process::id()) * 7919 % u64::from(BAND)) as u16;
+    (0..BAND)
+        .map(|_| {
+            let step = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            FIRST + (start.wrapping_add(step)) % BAND
+        })
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free port between 10000 and 19999")
 }
 
 /// The customer id inside a JWT's payload.
