@@ -214,6 +214,10 @@ function renderNodes(stats) {
     const subjects = new Set(samples(m, "sagashop_bridge_messages_total").map((s) => s.labels.subject));
     for (const subject of [...subjects].sort()) {
       const v = (name, want) => total(m, name, { subject, ...want }) ?? 0;
+      // Subjects a node subscribes to but that carried nothing yet stay out of the table.
+      const moved = ["sagashop_bridge_messages_total", "sagashop_bridge_redelivered_total",
+        "sagashop_bridge_poisoned_total"].some((name) => v(name, {}) > 0);
+      if (!moved) continue;
       rows.push(`<tr><td>${n.node_id}</td><td><code>${escape(subject)}</code></td>
         <td class="n">${fmtInt(v("sagashop_bridge_messages_total", { direction: "in" }))}</td>
         <td class="n">${fmtInt(v("sagashop_bridge_messages_total", { direction: "out" }))}</td>
