@@ -668,15 +668,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 async fn run(config: &Config) -> anyhow::Result<()> {
     let app = start(config).await?;
     let listener = std::net::TcpListener::bind(config.listen)?;
-    let metrics = match config.metrics_listen.0 {
-        Some(addr) => {
-            let bound = std::net::TcpListener::bind(addr).map_err(|e| {
-                anyhow::anyhow!("cannot listen for metrics on {addr} (--metrics-listen): {e}")
-            })?;
-            tracing::info!(metrics_listen = %bound.local_addr()?, "metrics listener");
-            Some(metrics_server(app.metrics.clone(), bound, true)?)
-        }
-        None => None,
+    let metrics = match config.metrics_address() {
+        (Some(addr), required) => match std::net::TcpListener::bind(addr) {
+            Ok(bound) => {
+                tracing::info!(metrics_listen = %bound.local_addr()?, "metrics listener");
+                Some(metrics_server(app.metrics.clone(), bound, true)?)
+            }
+            Err(e) if !required => {
+                tracing::warn!(%addr, error = %e, "no metrics listener: the default port is \
+                    taken (set --metrics-listen to another address, or to off)");
+                None
+            }
+            Err(e) => {
+                anyhow::bail!("cannot listen for metrics on {addr} (--metrics-listen): {e}")
+            }
+        },
+        (None, _) => None,
     };
     tracing::info!(listen = %config.listen, data_dir = %config.databases.data_dir.display(), "sagashop serving");
     let api = http_server(app.state, listener, &app.http)?;

@@ -125,6 +125,12 @@ pub struct DatabaseOptions {
     pub sqlite_connections: usize,
 }
 
+/// The metrics listener's address when `--metrics-listen` is not given (the original's port).
+pub const DEFAULT_METRICS_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    8080,
+));
+
 /// Where the metrics listener binds, or `off` for none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetricsListen(pub Option<SocketAddr>);
@@ -150,13 +156,11 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Address of the metrics listener (`GET /metrics`, Prometheus text format); `off` runs
-    /// none. Apart from the API, so the port can stay private.
-    #[arg(
-        long,
-        env = "SAGASHOP_METRICS_LISTEN",
-        default_value = "127.0.0.1:8080"
-    )]
-    pub metrics_listen: MetricsListen,
+    /// none. Apart from the API, so the port can stay private. Unset, it is 127.0.0.1:8080,
+    /// and a node that finds that port taken runs without metrics (with a warning) rather than
+    /// refusing to start; an address given here must bind.
+    #[arg(long, env = "SAGASHOP_METRICS_LISTEN", value_name = "ADDR|off")]
+    pub metrics_listen: Option<MetricsListen>,
 
     /// HS256 secret for access and refresh tokens. Embedded mode generates one when unset;
     /// a MySQL deployment refuses to start without it.
@@ -439,6 +443,15 @@ impl Config {
         config
     }
 
+    /// Where the metrics listener binds (`None`: nowhere), and whether a failure to bind
+    /// there must stop the node: only for an address the operator chose.
+    pub fn metrics_address(&self) -> (Option<SocketAddr>, bool) {
+        match self.metrics_listen {
+            Some(MetricsListen(address)) => (address, true),
+            None => (Some(DEFAULT_METRICS_LISTEN), false),
+        }
+    }
+
     /// Step reply timeout.
     pub fn step_timeout(&self) -> Duration {
         Duration::from_millis(self.step_timeout_ms)
@@ -471,8 +484,8 @@ mod tests {
     #[test]
     fn the_metrics_listener_is_an_address_or_off() {
         assert_eq!(
-            Config::embedded("/srv").metrics_listen,
-            MetricsListen(Some("127.0.0.1:8080".parse().unwrap()))
+            Config::embedded("/srv").metrics_address(),
+            (Some("127.0.0.1:8080".parse().unwrap()), false)
         );
         assert_eq!("off".parse(), Ok(MetricsListen(None)));
         assert_eq!("OFF".parse(), Ok(MetricsListen(None)));

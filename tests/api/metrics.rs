@@ -26,11 +26,21 @@ impl Drop for Node {
 
 /// Starts the binary with `--metrics-listen <metrics_listen>` and waits until it is ready.
 async fn serve(metrics_listen: &str) -> Node {
+    serve_with(Some(metrics_listen)).await
+}
+
+/// Starts the binary with `--metrics-listen` when given, else with the default (no flag, no
+/// environment variable), and waits until it is ready.
+async fn serve_with(metrics_listen: Option<&str>) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_sagashop"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--metrics-listen", metrics_listen])
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sagashop"));
+    command.env_remove("SAGASHOP_METRICS_LISTEN").arg("serve");
+    if let Some(address) = metrics_listen {
+        command.args(["--metrics-listen", address]);
+    }
+    let child = command
+        .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--data-dir", dir.path().to_str().unwrap()])
         // A stream's client going away shows at the next write: keep-alives are that write.
         .args(["--sse-keepalive-seconds", "1"])
@@ -204,6 +214,41 @@ async fn metrics_listen_off_binds_nothing_but_the_api() {
         2,
         "the API and the metrics listener"
     );
+}
+
+#[actix_rt::test]
+async fn a_taken_default_metrics_port_leaves_the_node_serving_but_a_chosen_one_refuses() {
+    // 127.0.0.1:8080 is taken: by this listener, or by whatever already holds it.
+    let _held = std::net::TcpListener::bind("127.0.0.1:8080");
+    let node = serve_with(None).await;
+    assert_eq!(node.api.get("/healthz", None).await.status, 200);
+    assert_eq!(
+        listening_sockets(node.child.id()),
+        1,
+        "only the API listens"
+    );
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = actix_rt::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_sagashop"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--metrics-listen", &taken])
+            .args(["--data-dir", dir.path().to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        !out.status.success(),
+        "a node started on a taken metrics port"
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("--metrics-listen"), "{said}");
 }
 
 /// The scrape of every node of `cluster`, node 1 first.
