@@ -165,3 +165,16 @@ pub struct AcceptPurchase {
 #[derive(Debug, Clone, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
 pub struct ResultPublished(pub PurchaseResult, pub crate::domain::trace::TraceContext);
+
+/// This node took a partition over, broadcast through actix-broker: the result relay
+/// publishes a takeover marker, so api nodes read the partition's log up to `top` (the tail
+/// a dead owner committed but never published) before the new owner's results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct PartitionClaimed {
+    pub partition: crate::domain::partition::PartitionId,
+    /// The epoch this node now holds it at.
+    pub epoch: u64,
+    /// The partition's newest committed event id when it was claimed (0: none).
+    pub top: u64,
+}

@@ -119,6 +119,7 @@ mod tests {
                 amount: 1,
             }),
             call,
+            epoch: 1,
             deadline_ms,
             trace: Default::default(),
         }

@@ -62,6 +62,9 @@ pub struct SagaPosition {
     pub saga: Saga,
     pub version: u64,
     pub log_len: u32,
+    /// The epoch this node held the saga's partition at when it started the actor: every
+    /// command carries it, so that participants refuse a stale owner's late commands.
+    pub epoch: u64,
     /// The trace the saga's spans belong to (stored with it, so a resumed saga continues it).
     pub trace: TraceContext,
 }
@@ -232,6 +235,7 @@ impl SagaActor {
         let command = crate::domain::saga::StepCommand {
             purchase: self.at.purchase.clone(),
             call,
+            epoch: self.at.epoch,
             deadline_ms: self.deps.clock.now_ms() + timeout.as_millis() as i64,
             trace: traces::context_of(&span),
         };

@@ -35,7 +35,14 @@ pub struct SagaStore {
     tx: Option<mpsc::Sender<Request>>,
     repo: Sagas,
     partitions: u32,
+    /// The epoch this node holds each of its partitions at (what saga actors stamp their
+    /// commands with); the writer keeps it in step with the ownership it fences on.
+    epochs: Epochs,
 }
+
+/// The partitions this node holds, with their epochs, shared between the writer and the
+/// saga actors.
+pub type Epochs = std::sync::Arc<std::sync::RwLock<std::collections::BTreeMap<PartitionId, u64>>>;
 
 fn stopped() -> DbError {
     DbError::Unavailable("saga store writer stopped (or not run on this node)".into())
@@ -53,6 +60,9 @@ impl SagaStore {
     ) -> Result<Self, DbError> {
         let owned = repo.own_all(partitions, node).await?;
         metrics.partitions_owned().set(i64::from(partitions));
+        let epochs: Epochs = std::sync::Arc::new(std::sync::RwLock::new(
+            owned.iter().map(|(p, held)| (*p, held.epoch)).collect(),
+        ));
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         // The queue's depth is read at scrape time from a handle that does not keep the
         // writer alive.
@@ -69,6 +79,7 @@ impl SagaStore {
             tx: Some(tx),
             repo,
             partitions,
+            epochs,
         })
     }
 
@@ -79,6 +90,7 @@ impl SagaStore {
             tx: None,
             repo,
             partitions,
+            epochs: Epochs::default(),
         }
     }
 
@@ -90,6 +102,15 @@ impl SagaStore {
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+
+    /// The epoch this node holds `partition` at; `None` when it does not hold it.
+    pub fn epoch_of(&self, partition: PartitionId) -> Option<u64> {
+        self.epochs
+            .read()
+            .expect("epochs lock")
+            .get(&partition)
+            .copied()
     }
 
     /// The partition a customer's sagas belong to.

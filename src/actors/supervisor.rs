@@ -224,8 +224,10 @@ impl Handler<AcceptPurchase> for SagaSupervisor {
         let span = tracing::trace_span!(target: TARGET, "saga.accept",
             purchase_id = %purchase.purchase_id);
         traces::follow(&span, &msg.trace);
+        let partition = self.deps.store.partition_of(purchase.customer_id);
         let at = SagaPosition {
-            partition: self.deps.store.partition_of(purchase.customer_id),
+            partition,
+            epoch: self.deps.store.epoch_of(partition).unwrap_or(0),
             purchase,
             saga: start.saga,
             version: 1,
@@ -292,6 +294,7 @@ async fn position_of(store: &SagaStore, stored: StoredSaga) -> ServiceResult<Opt
         Ok(saga) => Ok(Some(SagaPosition {
             purchase: Arc::new(stored.purchase),
             partition: stored.partition,
+            epoch: store.epoch_of(stored.partition).unwrap_or(0),
             saga,
             version: stored.version,
             log_len: stored.log_len,

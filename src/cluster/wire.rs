@@ -307,6 +307,7 @@ mod tests {
                 amount: 0,
             }),
             call: Call::Execute(Step::CreateOrder),
+            epoch: 1,
             deadline_ms: 6_000,
             trace: Default::default(),
         };

@@ -44,6 +44,10 @@ impl Call {
 pub struct StepCommand {
     pub purchase: std::sync::Arc<crate::domain::purchase::Purchase>,
     pub call: Call,
+    /// The sender's epoch on the saga's partition (0 from a node before partition leases):
+    /// a participant refuses a command older than the epoch that already drove its step.
+    #[serde(default)]
+    pub epoch: u64,
     /// When the saga stops waiting for the answer (ms since the epoch): a participant that
     /// gets to the command later skips it, since the saga resends it anyway.
     #[serde(default = "no_deadline")]

@@ -148,6 +148,31 @@ fn kind_index(call: Call) -> usize {
 
 const KINDS: [&str; 2] = ["action", "compensation"];
 
+/// How a partition changed hands, as `sagashop_partition_handovers_total` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handover {
+    /// This node claimed an unowned or expired partition.
+    Claimed,
+    /// This node gave a partition up (over its fair share, or shutting down).
+    Released,
+    /// Another node took a partition over from this one.
+    Lost,
+}
+
+impl Handover {
+    /// Every kind, so that each shows on `/metrics` from the start.
+    pub const ALL: [Handover; 3] = [Handover::Claimed, Handover::Released, Handover::Lost];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Handover::Claimed => "claimed",
+            Handover::Released => "released",
+            Handover::Lost => "lost",
+        }
+    }
+}
+
 /// What this node is, for `sagashop_node_info`.
 #[derive(Debug, Clone)]
 pub struct NodeLabels {
@@ -202,6 +227,11 @@ struct Inner {
     bridge_redelivered: IntCounterVec,
     bridge_poisoned: IntCounterVec,
     partitions_owned: IntGauge,
+    handovers: IntCounterVec,
+    writes_fenced: IntCounter,
+    commands_fenced: IntCounterVec,
+    gap_fills: IntCounter,
+    gap_filled_events: IntCounter,
     cache_requests: IntCounterVec,
     sse_connections: IntGauge,
     sse_events: IntCounter,
@@ -442,6 +472,42 @@ impl Metrics {
                     "Saga store partitions this node owns.",
                 )?,
             )?,
+            handovers: counter_vec(
+                &r,
+                "partition_handovers_total",
+                "Partitions this node claimed, released (its fair share shrank, or it stopped) \
+                 or lost (another node took it over), by kind.",
+                &["kind"],
+            )?,
+            writes_fenced: register(
+                &r,
+                IntCounter::new(
+                    name("saga_writes_fenced_total"),
+                    "Saga transitions this node did not write because it no longer owned \
+                     their partition.",
+                )?,
+            )?,
+            commands_fenced: counter_vec(
+                &r,
+                "step_commands_fenced_total",
+                "Step commands this participant refused because they came from a partition \
+                 owner older than the one that already drove the step, by step.",
+                &["step"],
+            )?,
+            gap_fills: register(
+                &r,
+                IntCounter::new(
+                    name("sse_gap_fills_total"),
+                    "Times this node read missing results of a partition from the step log.",
+                )?,
+            )?,
+            gap_filled_events: register(
+                &r,
+                IntCounter::new(
+                    name("sse_gap_filled_events_total"),
+                    "Results this node recovered from the step log by gap fills.",
+                )?,
+            )?,
             cache_requests: counter_vec(
                 &r,
                 "cache_requests_total",
@@ -488,6 +554,12 @@ impl Metrics {
             "Lookups a Bloom filter answered 'surely absent' without a database read.",
             &["filter"],
         )?;
+        for kind in Handover::ALL {
+            inner.handovers.with_label_values(&[kind.as_str()]);
+        }
+        for step in Step::ALL {
+            inner.commands_fenced.with_label_values(&[&step_label(step)]);
+        }
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -607,6 +679,31 @@ impl Metrics {
     /// The gauge of saga store partitions owned.
     pub fn partitions_owned(&self) -> IntGauge {
         self.inner.partitions_owned.clone()
+    }
+
+    /// The counter of one kind of partition handover.
+    pub fn handover(&self, kind: Handover) -> IntCounter {
+        self.inner.handovers.with_label_values(&[kind.as_str()])
+    }
+
+    /// The counter of saga writes dropped because their partition was lost.
+    pub fn writes_fenced(&self) -> IntCounter {
+        self.inner.writes_fenced.clone()
+    }
+
+    /// The counter of step commands refused as coming from a stale owner.
+    pub fn command_fenced(&self, step: Step) -> IntCounter {
+        self.inner
+            .commands_fenced
+            .with_label_values(&[&step_label(step)])
+    }
+
+    /// The counters of gap fills: fills done, and results they recovered.
+    pub fn gap_fills(&self) -> (IntCounter, IntCounter) {
+        (
+            self.inner.gap_fills.clone(),
+            self.inner.gap_filled_events.clone(),
+        )
     }
 
     /// The counters of the cache named `cache`.

@@ -91,6 +91,7 @@ fn step(purchase: &Arc<Purchase>, call: Call) -> StepCommand {
     StepCommand {
         purchase: purchase.clone(),
         call,
+        epoch: 1,
         deadline_ms: i64::MAX,
         trace: Default::default(),
     }
