@@ -113,6 +113,16 @@ impl SagaStore {
             .copied()
     }
 
+    /// The partitions this node holds now, ascending.
+    pub fn held(&self) -> Vec<PartitionId> {
+        self.epochs
+            .read()
+            .expect("epochs lock")
+            .keys()
+            .copied()
+            .collect()
+    }
+
     /// The partition a customer's sagas belong to.
     pub fn partition_of(&self, customer_id: CustomerId) -> PartitionId {
         partition::of_customer(customer_id, self.partitions)
