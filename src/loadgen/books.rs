@@ -16,7 +16,7 @@
 //!   (`audit.rs`) reads it back.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -76,6 +76,9 @@ pub(crate) struct Books {
     pub(crate) busy: Cell<u64>,
     down_since: Cell<Option<Instant>>,
     pub(crate) longest_outage: Cell<Duration>,
+    /// With `--frames`: every result frame, per purchase, in the order the streams
+    /// delivered them (event id, step, status).
+    pub(crate) frames: Option<RefCell<BTreeMap<u64, Vec<(u64, String, String)>>>>,
 }
 
 impl Books {
@@ -97,7 +100,14 @@ impl Books {
             busy: Cell::new(0),
             down_since: Cell::new(None),
             longest_outage: Cell::new(Duration::ZERO),
+            frames: None,
         }
+    }
+
+    /// Keeps every result frame, for `--frames`.
+    pub(crate) fn keeping_frames(mut self) -> Self {
+        self.frames = Some(RefCell::default());
+        self
     }
 
     /// Adds one to a counter.
@@ -146,6 +156,14 @@ impl Books {
             } else {
                 last[shopper] = id;
             }
+        }
+        if let Some(frames) = &self.frames {
+            let text = |key: &str| data[key].as_str().unwrap_or_default().to_owned();
+            frames.borrow_mut().entry(purchase_id).or_default().push((
+                id,
+                text("step"),
+                text("status"),
+            ));
         }
         let outcome = outcome_of(&data);
         {

@@ -37,7 +37,11 @@ pub(crate) async fn start(args: &LoadgenArgs) -> anyhow::Result<Load> {
         nodes,
     };
     let (shoppers, items, scarce) = setup(&cluster, args).await?;
-    let books = Rc::new(Books::new(shoppers.len()));
+    let books = match args.frames {
+        Some(_) => Books::new(shoppers.len()).keeping_frames(),
+        None => Books::new(shoppers.len()),
+    };
+    let books = Rc::new(books);
     stop_on_sigusr1(&books)?;
     for (i, s) in shoppers.iter().enumerate() {
         let (tx, rx) = oneshot::channel();

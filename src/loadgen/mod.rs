@@ -107,6 +107,11 @@ pub struct LoadgenArgs {
     /// outcome to this JSON file, for checks against the database files.
     #[arg(long, requires = "survive_restarts")]
     pub record: Option<std::path::PathBuf>,
+    /// With `--survive-restarts`: write every result frame the streams delivered, per
+    /// purchase in arrival order, to this JSON file (the failover tests compare it with the
+    /// step log: each event exactly once, in order).
+    #[arg(long, requires = "survive_restarts")]
+    pub frames: Option<std::path::PathBuf>,
 }
 
 /// A purchase whose saga reached its end.

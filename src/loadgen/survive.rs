@@ -88,7 +88,37 @@ pub(super) async fn run(args: &LoadgenArgs) -> anyhow::Result<SurviveReport> {
         std::fs::write(path, record(&load, &report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    if let Some(path) = &args.frames {
+        std::fs::write(path, frames(&load)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(report)
+}
+
+/// Every purchase the run knows (answered, or seen on a stream) with the frames its
+/// customer's stream delivered for it, in arrival order: `{"<purchase id>": [[event id,
+/// step, status], ...]}`. Ids are strings, as in [`record`].
+fn frames(load: &Load) -> anyhow::Result<String> {
+    let books = &load.books;
+    let mut all: BTreeMap<u64, Vec<(u64, String, String)>> = books
+        .frames
+        .as_ref()
+        .map(|f| f.borrow().clone())
+        .unwrap_or_default();
+    for a in books.answered.borrow().iter() {
+        all.entry(a.purchase_id).or_default();
+    }
+    let by_id: serde_json::Map<String, Value> = all
+        .into_iter()
+        .map(|(id, frames)| {
+            let frames = frames
+                .into_iter()
+                .map(|(event, step, status)| json!([event.to_string(), step, status]))
+                .collect();
+            (id.to_string(), Value::Array(frames))
+        })
+        .collect();
+    Ok(serde_json::to_string(&by_id)?)
 }
 
 /// The report of a run whose audit is `audit`.

@@ -147,6 +147,11 @@ impl Cluster {
         mariadb::count_rows(&mariadb::server(), &saga, "sagas", "finished = 1").await
     }
 
+    /// The name of the cluster's service database `db` on the test MariaDB.
+    pub fn database(&self, db: sagashop::config::ServiceDb) -> String {
+        mariadb::database_name(&self.settings.name, db)
+    }
+
     /// Kills node `n` (SIGKILL: a crash); returns once it is gone.
     pub fn kill(&self, n: u16) {
         self.settings

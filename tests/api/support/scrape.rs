@@ -88,3 +88,13 @@ pub(crate) async fn scrape(url: &str) -> Scrape {
     let body = res.body().limit(8 << 20).await.unwrap();
     Scrape::parse(std::str::from_utf8(&body).unwrap())
 }
+
+/// A scrape of `url`, or `None` when the node does not answer (it was killed, say).
+pub(crate) async fn try_scrape(url: &str) -> Option<Scrape> {
+    let mut res = Client::default().get(url).send().await.ok()?;
+    if res.status().as_u16() != 200 {
+        return None;
+    }
+    let body = res.body().limit(8 << 20).await.ok()?;
+    Some(Scrape::parse(std::str::from_utf8(&body).ok()?))
+}
