@@ -38,6 +38,9 @@ pub(crate) const PAUSE: Duration = Duration::from_millis(50);
 /// sends a keep-alive comment every `--sse-keepalive-seconds` (15 by default).
 const STREAM_IDLE: Duration = Duration::from_secs(60);
 
+/// Per purchase, the frames its stream delivered: (event id, step, status).
+pub(crate) type FramesByPurchase = BTreeMap<u64, Vec<(u64, String, String)>>;
+
 /// What the streams delivered for one purchase.
 #[derive(Debug, Clone)]
 pub(crate) struct Seen {
@@ -78,7 +81,7 @@ pub(crate) struct Books {
     pub(crate) longest_outage: Cell<Duration>,
     /// With `--frames`: every result frame, per purchase, in the order the streams
     /// delivered them (event id, step, status).
-    pub(crate) frames: Option<RefCell<BTreeMap<u64, Vec<(u64, String, String)>>>>,
+    pub(crate) frames: Option<RefCell<FramesByPurchase>>,
 }
 
 impl Books {

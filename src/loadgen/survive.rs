@@ -100,7 +100,7 @@ pub(super) async fn run(args: &LoadgenArgs) -> anyhow::Result<SurviveReport> {
 /// step, status], ...]}`. Ids are strings, as in [`record`].
 fn frames(load: &Load) -> anyhow::Result<String> {
     let books = &load.books;
-    let mut all: BTreeMap<u64, Vec<(u64, String, String)>> = books
+    let mut all: super::books::FramesByPurchase = books
         .frames
         .as_ref()
         .map(|f| f.borrow().clone())
