@@ -195,3 +195,111 @@ async fn three_orchestrators_share_the_partitions_and_take_over_from_one_that_st
         2
     );
 }
+
+/// The lease queries themselves, on the test's MariaDB: a claim takes unowned, expired or
+/// this node id's forgotten partitions and bumps their epochs; live leases of another node
+/// are not taken; a renewal finds the partitions another node claimed; a partition given
+/// back is claimed by another at once.
+#[actix_rt::test]
+async fn leases_are_claimed_renewed_and_given_back_on_the_database_clock() {
+    use sagashop::clock::Clock;
+    use sagashop::config::Config;
+    use sagashop::db::partitions::PartitionLeases;
+    use sagashop::db::sagas::Sagas;
+    use sagashop::domain::partition::PartitionId;
+
+    let Some(databases) = Databases::create("leases").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::embedded(dir.path());
+    databases.configure(&mut config.databases);
+    let pools = sagashop::app::open_databases(&config.databases, &[ServiceDb::Saga])
+        .await
+        .unwrap();
+    Sagas::new(pools[0].1.clone(), Clock::system())
+        .prepare(8)
+        .await
+        .unwrap();
+    let url = || databases.url(ServiceDb::Saga).into();
+    let held = |claimed: &[sagashop::db::partitions::Claimed]| -> BTreeMap<PartitionId, u64> {
+        claimed.iter().map(|c| (c.partition, c.epoch)).collect()
+    };
+    let ids = |claimed: &[sagashop::db::partitions::Claimed]| -> Vec<u32> {
+        claimed.iter().map(|c| c.partition.0).collect()
+    };
+    let none = BTreeMap::new();
+
+    let mut one = PartitionLeases::new(url(), 1, 60_000);
+    let mut two = PartitionLeases::new(url(), 2, 60_000);
+    assert_eq!(one.heartbeat().await.unwrap(), 1);
+    assert_eq!(two.heartbeat().await.unwrap(), 2);
+
+    let first = one.claim(&none, 5).await.unwrap();
+    assert_eq!(ids(&first), [0, 1, 2, 3, 4]);
+    assert!(
+        first.iter().all(|c| c.epoch == 1 && c.next_seq == 1),
+        "{first:?}"
+    );
+    let mut held_one = held(&first);
+    // Node 1's live leases are not taken: node 2 gets only the rest.
+    let second = two.claim(&none, 8).await.unwrap();
+    assert_eq!(ids(&second), [5, 6, 7]);
+    let mut held_two = held(&second);
+    assert_eq!(two.claim(&held_two, 8).await.unwrap(), []);
+    assert_eq!(one.renew(&held_one).await.unwrap().lost, []);
+
+    // Node 1 gives two partitions back; node 2 claims them at once, at a higher epoch, and
+    // a renewal of node 1 that still counts them finds them lost.
+    let given: BTreeMap<PartitionId, u64> = held_one
+        .range(PartitionId(3)..)
+        .map(|(p, e)| (*p, *e))
+        .collect();
+    assert_eq!(one.release(&given).await.unwrap(), 2);
+    let taken = two.claim(&held_two, 8).await.unwrap();
+    assert_eq!(ids(&taken), [3, 4]);
+    assert!(taken.iter().all(|c| c.epoch == 2), "{taken:?}");
+    held_two.extend(held(&taken));
+    assert_eq!(
+        one.renew(&held_one).await.unwrap().lost,
+        [PartitionId(3), PartitionId(4)]
+    );
+    held_one.retain(|p, _| p.0 < 3);
+    // A stale release (old epoch) gives nothing back.
+    assert_eq!(one.release(&given).await.unwrap(), 0);
+
+    // A lease that runs out is claimed by another node.
+    let mut brief = PartitionLeases::new(url(), 3, 1);
+    assert_eq!(one.release(&held_one).await.unwrap(), 3);
+    let short = brief.claim(&none, 1).await.unwrap();
+    assert_eq!(ids(&short), [0]);
+    let waited_until = std::time::Instant::now() + DEADLINE;
+    let after_expiry = loop {
+        let found = two.claim(&held_two, 1).await.unwrap();
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(
+            std::time::Instant::now() < waited_until,
+            "the short lease never ran out"
+        );
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(ids(&after_expiry), [0]);
+    assert_eq!(after_expiry[0].epoch, short[0].epoch + 1);
+    held_two.extend(held(&after_expiry));
+
+    // Node 2 restarted (same id, nothing held yet) takes its own partitions back at once.
+    let mut again = PartitionLeases::new(url(), 2, 60_000);
+    let back = again.claim(&none, 8).await.unwrap();
+    assert_eq!(ids(&back), [0, 1, 2, 3, 4, 5, 6, 7]);
+    for c in &back {
+        if let Some(before) = held_two.get(&c.partition) {
+            assert_eq!(c.epoch, before + 1, "{c:?}");
+        }
+    }
+    // Leaving gives everything back and drops the node from the live orchestrators.
+    assert_eq!(again.leave(&held(&back)).await.unwrap(), 8);
+    assert_eq!(one.heartbeat().await.unwrap(), 1);
+    assert_eq!(brief.claim(&none, 8).await.unwrap().len(), 8);
+}
