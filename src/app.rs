@@ -15,6 +15,7 @@ use crate::actors::account::{AccountCore, AccountService};
 use crate::actors::bridge::{NatsBridge, ResultRelay, Served, forward_results, serve_role};
 use crate::actors::endpoint::Endpoint;
 use crate::actors::faults::Faults;
+use crate::actors::leases::{Leases, Leave};
 use crate::actors::messages::{
     AcceptPurchase, CreateProduct, GetOrder, GetPayment, GetPerson, GetProduct, GetProducts,
     GetShipping, ListProducts, LogIn, RefreshTokens, SignUp, StepCommand, UpdatePerson,
@@ -39,9 +40,9 @@ use crate::cluster::stats::{self, Gather, ReadyCheck, Reporter};
 use crate::config::{Config, DatabaseOptions, ServiceDb};
 use crate::db::accounts::Accounts;
 use crate::db::ledger::StepRepository;
-use crate::db::lock::{self, NamedLock};
 use crate::db::open::{DbLocation, open};
 use crate::db::orders::Orders;
+use crate::db::partitions::PartitionLeases;
 use crate::db::payments::Payments;
 use crate::db::products::Products;
 use crate::db::saga_list::SagaList;
@@ -60,8 +61,9 @@ pub struct Application {
     pub state: NodeHttp,
     /// The node's metrics (served by the metrics listener).
     pub metrics: Metrics,
-    /// Held while this node is the cluster's orchestrator.
-    pub orchestrator_lock: Option<NamedLock>,
+    /// This orchestrator's partition leases (cluster mode): told to give every partition
+    /// back at shutdown.
+    pub leases: Option<actix::Addr<Leases>>,
     pub faults: Arc<Faults>,
     /// The clock every component tells time by (tests move it forward).
     pub clock: Clock,
@@ -238,29 +240,6 @@ async fn join_cluster(config: &Config) -> anyhow::Result<Option<Bus>> {
     Ok(Some(bus))
 }
 
-/// In a cluster, takes the lock that makes this node the one orchestrator, or refuses.
-async fn claim_orchestrator(config: &Config) -> anyhow::Result<Option<NamedLock>> {
-    let cluster = &config.cluster;
-    if !cluster.is_cluster() || !cluster.roles.has(Role::Orchestrator) {
-        return Ok(None);
-    }
-    let DbLocation::Mysql(url) = DbLocation::resolve(&config.databases, ServiceDb::Saga) else {
-        unreachable!("check_topology refuses a cluster saga store on SQLite");
-    };
-    crate::db::open::create_mysql_database(&url).await?;
-    let mut name = format!("sagashop-orchestrator-{}", cluster.cluster_name);
-    name.truncate(64);
-    match lock::try_hold(&url, &name).await? {
-        Some(held) => Ok(Some(held)),
-        None => anyhow::bail!(
-            "another node already runs the orchestrator role of cluster `{}`; a cluster has \
-             one orchestrator for now (orchestration on several nodes, with failover, is the \
-             next cluster step): start this node without `orchestrator` in --roles",
-            cluster.cluster_name
-        ),
-    }
-}
-
 /// Ends the process when the process `pid` is gone (tests: nodes die with their test).
 fn exit_with(pid: Option<u32>) {
     let Some(pid) = pid else { return };
@@ -325,7 +304,6 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
     raise_file_limit();
     exit_with(config.cluster.exit_with_pid);
     let bus = join_cluster(config).await?;
-    let orchestrator_lock = claim_orchestrator(config).await?;
     let secret = secret::load_or_create(
         config.jwt_secret.as_ref(),
         &config.databases.data_dir,
@@ -465,16 +443,31 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
     })
     .start();
 
+    let mut leases = None;
     let (supervisor, store) = if roles.has(Role::Orchestrator) {
         let store_thread = Arbiter::new();
-        let store = SagaStore::start(
-            Sagas::new(pool(ServiceDb::Saga).expect("opened"), clock.clone()),
-            node_id,
-            config.partitions,
-            &store_thread.handle(),
-            &metrics,
-        )
-        .await?;
+        let repo = Sagas::new(pool(ServiceDb::Saga).expect("opened"), clock.clone());
+        // Embedded: the one node owns every partition. Cluster: orchestrators lease them.
+        let leased = config.cluster.is_cluster();
+        let store = if leased {
+            SagaStore::start_leased(
+                repo,
+                node_id,
+                config.partitions,
+                &store_thread.handle(),
+                &metrics,
+            )
+            .await?
+        } else {
+            SagaStore::start(
+                repo,
+                node_id,
+                config.partitions,
+                &store_thread.handle(),
+                &metrics,
+            )
+            .await?
+        };
         arbiters.push(store_thread);
         let deps = SagaDeps {
             router: ServiceRouter::new(product_steps, order_steps, payment_steps, faults.clone()),
@@ -487,7 +480,12 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
             clock: clock.clone(),
             metrics: metrics.clone(),
         };
-        let resumed = load_unfinished(&store).await?;
+        // A cluster orchestrator resumes sagas as it claims their partitions.
+        let resumed = if leased {
+            Vec::new()
+        } else {
+            load_unfinished(&store).await?
+        };
         if !resumed.is_empty() {
             tracing::info!(count = resumed.len(), "resuming unfinished sagas");
         }
@@ -500,6 +498,23 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
             prune_every: Duration::from_secs(config.prune_every_seconds.max(1)),
         };
         let addr = on_own_thread(&mut arbiters, SagaSupervisor::new(deps, settings, resumed));
+        if leased {
+            let DbLocation::Mysql(url) = DbLocation::resolve(&config.databases, ServiceDb::Saga)
+            else {
+                unreachable!("check_topology refuses a cluster saga store on SQLite");
+            };
+            let lease = Duration::from_secs(config.cluster.lease_seconds);
+            let db = PartitionLeases::new(url, node_id, lease.as_millis() as u64);
+            let actor = Leases::new(
+                db,
+                store.clone(),
+                addr.clone(),
+                metrics.clone(),
+                config.partitions,
+                lease,
+            );
+            leases = Some(actor.start());
+        }
         wiring.serve(Role::Orchestrator, |s| {
             s.on::<AcceptPurchase>(addr.clone().recipient())
         });
@@ -591,7 +606,7 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
             signals: true,
         },
         data_dir_lock,
-        orchestrator_lock,
+        leases,
         arbiters,
     })
 }
@@ -692,12 +707,27 @@ async fn run(config: &Config) -> anyhow::Result<()> {
             let metrics_handle = metrics.handle();
             let stopped = actix_rt::spawn(metrics);
             api.await?;
+            leave(app.leases.as_ref()).await;
             metrics_handle.stop(true).await;
             let _ = stopped.await;
         }
-        None => api.await?,
+        None => {
+            api.await?;
+            leave(app.leases.as_ref()).await;
+        }
     }
     Ok(())
+}
+
+/// Graceful shutdown of an orchestrator in a cluster: the writer commits what is queued,
+/// then every partition is given back, so other orchestrators claim them at once instead of
+/// waiting for the leases to run out.
+async fn leave(leases: Option<&actix::Addr<Leases>>) {
+    let Some(leases) = leases else { return };
+    tracing::info!("giving the partitions back");
+    if let Err(e) = leases.send(Leave).await {
+        tracing::warn!(error = %e, "cannot give the partitions back; they expire with their leases");
+    }
 }
 
 /// `sagashop migrate`: create and migrate every database, then exit.

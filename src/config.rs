@@ -351,6 +351,13 @@ pub struct ClusterOptions {
     #[arg(long, env = "SAGASHOP_BUS_TIMEOUT_MS", default_value_t = 5000)]
     pub bus_timeout_ms: u64,
 
+    /// Seconds a partition lease lasts (orchestrators in a cluster): an orchestrator that
+    /// dies without giving its partitions back loses them this long after its last renewal
+    /// (renewals come every third of it).
+    #[arg(long, env = "SAGASHOP_LEASE_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub lease_seconds: u64,
+
     /// Tests only: exit when the process with this pid is gone.
     #[arg(long, hide = true, env = "SAGASHOP_EXIT_WITH_PID")]
     pub exit_with_pid: Option<u32>,

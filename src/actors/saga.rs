@@ -54,6 +54,12 @@ pub struct SagaFinished {
     pub purchase_id: PurchaseId,
 }
 
+/// Stops a saga actor where it stands: its partition went to another node, which resumes
+/// the saga from the store.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct StopSaga;
+
 /// A saga as its actor resumes it: where it stands in the store.
 #[derive(Debug, Clone)]
 pub struct SagaPosition {
@@ -347,5 +353,13 @@ impl Actor for SagaActor {
         if self.at.saga.state.is_terminal() {
             ctx.stop();
         }
+    }
+}
+
+impl Handler<StopSaga> for SagaActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopSaga, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }

@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use super::messages::ResultPublished;
 use crate::db::DbError;
-use crate::db::sagas::{Ownership, SagaWrite, Sagas, WriteOutcome};
+use crate::db::sagas::{Held, Ownership, SagaWrite, Sagas, WriteOutcome};
 use crate::domain::ids::CustomerId;
 use crate::domain::partition::{self, PartitionId};
 use crate::telemetry::metrics::{Metrics, QueuedActor};
@@ -23,9 +23,29 @@ use crate::telemetry::traces::{self, TARGET};
 /// Most transitions committed in one transaction.
 const MAX_BATCH: usize = 512;
 
-struct Request {
-    write: SagaWrite,
-    reply: oneshot::Sender<Result<WriteOutcome, DbError>>,
+/// What the writer is asked to do, in the order asked: a change of ownership applies after
+/// every write queued before it is committed.
+enum Request {
+    /// Commit a saga's transition.
+    Write {
+        write: SagaWrite,
+        reply: oneshot::Sender<Result<WriteOutcome, DbError>>,
+    },
+    /// Start writing for partitions this node just claimed (at these epochs).
+    Gain {
+        partitions: Vec<(PartitionId, u64)>,
+        reply: oneshot::Sender<()>,
+    },
+    /// Stop writing for partitions (lost, or about to be given back); answers once what was
+    /// queued before is committed.
+    Drop {
+        partitions: Vec<PartitionId>,
+        reply: oneshot::Sender<()>,
+    },
+    /// Stop writing for every partition (shutdown); answers what it held, with the epochs.
+    ReleaseAll {
+        reply: oneshot::Sender<Vec<(PartitionId, u64)>>,
+    },
 }
 
 /// Handle to the saga store: group-committed writes, direct reads.
@@ -60,6 +80,39 @@ impl SagaStore {
     ) -> Result<Self, DbError> {
         let owned = repo.own_all(partitions, node).await?;
         metrics.partitions_owned().set(i64::from(partitions));
+        Ok(Self::run(repo, node, partitions, owned, arbiter, metrics))
+    }
+
+    /// Prepares the store's partitions without taking any and starts the writer on
+    /// `arbiter` (cluster mode: the [`Leases`](super::leases::Leases) actor claims
+    /// partitions and hands them to the writer).
+    pub async fn start_leased(
+        repo: Sagas,
+        node: u16,
+        partitions: u32,
+        arbiter: &actix_rt::ArbiterHandle,
+        metrics: &Metrics,
+    ) -> Result<Self, DbError> {
+        repo.prepare(partitions).await?;
+        metrics.partitions_owned().set(0);
+        Ok(Self::run(
+            repo,
+            node,
+            partitions,
+            Ownership::new(),
+            arbiter,
+            metrics,
+        ))
+    }
+
+    fn run(
+        repo: Sagas,
+        node: u16,
+        partitions: u32,
+        owned: Ownership,
+        arbiter: &actix_rt::ArbiterHandle,
+        metrics: &Metrics,
+    ) -> Self {
         let epochs: Epochs = std::sync::Arc::new(std::sync::RwLock::new(
             owned.iter().map(|(p, held)| (*p, held.epoch)).collect(),
         ));
@@ -73,14 +126,21 @@ impl SagaStore {
                 .map_or(0, |tx| tx.max_capacity() - tx.capacity());
             depth.set(queued as i64);
         });
-        let batches = metrics.commit_batch(QueuedActor::SagaStore);
-        arbiter.spawn(write_loop(rx, repo.clone(), node, owned, batches));
-        Ok(Self {
+        let writer = Writer {
+            repo: repo.clone(),
+            node,
+            owned,
+            epochs: epochs.clone(),
+            batches: metrics.commit_batch(QueuedActor::SagaStore),
+            metrics: metrics.clone(),
+        };
+        arbiter.spawn(writer.run(rx));
+        Self {
             tx: Some(tx),
             repo,
             partitions,
             epochs,
-        })
+        }
     }
 
     /// The store as an api node without the orchestrator role sees it: reads only (purchase
@@ -97,11 +157,37 @@ impl SagaStore {
     /// Commits one saga's transition and publishes its results; answers once both are done.
     pub async fn commit(&self, write: SagaWrite) -> Result<WriteOutcome, DbError> {
         let (reply, answer) = oneshot::channel();
-        let tx = self.tx.as_ref().ok_or_else(stopped)?;
-        tx.send(Request { write, reply })
-            .await
-            .map_err(|_| stopped())?;
+        self.send(Request::Write { write, reply }).await?;
         answer.await.map_err(|_| stopped())?
+    }
+
+    async fn send(&self, request: Request) -> Result<(), DbError> {
+        let tx = self.tx.as_ref().ok_or_else(stopped)?;
+        tx.send(request).await.map_err(|_| stopped())
+    }
+
+    /// Starts writing for partitions this node claimed, at their new epochs (their next
+    /// event id is read at the first commit); answers once saga actors can stamp them.
+    pub async fn gain(&self, partitions: Vec<(PartitionId, u64)>) -> Result<(), DbError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Gain { partitions, reply }).await?;
+        answer.await.map_err(|_| stopped())
+    }
+
+    /// Stops writing for `partitions`: answers once every write queued before is committed;
+    /// later writes for them come back `LostPartition`.
+    pub async fn drop_partitions(&self, partitions: Vec<PartitionId>) -> Result<(), DbError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Drop { partitions, reply }).await?;
+        answer.await.map_err(|_| stopped())
+    }
+
+    /// Stops writing for every partition once what is queued is committed (shutdown);
+    /// answers what the writer held, with the epochs, for the caller to give back.
+    pub async fn release_all(&self) -> Result<Vec<(PartitionId, u64)>, DbError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::ReleaseAll { reply }).await?;
+        answer.await.map_err(|_| stopped())
     }
 
     /// The epoch this node holds `partition` at; `None` when it does not hold it.
@@ -206,46 +292,113 @@ pub async fn commit_isolating(
         .collect())
 }
 
-async fn write_loop(
-    mut rx: mpsc::Receiver<Request>,
+/// The writer's state, on its own thread.
+struct Writer {
     repo: Sagas,
     node: u16,
-    mut owned: Ownership,
+    owned: Ownership,
+    epochs: Epochs,
     batches: prometheus::Histogram,
-) {
-    let mut queued = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
-        batches.observe(queued.len() as f64);
-        let (writes, replies): (Vec<_>, Vec<_>) =
-            queued.drain(..).map(|r| (r.write, r.reply)).unzip();
+    metrics: Metrics,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut queued = Vec::with_capacity(MAX_BATCH);
+        let mut writes = Vec::with_capacity(MAX_BATCH);
+        let mut replies = Vec::with_capacity(MAX_BATCH);
+        while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
+            for request in queued.drain(..) {
+                match request {
+                    Request::Write { write, reply } => {
+                        writes.push(write);
+                        replies.push(reply);
+                        continue;
+                    }
+                    control => {
+                        // Ownership changes after the writes queued before it.
+                        self.commit(&mut writes, &mut replies).await;
+                        self.control(control);
+                    }
+                }
+            }
+            self.commit(&mut writes, &mut replies).await;
+        }
+    }
+
+    fn control(&mut self, request: Request) {
+        let mut epochs = self.epochs.write().expect("epochs lock");
+        match request {
+            Request::Write { .. } => unreachable!("writes are committed, not applied"),
+            Request::Gain { partitions, reply } => {
+                for (p, epoch) in partitions {
+                    let held = Held {
+                        epoch,
+                        next_seq: None,
+                    };
+                    self.owned.insert(p, held);
+                    epochs.insert(p, epoch);
+                }
+                let _ = reply.send(());
+            }
+            Request::Drop { partitions, reply } => {
+                for p in partitions {
+                    self.owned.remove(&p);
+                    epochs.remove(&p);
+                }
+                let _ = reply.send(());
+            }
+            Request::ReleaseAll { reply } => {
+                let held = self.owned.iter().map(|(p, h)| (*p, h.epoch)).collect();
+                self.owned.clear();
+                epochs.clear();
+                let _ = reply.send(held);
+            }
+        }
+    }
+
+    async fn commit(
+        &mut self,
+        writes: &mut Vec<SagaWrite>,
+        replies: &mut Vec<oneshot::Sender<Result<WriteOutcome, DbError>>>,
+    ) {
+        if writes.is_empty() {
+            return;
+        }
+        self.batches.observe(writes.len() as f64);
         // One span per transaction, linked to (not a child of) each saga it carries.
         let span = tracing::trace_span!(target: TARGET, "db.commit", database = "saga",
             writes = writes.len());
-        for write in &writes {
+        for write in writes.iter() {
             traces::link(&span, &write.trace);
         }
-        let committed = commit_isolating(&repo, node, &mut owned, &writes)
+        let committed = commit_isolating(&self.repo, self.node, &mut self.owned, writes)
             .instrument(span)
             .await;
         match committed {
             Ok(outcomes) => {
-                for (outcome, write) in outcomes.iter().zip(&writes) {
-                    if let WriteOutcome::Committed(results) = outcome {
-                        for result in results {
-                            let published = ResultPublished(*result, write.trace.clone());
-                            Broker::<SystemBroker>::issue_async(published);
+                for (outcome, write) in outcomes.iter().zip(writes.iter()) {
+                    match outcome {
+                        WriteOutcome::Committed(results) => {
+                            for result in results {
+                                let published = ResultPublished(*result, write.trace.clone());
+                                Broker::<SystemBroker>::issue_async(published);
+                            }
                         }
+                        WriteOutcome::LostPartition => self.metrics.writes_fenced().inc(),
+                        _ => {}
                     }
                 }
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                for (reply, outcome) in replies.drain(..).zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
             }
             Err(e) => {
-                for reply in replies {
+                for reply in replies.drain(..) {
                     let _ = reply.send(Err(DbError::Unavailable(e.to_string())));
                 }
             }
         }
+        writes.clear();
     }
 }

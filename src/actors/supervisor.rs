@@ -3,7 +3,7 @@
 //! from the store on start, and sets aside (quarantines) sagas whose stored log does not
 //! replay, so that one bad saga never stops the others.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,11 +11,12 @@ use actix::prelude::*;
 use tracing::Instrument;
 
 use super::messages::AcceptPurchase;
-use super::saga::{SagaActor, SagaDeps, SagaFinished, SagaPosition};
+use super::saga::{SagaActor, SagaDeps, SagaFinished, SagaPosition, StopSaga};
 use super::store::SagaStore;
 use super::{ServiceError, ServiceResult};
 use crate::db::sagas::{SagaWrite, StoredSaga, WriteOutcome};
 use crate::domain::ids::PurchaseId;
+use crate::domain::partition::PartitionId;
 use crate::domain::saga::{Saga, SagaEvent, next};
 use crate::telemetry::traces::{self, TARGET};
 
@@ -45,11 +46,33 @@ pub struct SupervisorSettings {
 /// Sagas whose logs are pruned in one transaction.
 const PRUNE_BATCH: u64 = 500;
 
+/// A saga actor this supervisor started.
+struct Running {
+    partition: PartitionId,
+    addr: Addr<SagaActor>,
+}
+
+/// This node claimed these partitions (cluster mode): their unfinished sagas are resumed,
+/// at the bounded pace of a restart.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct PartitionsGained {
+    pub partitions: Vec<PartitionId>,
+}
+
+/// This node no longer holds these partitions (lost or given back): their saga actors stop,
+/// and the node that holds them now resumes those sagas from the store.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct PartitionsLost {
+    pub partitions: Vec<PartitionId>,
+}
+
 /// Supervises every saga of this node.
 pub struct SagaSupervisor {
     deps: SagaDeps,
     settings: SupervisorSettings,
-    running: HashMap<PurchaseId, Addr<SagaActor>>,
+    running: HashMap<PurchaseId, Running>,
     /// Accepted purchases whose saga row is being written (they count against the cap).
     accepting: usize,
     /// A pruning pass is running.
@@ -117,8 +140,10 @@ impl SagaSupervisor {
 
     fn launch(&mut self, at: SagaPosition, ctx: &mut Context<Self>) {
         let id = at.purchase.purchase_id;
+        let partition = at.partition;
         let actor = SagaActor::new(at, self.deps.clone(), ctx.address().recipient());
-        self.running.insert(id, actor.start());
+        let addr = actor.start();
+        self.running.insert(id, Running { partition, addr });
     }
 
     /// Restarts sagas whose actor died (panicked or stopped) before reaching a terminal state.
@@ -126,7 +151,7 @@ impl SagaSupervisor {
         let dead: Vec<PurchaseId> = self
             .running
             .iter()
-            .filter(|(_, addr)| !addr.connected())
+            .filter(|(_, running)| !running.addr.connected())
             .map(|(id, _)| *id)
             .collect();
         for id in dead {
@@ -145,7 +170,17 @@ impl SagaSupervisor {
         let store = self.deps.store.clone();
         ctx.spawn(
             async move {
-                let ids = store.repo().released().await?;
+                let mut ids = store.repo().released().await?;
+                // In a cluster each orchestrator picks up the sagas of the partitions it holds.
+                if !ids.is_empty() {
+                    let held: BTreeSet<PartitionId> = store.held().into_iter().collect();
+                    let ours = store.repo().load(&ids).await?;
+                    ids = ours
+                        .into_iter()
+                        .filter(|s| held.contains(&s.partition))
+                        .map(|s| s.purchase.purchase_id)
+                        .collect();
+                }
                 for &id in &ids {
                     store.repo().picked_up(id).await?;
                 }
@@ -277,6 +312,66 @@ impl Handler<AcceptPurchase> for SagaSupervisor {
     }
 }
 
+impl Handler<PartitionsGained> for SagaSupervisor {
+    type Result = ();
+
+    /// Loads the gained partitions' unfinished sagas into the resume queue (those not
+    /// already running or queued), started at the resume pace.
+    fn handle(&mut self, msg: PartitionsGained, ctx: &mut Context<Self>) {
+        let store = self.deps.store.clone();
+        let partitions = msg.partitions;
+        ctx.spawn(
+            async move { load_unfinished_in(&store, &partitions).await }
+                .into_actor(self)
+                .map(|loaded, act, _| match loaded {
+                    Ok(found) => {
+                        let queued: HashSet<PurchaseId> = act
+                            .resumed
+                            .iter()
+                            .map(|at| at.purchase.purchase_id)
+                            .collect();
+                        let mut added = 0;
+                        for at in found {
+                            let id = at.purchase.purchase_id;
+                            let held = act.deps.store.epoch_of(at.partition).is_some();
+                            if held && !act.running.contains_key(&id) && !queued.contains(&id) {
+                                act.resumed.push_back(at);
+                                added += 1;
+                            }
+                        }
+                        if added > 0 {
+                            tracing::info!(
+                                count = added,
+                                "resuming the sagas of claimed partitions"
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot load the sagas of claimed partitions")
+                    }
+                }),
+        );
+    }
+}
+
+impl Handler<PartitionsLost> for SagaSupervisor {
+    type Result = ();
+
+    /// Stops the saga actors of partitions this node no longer holds and forgets their
+    /// queued resumes: their new owner resumes them from the store.
+    fn handle(&mut self, msg: PartitionsLost, _: &mut Context<Self>) {
+        let lost: BTreeSet<PartitionId> = msg.partitions.into_iter().collect();
+        self.running.retain(|_, running| {
+            let keep = !lost.contains(&running.partition);
+            if !keep {
+                running.addr.do_send(StopSaga);
+            }
+            keep
+        });
+        self.resumed.retain(|at| !lost.contains(&at.partition));
+    }
+}
+
 impl Handler<SagaFinished> for SagaSupervisor {
     type Result = ();
 
@@ -289,6 +384,10 @@ impl Handler<SagaFinished> for SagaSupervisor {
 /// saga whose log does not replay is quarantined here, with the reason).
 async fn position_of(store: &SagaStore, stored: StoredSaga) -> ServiceResult<Option<SagaPosition>> {
     let id = stored.purchase.purchase_id;
+    if store.epoch_of(stored.partition).is_none() {
+        // Another node's partition (cluster mode): its owner runs it.
+        return Ok(None);
+    }
     match stored.status {
         Ok(saga) if saga.state.is_terminal() => Ok(None),
         Ok(saga) => Ok(Some(SagaPosition {
@@ -322,6 +421,28 @@ pub async fn load_unfinished(store: &SagaStore) -> ServiceResult<Vec<SagaPositio
     let mut after = PurchaseId(0);
     loop {
         let page = store.repo().unfinished(after, RESUME_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.purchase.purchase_id;
+        for stored in page {
+            found.extend(position_of(store, stored).await?);
+        }
+    }
+    Ok(found)
+}
+
+/// The unfinished sagas of `partitions` with the position each log replays to (those that
+/// do not replay are quarantined and left out).
+async fn load_unfinished_in(
+    store: &SagaStore,
+    partitions: &[PartitionId],
+) -> ServiceResult<Vec<SagaPosition>> {
+    let mut found = Vec::new();
+    let mut after = PurchaseId(0);
+    loop {
+        let page = store
+            .repo()
+            .unfinished_in(partitions, after, RESUME_PAGE)
+            .await?;
         let Some(last) = page.last() else { break };
         after = last.purchase.purchase_id;
         for stored in page {

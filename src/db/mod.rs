@@ -9,6 +9,7 @@ pub mod lock;
 pub mod newest;
 pub mod open;
 pub mod orders;
+pub mod partitions;
 pub mod payments;
 pub mod pool;
 pub mod products;

@@ -570,6 +570,19 @@ backend_queries! {
             .await?)
     }
 
+    async fn unfinished_ids_in(conn: &mut Conn, partitions: Vec<i32>, after: PurchaseId, limit: i64) -> Result<Vec<PurchaseId>, DbError> {
+        Ok(sagas::table
+            .filter(sagas::finished.eq(false))
+            .filter(sagas::partition_id.eq_any(partitions))
+            .filter(sagas::purchase_id.gt(after))
+            .filter(sagas::quarantine.is_null())
+            .order(sagas::purchase_id)
+            .limit(limit)
+            .select(sagas::purchase_id)
+            .load(conn)
+            .await?)
+    }
+
     async fn released_ids(conn: &mut Conn) -> Result<Vec<PurchaseId>, DbError> {
         Ok(sagas::table
             .filter(sagas::retry_requested.eq(true))
@@ -683,8 +696,8 @@ backend_queries! {
     }
 
     /// Creates the partitions of a new store, or checks an existing store's settings; assigns
-    /// rows carried over from the single-sequence store; takes every partition for `owner`.
-    async fn own_all(conn: &mut Conn, count: u32, owner: i32) -> Result<Vec<(i32, i64, i64)>, DbError> {
+    /// rows carried over from the single-sequence store.
+    async fn prepare(conn: &mut Conn, count: u32) -> Result<(), DbError> {
         conn.transaction::<_, DbError, _>(async |c| {
             let meta: Vec<(String, String)> = store_meta::table
                 .select((store_meta::name, store_meta::value))
@@ -744,6 +757,15 @@ backend_queries! {
                     .execute(c)
                     .await?;
             }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Prepares the store ([`prepare`]) and takes every partition for `owner`.
+    async fn own_all(conn: &mut Conn, count: u32, owner: i32) -> Result<Vec<(i32, i64, i64)>, DbError> {
+        prepare(conn, count).await?;
+        conn.transaction::<_, DbError, _>(async |c| {
             Reusable(diesel::update(partitions::table)
                 .set((
                     partitions::owner_node.eq(owner),
@@ -802,6 +824,23 @@ impl Sagas {
             .collect()
     }
 
+    /// Prepares the store's `count` partitions (creating them, or checking an existing
+    /// store's settings) without taking any: in a cluster, orchestrators lease them.
+    /// Orchestrators starting together race to create the partitions: the losers' inserts
+    /// fail (duplicate or deadlock) and they check the winner's settings instead.
+    pub async fn prepare(&self, count: u32) -> Result<(), DbError> {
+        let mut tries = 0;
+        loop {
+            match prepare(&self.pool, count).await {
+                Err(DbError::Duplicate | DbError::Query(_)) if tries < 5 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * tries)).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
     /// Commits the transitions of many sagas in one transaction. Each write gets its own
     /// outcome; an `Err` means the transaction as a whole failed (nothing was written).
     pub async fn commit(
@@ -853,6 +892,22 @@ impl Sagas {
         limit: u64,
     ) -> Result<Vec<StoredSaga>, DbError> {
         let ids = unfinished_ids(&self.pool, after, saturating(limit)).await?;
+        self.load(&ids).await
+    }
+
+    /// A page of unfinished, unquarantined sagas of `partitions` with ids above `after`, in
+    /// id order: what an orchestrator resumes when it gains those partitions.
+    pub async fn unfinished_in(
+        &self,
+        partitions: &[PartitionId],
+        after: PurchaseId,
+        limit: u64,
+    ) -> Result<Vec<StoredSaga>, DbError> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let partitions = partitions.iter().map(|p| p.0 as i32).collect();
+        let ids = unfinished_ids_in(&self.pool, partitions, after, saturating(limit)).await?;
         self.load(&ids).await
     }
 

@@ -9,6 +9,7 @@ mod batching;
 mod cluster_blackbox;
 mod cluster_failover;
 mod cluster_nodes;
+mod cluster_ownership;
 mod cluster_takeover;
 mod compensation;
 mod compose;
