@@ -238,6 +238,7 @@ impl Handler<AcceptPurchase> for SagaSupervisor {
             purchase: at.purchase.clone(),
             partition: at.partition,
             from_version: 0,
+            stored: false,
             log_len: 0,
             saga: start.saga,
             events: start.emitted(),
