@@ -28,6 +28,7 @@ use crate::actors::product::{ProductCore, ProductService};
 use crate::actors::results::{ResultHub, StreamLimits};
 use crate::actors::router::ServiceRouter;
 use crate::actors::saga::{SagaDeps, SagaPolicy};
+use crate::actors::starts::{self, StartNotices};
 use crate::actors::store::SagaStore;
 use crate::actors::supervisor::{SagaSupervisor, SupervisorSettings, load_unfinished};
 use crate::auth::{secret, throttle::LoginThrottle, tokens::TokenIssuer};
@@ -444,6 +445,9 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
     .start();
 
     let mut leases = None;
+    // This node's orchestrator, if it runs one: the api role hands it the sagas it accepts
+    // in partitions held here.
+    let mut local_orchestrator = None;
     let (supervisor, store) = if roles.has(Role::Orchestrator) {
         let store_thread = Arbiter::new();
         let repo = Sagas::new(pool(ServiceDb::Saga).expect("opened"), clock.clone());
@@ -520,7 +524,9 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
         });
         if let Some(bus) = &bus {
             ResultRelay::new(bus.clone(), config.partitions, &metrics).start();
+            starts::listen(bus, store.clone(), addr.clone(), &metrics).await?;
         }
+        local_orchestrator = Some((store.clone(), addr.clone()));
         (Endpoint::Local(addr), Some(store))
     } else {
         let store = pool(ServiceDb::Saga)
@@ -533,12 +539,18 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
         forward_results(bus, hub.clone(), roles.has(Role::Orchestrator), &metrics).await?;
     }
 
+    // In a cluster the api node stores the sagas it accepts and tells their owners; embedded,
+    // the local supervisor stores each with its first transition.
+    let starts = bus
+        .as_ref()
+        .map(|bus| StartNotices::new(bus.clone(), local_orchestrator, &metrics));
     let api = roles.has(Role::Api).then(|| AppState {
         account,
         product,
         order,
         payment,
         supervisor,
+        starts,
         hub,
         store: store.expect("the api role opens the saga store"),
         tokens,

@@ -18,6 +18,7 @@ pub mod results;
 pub mod router;
 pub mod saga;
 pub mod service;
+pub mod starts;
 pub mod store;
 pub mod supervisor;
 

@@ -156,6 +156,9 @@ impl SagaActor {
             purchase: self.at.purchase.clone(),
             partition: self.at.partition,
             from_version: self.at.version,
+            // An actor runs a saga whose row is stored (at version 0 when an api node
+            // accepted it and this is its first transition).
+            stored: true,
             log_len: self.at.log_len,
             saga: transition.saga,
             events,

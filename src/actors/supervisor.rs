@@ -27,6 +27,12 @@ const RELEASED_EVERY: Duration = Duration::from_secs(2);
 /// Unfinished sagas loaded per query on resume.
 const RESUME_PAGE: u64 = 1000;
 
+/// How often this node's partitions are swept for sagas accepted elsewhere and not started
+/// (their start notice lost): a lost notice delays a saga by this much at most.
+const PENDING_EVERY: Duration = Duration::from_millis(500);
+/// Most pending sagas one sweep picks up.
+const PENDING_PAGE: usize = 1000;
+
 /// How often resumed sagas are started, a slice at a time.
 const RESUME_TICK: Duration = Duration::from_millis(20);
 
@@ -79,6 +85,19 @@ pub struct SagaSupervisor {
     pruning: bool,
     /// Sagas found on start, started at a bounded pace once the supervisor runs.
     resumed: VecDeque<SagaPosition>,
+    /// Sagas accepted by an api node being loaded to start here (they also count in
+    /// `accepting`): a notice and a sweep that find the same saga start it once.
+    adopting: HashSet<PurchaseId>,
+    /// A sweep for pending sagas is running.
+    sweeping_pending: bool,
+}
+
+/// Sagas an api node accepted (stored at version 0) in partitions this node holds: start the
+/// ones not running yet. Sent by the start notice listener and by the supervisor's own sweep.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Adopt {
+    pub ids: Vec<PurchaseId>,
 }
 
 impl SagaSupervisor {
@@ -91,7 +110,85 @@ impl SagaSupervisor {
             accepting: 0,
             pruning: false,
             resumed: resumed.into(),
+            adopting: HashSet::new(),
+            sweeping_pending: false,
         }
+    }
+
+    /// Sagas counted against the in-flight cap.
+    fn in_flight(&self) -> usize {
+        self.running.len() + self.accepting + self.resumed.len()
+    }
+
+    /// Loads and starts the sagas of `ids` that are not running, queued or loading here, as
+    /// many as the in-flight cap leaves room for (the sweep finds the others later). Sagas of
+    /// partitions this node does not hold are left to their owner.
+    fn adopt(&mut self, ids: Vec<PurchaseId>, ctx: &mut Context<Self>) {
+        let room = self.settings.max_in_flight.saturating_sub(self.in_flight());
+        let ids: Vec<PurchaseId> = ids
+            .into_iter()
+            .filter(|id| !self.running.contains_key(id) && !self.adopting.contains(id))
+            .filter(|id| !self.resumed.iter().any(|at| at.purchase.purchase_id == *id))
+            .take(room)
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        self.accepting += ids.len();
+        self.adopting.extend(ids.iter().copied());
+        let (store, loading) = (self.deps.store.clone(), ids.clone());
+        ctx.spawn(
+            async move {
+                let mut found = Vec::with_capacity(loading.len());
+                for stored in store.repo().load(&loading).await? {
+                    if store.epoch_of(stored.partition).is_some() {
+                        found.extend(position_of(&store, stored).await?);
+                    }
+                }
+                Ok::<_, ServiceError>(found)
+            }
+            .into_actor(self)
+            .map(move |loaded, act, ctx| {
+                act.accepting -= ids.len();
+                for id in &ids {
+                    act.adopting.remove(id);
+                }
+                match loaded {
+                    Ok(found) => {
+                        for at in found {
+                            if !act.running.contains_key(&at.purchase.purchase_id) {
+                                act.launch(at, ctx);
+                            }
+                        }
+                    }
+                    // The sweep finds them again.
+                    Err(e) => tracing::warn!(error = %e, "cannot load accepted sagas"),
+                }
+            }),
+        );
+    }
+
+    /// Looks for sagas accepted in this node's partitions and not started (their notice was
+    /// lost, or came while no one held the partition).
+    fn sweep_pending(&mut self, ctx: &mut Context<Self>) {
+        let room = self.settings.max_in_flight.saturating_sub(self.in_flight());
+        let held = self.deps.store.held();
+        if room == 0 || held.is_empty() || std::mem::replace(&mut self.sweeping_pending, true) {
+            return;
+        }
+        let store = self.deps.store.clone();
+        let limit = room.min(PENDING_PAGE) as u64;
+        ctx.spawn(
+            async move { store.repo().pending_in(&held, limit).await }
+                .into_actor(self)
+                .map(|found, act, ctx| {
+                    act.sweeping_pending = false;
+                    match found {
+                        Ok(ids) => act.adopt(ids, ctx),
+                        Err(e) => tracing::warn!(error = %e, "cannot look for accepted sagas"),
+                    }
+                }),
+        );
     }
 
     /// Prunes the step logs of sagas finished longer ago than the retention, in small
@@ -140,6 +237,10 @@ impl SagaSupervisor {
 
     fn launch(&mut self, at: SagaPosition, ctx: &mut Context<Self>) {
         let id = at.purchase.purchase_id;
+        if at.version == 0 {
+            // Accepted by an api node; its first transition is this actor's.
+            self.deps.metrics.saga_started();
+        }
         let partition = at.partition;
         let actor = SagaActor::new(at, self.deps.clone(), ctx.address().recipient());
         let addr = actor.start();
@@ -232,6 +333,7 @@ impl Actor for SagaSupervisor {
         ctx.run_interval(RESUME_TICK, |act, ctx| act.resume_some(ctx));
         ctx.run_interval(SWEEP_EVERY, |act, ctx| act.sweep(ctx));
         ctx.run_interval(RELEASED_EVERY, |act, ctx| act.pick_up_released(ctx));
+        ctx.run_interval(PENDING_EVERY, |act, ctx| act.sweep_pending(ctx));
         ctx.run_interval(self.settings.prune_every, |act, ctx| act.prune(ctx));
     }
 }
@@ -242,8 +344,7 @@ impl Handler<AcceptPurchase> for SagaSupervisor {
     /// Stores the saga together with its first transition (one group-committed write, whose
     /// results the store publishes), then starts the saga actor on the first call.
     fn handle(&mut self, msg: AcceptPurchase, _: &mut Context<Self>) -> Self::Result {
-        let in_flight = self.running.len() + self.accepting + self.resumed.len();
-        if in_flight >= self.settings.max_in_flight {
+        if self.in_flight() >= self.settings.max_in_flight {
             return Box::pin(fut::ready(Err(ServiceError::Busy)));
         }
         let now = self.deps.clock.now_ms();
@@ -273,6 +374,7 @@ impl Handler<AcceptPurchase> for SagaSupervisor {
             purchase: at.purchase.clone(),
             partition: at.partition,
             from_version: 0,
+            stored: false,
             log_len: 0,
             saga: start.saga,
             events: start.emitted(),
@@ -369,6 +471,14 @@ impl Handler<PartitionsLost> for SagaSupervisor {
             keep
         });
         self.resumed.retain(|at| !lost.contains(&at.partition));
+    }
+}
+
+impl Handler<Adopt> for SagaSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Adopt, ctx: &mut Context<Self>) {
+        self.adopt(msg.ids, ctx);
     }
 }
 

@@ -156,6 +156,17 @@ impl Bus {
         format!("{}.results.reset", self.cluster)
     }
 
+    /// Where an api node tells the owner of a partition that it accepted a saga there.
+    pub fn start_subject(&self, partition: u32) -> String {
+        format!("{}.start.{partition}", self.cluster)
+    }
+
+    /// Every partition's start notices (an orchestrator keeps those of the partitions it
+    /// holds).
+    pub fn all_starts(&self) -> String {
+        format!("{}.start.*", self.cluster)
+    }
+
     /// Where every node answers with its stats (the dashboard's cluster view).
     pub fn stats_subject(&self) -> String {
         format!("{}.stats", self.cluster)

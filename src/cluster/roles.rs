@@ -58,13 +58,9 @@ impl Role {
     /// The other roles this one sends requests to.
     pub fn needs(self) -> &'static [Role] {
         match self {
-            Role::Api => &[
-                Role::Orchestrator,
-                Role::Account,
-                Role::Product,
-                Role::Order,
-                Role::Payment,
-            ],
+            // Purchases are stored by the api node itself and started by whichever node
+            // owns their partition: accepting needs no orchestrator up.
+            Role::Api => &[Role::Account, Role::Product, Role::Order, Role::Payment],
             Role::Orchestrator => &[Role::Product, Role::Order, Role::Payment],
             // An order lists its items with their product names.
             Role::Order => &[Role::Product],
@@ -198,10 +194,7 @@ mod tests {
     #[test]
     fn a_node_reaches_elsewhere_only_what_it_does_not_run() {
         let node2: Roles = "api,order,payment".parse().unwrap();
-        assert_eq!(
-            node2.remote_needs(),
-            vec![Role::Orchestrator, Role::Account, Role::Product]
-        );
+        assert_eq!(node2.remote_needs(), vec![Role::Account, Role::Product]);
         assert!(Roles::all().remote_needs().is_empty());
         let order_only: Roles = "order".parse().unwrap();
         assert_eq!(order_only.remote_needs(), vec![Role::Product]);

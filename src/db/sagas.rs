@@ -112,8 +112,12 @@ pub struct SagaWrite {
     /// The purchase; a new saga's row is built from it.
     pub purchase: std::sync::Arc<Purchase>,
     pub partition: PartitionId,
-    /// The version the saga is at before this transition (0: a new saga, inserted).
+    /// The version the saga is at before this transition (0: a new saga).
     pub from_version: u64,
+    /// The saga's row is stored at `from_version`, so the write moves it on with a versioned
+    /// UPDATE. False only for a new saga whose first write inserts its row (embedded mode's
+    /// accept); an api node in a cluster stores the row first, at version 0.
+    pub stored: bool,
     /// How many log entries the saga has before this transition.
     pub log_len: u32,
     pub saga: Saga,
@@ -291,6 +295,34 @@ fn new_row(w: &SagaWrite, version: i64, now: i64) -> SagaRow {
     }
 }
 
+/// The row of a saga accepted but not started: Pending, version 0, no log entries yet.
+fn pending_row(
+    purchase: &Purchase,
+    partition: PartitionId,
+    trace: &TraceContext,
+    now: i64,
+) -> SagaRow {
+    SagaRow {
+        purchase_id: purchase.purchase_id,
+        partition_id: partition.0 as i32,
+        customer_id: purchase.customer_id,
+        items: serde_json::to_string(&purchase.items).expect("items serialize"),
+        currency_code: purchase.currency.code().to_owned(),
+        amount: purchase.amount,
+        state: SagaState::Pending.to_string(),
+        finished: false,
+        version: 0,
+        attempts: 0,
+        retry_since: 0,
+        quarantine: None,
+        retry_requested: false,
+        created_at: now,
+        updated_at: now,
+        log_pruned: false,
+        trace_context: trace.to_column(),
+    }
+}
+
 /// Settings a store is created with; a node whose settings differ must not open it.
 const META_COUNT: &str = "partition_count";
 const META_HASH: &str = "partition_hash";
@@ -303,7 +335,7 @@ backend_queries! {
         async fn write_row(c: &mut Conn, w: &SagaWrite, now: i64) -> Result<Option<WriteOutcome>, DbError> {
             let id = w.purchase.purchase_id;
             let from = to_column(w.from_version)?;
-            let written = if w.from_version == 0 {
+            let written = if !w.stored && w.from_version == 0 {
                 match Reusable(diesel::insert_into(sagas::table).values(new_row(w, from + 1, now))).execute(c).await {
                     Ok(n) => n,
                     Err(diesel::result::Error::DatabaseError(
@@ -460,7 +492,7 @@ backend_queries! {
             // Saga rows moving on from a stored version: one UPDATE for many, inside a
             // savepoint, when a batch has enough of them to pay for it.
             let movers: Vec<usize> = (0..writes.len())
-                .filter(|&i| writes[i].from_version > 0 && fenced.contains_key(&writes[i].partition))
+                .filter(|&i| (writes[i].stored || writes[i].from_version > 0) && fenced.contains_key(&writes[i].partition))
                 .collect();
             let mut moved = vec![false; writes.len()];
             if movers.len() >= TOGETHER_FROM {
@@ -575,6 +607,26 @@ backend_queries! {
             .filter(sagas::finished.eq(false))
             .filter(sagas::partition_id.eq_any(partitions))
             .filter(sagas::purchase_id.gt(after))
+            .filter(sagas::quarantine.is_null())
+            .order(sagas::purchase_id)
+            .limit(limit)
+            .select(sagas::purchase_id)
+            .load(conn)
+            .await?)
+    }
+
+    async fn insert_pending(conn: &mut Conn, row: SagaRow) -> Result<usize, DbError> {
+        Ok(Reusable(diesel::insert_into(sagas::table).values(row)).execute(conn).await?)
+    }
+
+    /// Served by `sagas_unfinished` (finished, partition_id, purchase_id): an index on the
+    /// version would be rewritten by every transition, and the unfinished sagas of a node's
+    /// partitions are few.
+    async fn pending_ids(conn: &mut Conn, partitions: &[i32], limit: i64) -> Result<Vec<PurchaseId>, DbError> {
+        Ok(sagas::table
+            .filter(sagas::finished.eq(false))
+            .filter(sagas::partition_id.eq_any(partitions))
+            .filter(sagas::version.eq(0))
             .filter(sagas::quarantine.is_null())
             .order(sagas::purchase_id)
             .limit(limit)
@@ -909,6 +961,36 @@ impl Sagas {
         let partitions = partitions.iter().map(|p| p.0 as i32).collect();
         let ids = unfinished_ids_in(&self.pool, partitions, after, saturating(limit)).await?;
         self.load(&ids).await
+    }
+
+    /// Stores a purchase's saga accepted but not started (Pending, version 0, no log
+    /// entries), with the trace its spans continue: an api node in a cluster accepts this way,
+    /// whether or not its partition has an owner now; the owner starts it (its first
+    /// transition moves the row from version 0). The only write to the store that is not
+    /// fenced: it appends nothing and numbers nothing.
+    pub async fn insert_pending(
+        &self,
+        purchase: &Purchase,
+        partition: PartitionId,
+        trace: &TraceContext,
+    ) -> Result<(), DbError> {
+        let now = self.clock.now_ms();
+        insert_pending(&self.pool, pending_row(purchase, partition, trace, now)).await?;
+        Ok(())
+    }
+
+    /// Sagas of `partitions` accepted but not started yet (version 0, not quarantined), in
+    /// id order, at most `limit`: what an owner sweeps for, in case a start notice was lost.
+    pub async fn pending_in(
+        &self,
+        partitions: &[PartitionId],
+        limit: u64,
+    ) -> Result<Vec<PurchaseId>, DbError> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let partitions: Vec<i32> = partitions.iter().map(|p| p.0 as i32).collect();
+        pending_ids(&self.pool, &partitions, saturating(limit)).await
     }
 
     /// Sagas released from quarantine by `sagashop sagas retry`, not yet picked up.

@@ -79,6 +79,9 @@ pub struct AppState {
     pub order: Endpoint<OrderService>,
     pub payment: Endpoint<PaymentService>,
     pub supervisor: Endpoint<SagaSupervisor>,
+    /// In a cluster: purchases are stored here and announced to their partition's owner
+    /// (`None` embedded, where the supervisor stores them).
+    pub starts: Option<crate::actors::starts::StartNotices>,
     pub hub: Addr<ResultHub>,
     pub store: SagaStore,
     pub tokens: TokenIssuer,

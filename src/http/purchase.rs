@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use super::AppState;
 use super::error::ApiError;
@@ -12,9 +13,11 @@ use super::extract::{JsonBody, parse_id};
 use super::openapi::MsgBody;
 use crate::actors::ServiceError;
 use crate::actors::messages::{AcceptPurchase, GetProducts};
+use crate::actors::starts::StartNotices;
 use crate::db::sagas::{LoggedStep, StoredSaga};
 use crate::domain::ids::{CustomerId, ProductId, PurchaseId};
-use crate::domain::purchase::{Currency, PricingError, PurchaseItem, price};
+use crate::domain::purchase::{Currency, PricingError, Purchase, PurchaseItem, price};
+use crate::telemetry::traces::{self, TARGET};
 
 /// The status shown for a saga set aside because its stored log does not replay.
 const QUARANTINED: &str = "QUARANTINED";
@@ -154,6 +157,10 @@ pub async fn create(
     let currency = currency.ok_or_else(ApiError::invalid)?;
     let purchase = priced.into_purchase(PurchaseId(state.ids.next()), customer_id, currency);
     let purchase_id = purchase.purchase_id;
+    if let Some(starts) = &state.starts {
+        accept_stored(&state, starts, purchase).await?;
+        return Ok(HttpResponse::Created().json(Accepted { purchase_id }));
+    }
     let deadline_ms = state.clock.now_ms() + state.accept_within.as_millis() as i64;
     let accepted = state.supervisor.send(AcceptPurchase {
         purchase,
@@ -176,6 +183,30 @@ pub async fn create(
         Err(e) => return Err(e.into()),
     }
     Ok(HttpResponse::Created().json(Accepted { purchase_id }))
+}
+
+/// A cluster's accept: the saga is stored pending here (the partition may have no owner
+/// now), then its owner is told; it is durable once this returns.
+async fn accept_stored(
+    state: &AppState,
+    starts: &StartNotices,
+    purchase: Purchase,
+) -> Result<(), ApiError> {
+    let partition = state.store.partition_of(purchase.customer_id);
+    // The saga's trace: a child of the request; its spans on the owner continue it.
+    let span = tracing::trace_span!(target: TARGET, "saga.accept",
+        purchase_id = %purchase.purchase_id);
+    traces::follow(&span, &traces::current());
+    let trace = traces::context_of(&span);
+    state
+        .store
+        .repo()
+        .insert_pending(&purchase, partition, &trace)
+        .instrument(span)
+        .await
+        .map_err(ServiceError::from)?;
+    starts.announce(partition, purchase.purchase_id).await;
+    Ok(())
 }
 
 /// How long after an accept deadline a stored purchase is looked for: the orchestrator

@@ -6,6 +6,7 @@ mod support;
 mod accounts;
 mod authorization;
 mod batching;
+mod cluster_accept;
 mod cluster_blackbox;
 mod cluster_failover;
 mod cluster_nodes;

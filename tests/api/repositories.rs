@@ -364,6 +364,7 @@ async fn exercise(r: Repos) {
     assert!(r.payments.by_id(PurchaseId(300)).await.unwrap().is_none());
 
     saga_store(&r.sagas).await;
+    pending_sagas(&r.sagas).await;
 }
 
 fn saga_write(
@@ -377,6 +378,7 @@ fn saga_write(
         purchase: purchase.clone(),
         partition: sagashop::domain::partition::of_customer(purchase.customer_id, 4),
         from_version,
+        stored: from_version > 0,
         log_len,
         saga: Saga::at(state),
         events: events
@@ -650,6 +652,157 @@ async fn saga_store(sagas: &Sagas) {
     }
 }
 
+/// Sagas accepted by an api node: stored Pending at version 0 with no log, found by the
+/// owner's sweep of its partitions, and moved on by a versioned UPDATE from version 0 (a
+/// retry recognised, a stale view refused, many at once in one statement).
+async fn pending_sagas(sagas: &Sagas) {
+    use StepStatus::*;
+    use sagashop::domain::partition::{PartitionId, of_customer};
+    use sagashop::domain::saga::SagaState::*;
+    const UPI: Step = Step::UpdateProductInventory;
+    let mut owned = sagas.own_all(4, 1).await.unwrap();
+    let (c1, c2) = (
+        CustomerId(7),
+        (8..)
+            .map(CustomerId)
+            .find(|&c| of_customer(c, 4) != of_customer(CustomerId(7), 4))
+            .unwrap(),
+    );
+    let (p1, p2) = (of_customer(c1, 4), of_customer(c2, 4));
+    // A stored saga's first transition.
+    let from_zero = |p: &Arc<Purchase>, state, events: &[(Step, StepStatus)]| SagaWrite {
+        stored: true,
+        ..saga_write(p, 0, 0, state, events)
+    };
+    let accepted = |id, customer_id| {
+        Arc::new(Purchase {
+            customer_id,
+            ..purchase(id, &[(10, 1)])
+        })
+    };
+    let (a, b, c) = (accepted(2000, c1), accepted(2001, c2), accepted(2002, c1));
+    let traced = sagashop::domain::trace::TraceContext::from_headers(
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        None,
+    );
+    for p in [&a, &b, &c] {
+        let trace = if p.purchase_id == a.purchase_id {
+            traced.clone()
+        } else {
+            Default::default()
+        };
+        sagas
+            .insert_pending(p, of_customer(p.customer_id, 4), &trace)
+            .await
+            .unwrap();
+    }
+    let stored = sagas.by_id(a.purchase_id).await.unwrap().unwrap();
+    assert_eq!((stored.version, stored.log_len), (0, 0));
+    assert_eq!(stored.status, Ok(Saga::NEW));
+    assert_eq!(stored.purchase, *a);
+    assert_eq!(stored.partition, p1);
+    assert_eq!(stored.trace, traced);
+    assert!(stored.steps.is_empty());
+
+    // The sweep: by partition, in id order, bounded; nothing for no partition.
+    let ids = |v: Vec<PurchaseId>| v.into_iter().map(|id| id.0).collect::<Vec<u64>>();
+    assert_eq!(
+        ids(sagas.pending_in(&[p1], 10).await.unwrap()),
+        [2000, 2002]
+    );
+    assert_eq!(ids(sagas.pending_in(&[p2], 10).await.unwrap()), [2001]);
+    assert_eq!(
+        ids(sagas.pending_in(&[p1, p2], 10).await.unwrap()),
+        [2000, 2001, 2002]
+    );
+    assert_eq!(ids(sagas.pending_in(&[p1, p2], 1).await.unwrap()), [2000]);
+    assert!(sagas.pending_in(&[], 10).await.unwrap().is_empty());
+    let other: Vec<PartitionId> = (0..4)
+        .map(PartitionId)
+        .filter(|p| ![p1, p2].contains(p))
+        .collect();
+    assert!(sagas.pending_in(&other, 10).await.unwrap().is_empty());
+
+    // The first transition moves the stored row from version 0, appends its entry, and the
+    // saga is pending no more. Sent again (its acknowledgement lost), it is recognised.
+    let first = from_zero(&a, Executing(UPI), &[(UPI, Execute)]);
+    let out = sagas
+        .commit(1, &mut owned, std::slice::from_ref(&first))
+        .await
+        .unwrap();
+    assert!(matches!(out[0], WriteOutcome::Committed(_)), "{out:?}");
+    let stored = sagas.by_id(a.purchase_id).await.unwrap().unwrap();
+    assert_eq!((stored.version, stored.log_len), (1, 1));
+    assert_eq!(stored.status.unwrap().state, Executing(UPI));
+    assert_eq!(stored.trace, traced, "the accepted trace stays");
+    assert_eq!(ids(sagas.pending_in(&[p1], 10).await.unwrap()), [2002]);
+    let again = sagas.commit(1, &mut owned, &[first]).await.unwrap();
+    assert_eq!(again, vec![WriteOutcome::AlreadyApplied]);
+    // Another view of the same start (a second writer from version 0) conflicts.
+    let stale = from_zero(&a, RolledBack, &[(UPI, Failed)]);
+    let out = sagas.commit(1, &mut owned, &[stale]).await.unwrap();
+    assert_eq!(out, vec![WriteOutcome::Conflict]);
+    // A stored-row write for a saga that has no row inserts nothing.
+    let ghost = from_zero(&accepted(2003, c1), Executing(UPI), &[(UPI, Execute)]);
+    let out = sagas.commit(1, &mut owned, &[ghost]).await.unwrap();
+    assert_eq!(out, vec![WriteOutcome::Conflict]);
+    assert!(sagas.by_id(PurchaseId(2003)).await.unwrap().is_none());
+    // Not an owner's: a stored row of a partition held at an older epoch is not moved.
+    let mut old = owned.clone();
+    old.get_mut(&p2).unwrap().epoch -= 1;
+    let late = from_zero(&b, Executing(UPI), &[(UPI, Execute)]);
+    let out = sagas.commit(1, &mut old, &[late]).await.unwrap();
+    assert_eq!(out, vec![WriteOutcome::LostPartition]);
+    assert_eq!(
+        sagas.by_id(b.purchase_id).await.unwrap().unwrap().version,
+        0
+    );
+
+    // A quarantined pending saga is not swept.
+    sagas.quarantine(c.purchase_id, "test").await.unwrap();
+    assert!(sagas.pending_in(&[p1], 10).await.unwrap().is_empty());
+
+    // Many accepted sagas started in one batch (one UPDATE for all); with one of them
+    // started already, each is written alone and only that one is told so.
+    let many: Vec<Arc<Purchase>> = (2100..2110)
+        .map(|id| accepted(id, if id % 2 == 0 { c1 } else { c2 }))
+        .collect();
+    for p in &many {
+        let partition = of_customer(p.customer_id, 4);
+        sagas
+            .insert_pending(p, partition, &Default::default())
+            .await
+            .unwrap();
+    }
+    let starts: Vec<SagaWrite> = many
+        .iter()
+        .map(|p| from_zero(p, Executing(UPI), &[(UPI, Execute)]))
+        .collect();
+    let out = sagas.commit(1, &mut owned, &starts[..9]).await.unwrap();
+    assert!(
+        out.iter().all(|o| matches!(o, WriteOutcome::Committed(_))),
+        "{out:?}"
+    );
+    let out = sagas.commit(1, &mut owned, &starts[..]).await.unwrap();
+    for (i, o) in out.iter().enumerate() {
+        if i < 9 {
+            assert_eq!(*o, WriteOutcome::AlreadyApplied, "{out:?}");
+        } else {
+            assert!(matches!(o, WriteOutcome::Committed(_)), "{out:?}");
+        }
+    }
+    for p in &many {
+        let stored = sagas.by_id(p.purchase_id).await.unwrap().unwrap();
+        assert_eq!((stored.version, stored.log_len), (1, 1));
+    }
+    let left = ids(sagas.pending_in(&[p1, p2], 100).await.unwrap());
+    assert_eq!(
+        left,
+        [2001],
+        "only the saga fenced off above is still pending"
+    );
+}
+
 /// Commits a new saga for customer `c1` (a probe of the partition's numbering).
 async fn out_of_c1(sagas: &Sagas, owned: &mut Ownership, c1: &CustomerId) -> WriteOutcome {
     let probe = Arc::new(Purchase {
@@ -761,6 +914,7 @@ async fn a_store_of_the_single_sequence_schema_is_migrated_on_start() {
         purchase: Arc::new(running.purchase.clone()),
         partition: running.partition,
         from_version: running.version,
+        stored: true,
         log_len: running.log_len,
         saga: Saga::at(SagaState::Executing(Step::CreatePayment)),
         events: vec![
@@ -786,6 +940,7 @@ async fn a_store_of_the_single_sequence_schema_is_migrated_on_start() {
         partition: sagashop::domain::partition::of_customer(other.customer_id, 32),
         purchase: other,
         from_version: 0,
+        stored: false,
         log_len: 0,
         saga: Saga::at(SagaState::Executing(Step::UpdateProductInventory)),
         events: vec![StepEvent {
