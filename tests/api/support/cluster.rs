@@ -154,6 +154,21 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// Pauses node `n` (SIGSTOP: a stall, as in a long GC pause or a frozen VM): it keeps its
+    /// sockets but answers nothing and renews no lease. Returns once it is stopped.
+    pub fn pause(&self, n: u16) {
+        self.settings
+            .script(&["pause", &n.to_string()])
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Resumes a paused node `n` (SIGCONT); returns once it runs again.
+    pub fn resume(&self, n: u16) {
+        self.settings
+            .script(&["resume", &n.to_string()])
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// Starts node `n` again, as `start` did, and waits until it is ready.
     pub fn start_node(&self, n: u16) {
         self.settings
