@@ -462,7 +462,7 @@ cmd_status() {
       pid=- alive=down
     fi
     [ "$ready" = ready ] || all=1
-    printf 'node %s  pid %-7s  %-6s  %-9s  %s  metrics %s  %s%s\n' "$n" "$pid" "$alive" "$ready" "$(url "$n")" \
+    printf 'node %s  pid %-7s  %-5s  %-9s  %s  metrics %s  %s%s\n' "$n" "$pid" "$alive" "$ready" "$(url "$n")" \
       "$(metrics_listen "$n")" "${ROLES[$n]}" "$detail"
   done
   resolve_admin_token read

@@ -147,6 +147,13 @@ impl Cluster {
         mariadb::count_rows(&mariadb::server(), &saga, "sagas", "finished = 1").await
     }
 
+    /// Whether node `n` holds saga partition `partition` now (the partitions table says so).
+    pub async fn holds(&self, n: u16, partition: sagashop::domain::partition::PartitionId) -> bool {
+        let saga = mariadb::database_name(&self.settings.name, sagashop::config::ServiceDb::Saga);
+        let filter = format!("partition_id = {} AND owner_node = {n}", partition.0);
+        mariadb::count_rows(&mariadb::server(), &saga, "partitions", &filter).await == 1
+    }
+
     /// Kills node `n` (SIGKILL: a crash); returns once it is gone.
     pub fn kill(&self, n: u16) {
         self.settings
