@@ -116,8 +116,7 @@ if ! [[ $CLUSTER_PORT_BASE =~ ^(0|[1-9][0-9]{0,4})$ ]] || [ "$CLUSTER_PORT_BASE"
 fi
 
 NODES=(1 2 3)
-ROLES=([1]="api,orchestrator,account,product" [2]="api,orchestrator,order,payment"
-  [3]="api,orchestrator,product,order,payment")
+ROLES=([1]="api,orchestrator,account,product" [2]="api,orchestrator,order,payment" [3]="api,orchestrator,product,order,payment")
 DATABASES=(account product order payment saga)
 
 port() { echo $((CLUSTER_PORT_BASE + $1)); }
