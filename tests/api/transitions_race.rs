@@ -1,18 +1,24 @@
-//! Two transitions of one saga racing on MariaDB: a commit retried by its old owner (its
-//! ownership still at the epoch it held) and a commit by a new owner, which claims the
-//! partition (the epoch moves on) just before. Whatever the interleaving, exactly one lands:
-//! the saga moves one version on, with one set of log entries, and the other write is told
-//! it lost the partition or conflicts. In CI (`CI` set) an unreachable MariaDB fails the test.
+//! Old and new saga owners racing on MariaDB. Two transitions of one saga: a commit retried
+//! by its old owner (its ownership still at the epoch it held) and a commit by a new owner,
+//! which claims the partition (the epoch moves on) just before. Whatever the interleaving,
+//! exactly one lands: the saga moves one version on, with one set of log entries, and the
+//! other write is told it lost the partition or conflicts. And at a participant: a stale
+//! owner's step against a newer owner's compensation of it leaves no effect behind. In CI
+//! (`CI` set) an unreachable MariaDB fails the tests.
 
 use std::sync::Arc;
 
 use crate::support::mariadb::Databases;
 use sagashop::clock::Clock;
 use sagashop::config::{Config, ServiceDb};
+use sagashop::db::DbError;
+use sagashop::db::products::{Product, Products};
 use sagashop::db::sagas::{Ownership, SagaWrite, Sagas, WriteOutcome};
 use sagashop::domain::ids::{CustomerId, ProductId, PurchaseId};
 use sagashop::domain::partition::{self, PartitionId};
-use sagashop::domain::purchase::{Currency, Purchase, PurchaseItem, Step, StepEvent, StepStatus};
+use sagashop::domain::purchase::{
+    Currency, Purchase, PurchaseItem, Step, StepEvent, StepOutcome, StepStatus,
+};
 use sagashop::domain::saga::{Saga, replay};
 
 /// Partitions of the test store (a few: every saga lands in one of them).
@@ -182,4 +188,83 @@ async fn two_transitions_racing_exactly_one_lands() {
         "old owner's retry landed {} times, new owner's {}",
         wins[0], wins[1]
     );
+}
+
+/// Runs a step or compensation as a saga does: again while its transaction fails as a whole
+/// (a deadlock victim, say); a fence or an outcome is its answer.
+async fn settled<T>(mut run: impl AsyncFnMut() -> Result<T, DbError>) -> Result<T, DbError> {
+    for _ in 0..5 {
+        match run().await {
+            Err(DbError::Query(e)) => eprintln!("failed, again: {e}"),
+            answer => return answer,
+        }
+    }
+    run().await
+}
+
+#[actix_rt::test]
+async fn a_stale_step_racing_its_newer_compensation_leaves_no_effect() {
+    let Some(databases) = Databases::create("ledger_race").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::embedded(dir.path());
+    databases.configure(&mut config.databases);
+    let open = async || {
+        let pools = sagashop::app::open_databases(&config.databases, &[ServiceDb::Product])
+            .await
+            .expect("product database opens");
+        Products::new(pools[0].1.clone(), Clock::system())
+    };
+    let (old, new) = (open().await, open().await);
+    const STOCK: i64 = 1_000;
+    old.insert(&Product {
+        id: ProductId(1),
+        name: "raced".into(),
+        description: String::new(),
+        brand_name: "b".into(),
+        price: 1,
+        inventory: STOCK,
+        created_at: 1,
+    })
+    .await
+    .unwrap();
+    let mut fenced = 0;
+    for round in 0..ROUNDS {
+        let purchase = Purchase {
+            purchase_id: PurchaseId(7_000 + round),
+            customer_id: CustomerId(1),
+            items: vec![PurchaseItem {
+                product_id: ProductId(1),
+                amount: 3,
+            }],
+            currency: Currency::Nt,
+            amount: 3,
+        };
+        let pause = std::time::Duration::from_micros(round % 4 * 500);
+        // The old owner (epoch 1) reserves; the new one (epoch 2) compensates the step.
+        let (step, undo) = futures_util::join!(
+            async {
+                tokio::time::sleep(pause).await;
+                settled(async || old.reserve(&purchase, 1).await).await
+            },
+            settled(async || new.release(purchase.purchase_id, 2).await)
+        );
+        undo.unwrap_or_else(|e| panic!("round {round}: the newer compensation failed: {e}"));
+        match step {
+            Ok(StepOutcome::Applied) | Ok(StepOutcome::Rejected(_)) => {}
+            Err(DbError::Fenced(1)) => fenced += 1,
+            other => panic!("round {round}: the stale step answered {other:?}"),
+        }
+        assert_eq!(
+            new.inventory(ProductId(1)).await.unwrap(),
+            Some(STOCK),
+            "round {round}: the stale step's effect outlived the compensation ({step:?})"
+        );
+        assert!(
+            matches!(old.reserve(&purchase, 1).await, Err(DbError::Fenced(1))),
+            "round {round}: the stale owner is fenced from now on"
+        );
+    }
+    eprintln!("the stale step was fenced {fenced} times of {ROUNDS}");
 }
