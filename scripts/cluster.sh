@@ -2,21 +2,34 @@
 # A local three-node sagashop cluster on loopback, its nodes sharing one NATS server and one
 # MariaDB (each node creates and migrates the databases of its roles itself):
 #
-#   node 1  api,orchestrator,account,product  http://127.0.0.1:$((CLUSTER_PORT_BASE + 1))
-#   node 2  api,order,payment                 http://127.0.0.1:$((CLUSTER_PORT_BASE + 2))
-#   node 3  api,product,order,payment         http://127.0.0.1:$((CLUSTER_PORT_BASE + 3))
+#   node 1  api,orchestrator,account,product        http://127.0.0.1:$((CLUSTER_PORT_BASE + 1))
+#   node 2  api,orchestrator,order,payment          http://127.0.0.1:$((CLUSTER_PORT_BASE + 2))
+#   node 3  api,orchestrator,product,order,payment  http://127.0.0.1:$((CLUSTER_PORT_BASE + 3))
+#
+# Every node is an orchestrator: they share the saga partitions through leases (each holds
+# about a third), and take over those of a node that stops, crashes or stalls.
 #
 #   scripts/cluster.sh [--debug] start         MariaDB and NATS up (scripts/services.sh), then
-#                                              node 1 (the orchestrator), then nodes 2 and 3;
+#                                              node 1 (the first to migrate the shared
+#                                              databases), then nodes 2 and 3;
 #                                              waits until every node's /readyz answers 200;
 #                                              prints each node's dashboard URL and the admin
 #                                              token (`status` prints them too)
 #   scripts/cluster.sh stop                    SIGTERM to the nodes started from CLUSTER_DIR,
 #                                              SIGKILL to those still there after
-#                                              CLUSTER_STOP_SECONDS
-#   scripts/cluster.sh status                  pid, alive, ready, URL and metrics address of each node; exits 0
-#                                              only when every node is ready
+#                                              CLUSTER_STOP_SECONDS (a paused node is
+#                                              resumed, so it can shut down cleanly)
+#   scripts/cluster.sh status                  pid, alive (or paused), ready, URL and metrics
+#                                              address of each node; exits 0 only when every
+#                                              node is ready
 #   scripts/cluster.sh kill N                  SIGKILL to node N (a crash); returns once it is gone
+#   scripts/cluster.sh pause N                 SIGSTOP to node N (a stall: a long GC pause, a
+#                                              frozen VM); its leases run out and the other
+#                                              nodes take its partitions over; returns once
+#                                              it is stopped
+#   scripts/cluster.sh resume N                SIGCONT to node N: it finds its leases lost,
+#                                              its late writes and step commands are fenced,
+#                                              and it claims its share again
 #   scripts/cluster.sh [--debug] start-node N  starts node N again with the same flags and waits
 #                                              until it is ready
 #
@@ -37,6 +50,9 @@
 #                                      removes the node data dirs
 #   CLUSTER_READY_SECONDS  120         how long a start waits for a node to be ready
 #   CLUSTER_STOP_SECONDS   10          how long `stop` waits after SIGTERM before SIGKILL
+#   SAGASHOP_LEASE_SECONDS (node: 10)  how long a partition lease lasts: a crashed or paused
+#                                      node's partitions are taken over within about two
+#                                      lease periods; every node gets the same value
 #   JWT_SECRET             (generated) the HS256 secret every node must share; unset, `start`
 #                                      generates one once into $CLUSTER_DIR/jwt_secret (mode
 #                                      600) and every later command reads it from there
@@ -91,12 +107,16 @@ cd "$ROOT"
 
 # The name is a NATS subject token and a database name prefix (MariaDB names: 64 characters).
 [[ $CLUSTER_NAME =~ ^[A-Za-z0-9_]{1,56}$ ]] || die "CLUSTER_NAME must be 1-56 letters, digits or _: '$CLUSTER_NAME'"
+if [ -n "${SAGASHOP_LEASE_SECONDS:-}" ]; then
+  [[ $SAGASHOP_LEASE_SECONDS =~ ^[1-9][0-9]{0,4}$ ]] || die "SAGASHOP_LEASE_SECONDS must be a whole number of seconds: '$SAGASHOP_LEASE_SECONDS'"
+  export SAGASHOP_LEASE_SECONDS
+fi
 if ! [[ $CLUSTER_PORT_BASE =~ ^(0|[1-9][0-9]{0,4})$ ]] || [ "$CLUSTER_PORT_BASE" -gt 65532 ]; then
   die "CLUSTER_PORT_BASE must be a number up to 65532: '$CLUSTER_PORT_BASE'"
 fi
 
 NODES=(1 2 3)
-ROLES=([1]="api,orchestrator,account,product" [2]="api,order,payment" [3]="api,product,order,payment")
+ROLES=([1]="api,orchestrator,account,product" [2]="api,orchestrator,order,payment" [3]="api,orchestrator,product,order,payment")
 DATABASES=(account product order payment saga)
 
 port() { echo $((CLUSTER_PORT_BASE + $1)); }
@@ -299,7 +319,11 @@ stop_started_on_failure() {
 stop_nodes() {
   local n pid running=() killed=0 deadline=$((SECONDS + STOP_SECONDS))
   for n in "$@"; do
-    if pid=$(node_pid "$n"); then kill -TERM "$pid" 2>/dev/null || true; running+=("$n"); fi
+    if pid=$(node_pid "$n"); then
+      kill -TERM "$pid" 2>/dev/null || true
+      kill -CONT "$pid" 2>/dev/null || true # a paused node acts on the SIGTERM once resumed
+      running+=("$n")
+    fi
   done
   while [ ${#running[@]} -gt 0 ]; do
     if [ "$killed" = 0 ] && [ "$SECONDS" -ge "$deadline" ]; then
@@ -346,14 +370,14 @@ cmd_start() {
   resolve_secret generate
   resolve_admin_token generate
   if [ "$CLUSTER_FRESH" = 1 ]; then drop_databases; fi
-  # Node 1 runs the orchestrator and is the first to migrate the shared databases; the
-  # others start once it serves.
+  # Node 1 is the first to migrate the shared databases; the others start once it serves
+  # (every node is an orchestrator: they share the partitions as they come up).
   launch 1
   wait_nodes up 1
   launch 2
   launch 3
   wait_nodes ready "${NODES[@]}"
-  log "cluster '$CLUSTER_NAME' is ready"
+  log "cluster '$CLUSTER_NAME' is ready (partition leases: ${SAGASHOP_LEASE_SECONDS:-default} s)"
   print_dashboards
 }
 
@@ -388,12 +412,44 @@ cmd_kill() {
   log "node $NODE (pid $pid) killed"
 }
 
+# True when node N's process is stopped by a signal (state T in /proc/PID/stat).
+node_paused() {
+  local pid stat
+  pid=$(node_pid "$1") || return 1
+  stat=$(<"/proc/$pid/stat") || return 1
+  stat=${stat##*) }
+  [ "${stat%% *}" = T ]
+}
+
+cmd_pause() {
+  local pid
+  check_node_number "$NODE"
+  pid=$(node_pid "$NODE") || die "node $NODE does not run"
+  kill -STOP "$pid"
+  while ! node_paused "$NODE"; do
+    node_pid "$NODE" >/dev/null || die "node $NODE (pid $pid) exited"
+    sleep 0.05
+  done
+  log "node $NODE (pid $pid) paused (SIGSTOP): scripts/cluster.sh resume $NODE"
+}
+
+cmd_resume() {
+  local pid
+  check_node_number "$NODE"
+  pid=$(node_pid "$NODE") || die "node $NODE does not run"
+  kill -CONT "$pid"
+  while node_paused "$NODE"; do sleep 0.05; done
+  log "node $NODE (pid $pid) resumed (SIGCONT)"
+}
+
 cmd_status() {
   local n pid alive ready detail all=0
   ensure_curl
   for n in "${NODES[@]}"; do
     ready="not ready" detail=""
-    if pid=$(node_pid "$n"); then
+    if node_paused "$n"; then
+      pid=$(node_pid "$n") alive=paused detail=" (SIGSTOP: scripts/cluster.sh resume $n)"
+    elif pid=$(node_pid "$n"); then
       alive=alive
       probe "$n"
       case "$READY_CODE" in
@@ -420,7 +476,9 @@ case "$COMMAND" in
   stop) cmd_stop ;;
   status) cmd_status ;;
   kill) cmd_kill ;;
+  pause) cmd_pause ;;
+  resume) cmd_resume ;;
   start-node) cmd_start_node ;;
-  "") die "no command (start, stop, status, kill N, start-node N; --help)" ;;
-  *) die "unknown command '$COMMAND' (start, stop, status, kill N, start-node N; --help)" ;;
+  "") die "no command (start, stop, status, kill N, pause N, resume N, start-node N; --help)" ;;
+  *) die "unknown command '$COMMAND' (start, stop, status, kill N, pause N, resume N, start-node N; --help)" ;;
 esac

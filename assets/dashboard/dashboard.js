@@ -208,6 +208,8 @@ function renderNodes(stats) {
       <td class="wrap">${batches}</td></tr>`;
   }).join("");
 
+  renderOwnership(stats);
+
   const rows = [];
   for (const n of stats.nodes) {
     const m = n.metrics;
@@ -228,6 +230,37 @@ function renderNodes(stats) {
     }
   }
   $("bridge").tBodies[0].innerHTML = rows.join("") || '<tr><td colspan="8" class="muted">no bridge traffic (embedded mode, or nothing sent over NATS yet)</td></tr>';
+}
+
+/**
+ * Who holds which saga partitions and what fencing caught, per node: partitions owned,
+ * handovers by kind, saga writes fenced (a partition lost under the writer), step commands
+ * fenced (a participant refused a stale owner) and SSE gap fills. Each cell is its node's
+ * own counter, as that node's /metrics shows it.
+ */
+function renderOwnership(stats) {
+  const cell = (m, metric, labels, { sum = false, alarm = false } = {}) => {
+    const want = {};
+    for (const pair of labels ? labels.split(",") : []) {
+      const [k, v] = pair.split("=");
+      want[k] = v;
+    }
+    const value = total(m, metric, want) ?? 0;
+    const cls = alarm && value > 0 ? "n warn" : "n";
+    return `<td class="${cls}" data-metric="${metric}" data-labels="${escape(labels)}"${sum ? ' data-sum="1"' : ""}>${fmtInt(value)}</td>`;
+  };
+  $("ownership").tBodies[0].innerHTML = stats.nodes.map((n) => {
+    const m = n.metrics;
+    return `<tr data-node="${n.node_id}"><td><b>${n.node_id}</b></td>
+      ${cell(m, "sagashop_partitions_owned", "")}
+      ${cell(m, "sagashop_partition_handovers_total", "kind=claimed")}
+      ${cell(m, "sagashop_partition_handovers_total", "kind=released")}
+      ${cell(m, "sagashop_partition_handovers_total", "kind=lost", { alarm: true })}
+      ${cell(m, "sagashop_saga_writes_fenced_total", "", { alarm: true })}
+      ${cell(m, "sagashop_step_commands_fenced_total", "", { sum: true, alarm: true })}
+      ${cell(m, "sagashop_sse_gap_fills_total", "")}
+      ${cell(m, "sagashop_sse_gap_filled_events_total", "")}</tr>`;
+  }).join("");
 }
 
 // ---- polling -------------------------------------------------------------------------------

@@ -138,6 +138,17 @@ impl Message for StepCommand {
 #[error("{0}")]
 pub struct StepError(pub String);
 
+impl StepError {
+    /// Whether the participant refused the command as coming from a stale saga owner (one
+    /// whose partition a newer owner has taken): retrying it cannot succeed.
+    pub fn is_fenced(&self) -> bool {
+        self.0.starts_with(FENCED)
+    }
+}
+
+/// How a fenced command's error starts (`DbError::Fenced`'s message, kept across NATS).
+const FENCED: &str = "fenced:";
+
 impl From<crate::db::DbError> for StepError {
     fn from(e: crate::db::DbError) -> Self {
         StepError(e.to_string())

@@ -15,6 +15,7 @@ use super::faults::Faults;
 use super::messages::{StepCommand, StepError};
 use super::queue::{Batch, CommandQueue};
 use crate::clock::Clock;
+use crate::db::DbError;
 use crate::db::ledger::StepRepository;
 use crate::domain::purchase::{Step, StepOutcome};
 use crate::telemetry::metrics::{Metrics, QueuedActor};
@@ -35,6 +36,8 @@ pub struct Participant<R: StepRepository> {
     depth: prometheus::IntGauge,
     /// `sagashop_commit_batch_size` of this participant.
     batches: prometheus::Histogram,
+    /// `sagashop_step_commands_fenced_total` of this step: commands from stale owners.
+    fenced: prometheus::IntCounter,
     /// A fault switch holds this step and a wake-up on its release is armed.
     #[cfg(feature = "faults")]
     awaiting_release: bool,
@@ -48,6 +51,7 @@ impl<R: StepRepository> Participant<R> {
         Self {
             depth: metrics.queue_depth(actor),
             batches: metrics.commit_batch(actor),
+            fenced: metrics.command_fenced(step),
             repo,
             step,
             faults,
@@ -95,14 +99,15 @@ impl<R: StepRepository> Participant<R> {
         self.busy = true;
         let count = commands.len();
         self.batches.observe(count as f64);
-        let (repo, faults) = (self.repo.clone(), self.faults.clone());
+        let (repo, faults, fenced) = (self.repo.clone(), self.faults.clone(), self.fenced.clone());
         // One span per transaction, linked to (not a child of) each command it carries.
         let span = tracing::trace_span!(target: TARGET, "db.commit",
             database = self.step.as_str(), commands = count);
         for command in &commands {
             traces::link(&span, &command.trace);
         }
-        let run = async move { run_batch(&faults, &repo, commands).await }.instrument(span);
+        let run =
+            async move { run_batch(&faults, &repo, &fenced, commands).await }.instrument(span);
         let run = AssertUnwindSafe(run).catch_unwind();
         ctx.spawn(run.into_actor(self).map(move |ran, act, ctx| {
             // A panic fails this batch like an infrastructure error (the sagas retry) instead
@@ -158,10 +163,12 @@ impl<R: StepRepository> Handler<StepCommand> for Participant<R> {
     }
 }
 
-/// Runs a batch through the repository's `run_steps`, after the fault switches had their say.
+/// Runs a batch through the repository's `run_steps`, after the fault switches had their say;
+/// counts on `fenced` the commands refused as coming from a stale owner.
 async fn run_batch(
     faults: &Faults,
     repo: &impl StepRepository,
+    fenced: &prometheus::IntCounter,
     commands: Vec<StepCommand>,
 ) -> StepResults {
     for c in &commands {
@@ -177,7 +184,17 @@ async fn run_batch(
         .collect();
     let mut outcomes: Box<dyn Iterator<Item = Result<StepOutcome, StepError>>> =
         match repo.run_steps(&ops).await {
-            Ok(all) => Box::new(all.into_iter().map(|r| r.map_err(StepError::from))),
+            Ok(all) => {
+                let fenced = fenced.clone();
+                Box::new(all.into_iter().map(move |r| {
+                    r.map_err(|e| {
+                        if matches!(e, DbError::Fenced(_)) {
+                            fenced.inc();
+                        }
+                        StepError::from(e)
+                    })
+                }))
+            }
             Err(e) => {
                 let e = StepError::from(e);
                 Box::new(std::iter::repeat_with(move || Err(e.clone())))
@@ -190,4 +207,66 @@ async fn run_batch(
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err(StepError("no result".into()))))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::ledger::BatchResults;
+    use crate::domain::ids::{CustomerId, PurchaseId};
+    use crate::domain::purchase::{Currency, Purchase};
+    use crate::domain::saga::Call;
+    use crate::telemetry::metrics::NodeLabels;
+
+    /// A repository that fences the commands of stale epochs (below 2) and applies the rest.
+    #[derive(Clone)]
+    struct Fencing;
+
+    impl StepRepository for Fencing {
+        async fn run_steps(&self, commands: &[StepCommand]) -> BatchResults {
+            Ok(commands
+                .iter()
+                .map(|c| match c.epoch {
+                    0 | 1 => Err(DbError::Fenced(c.epoch)),
+                    _ => Ok(StepOutcome::Applied),
+                })
+                .collect())
+        }
+    }
+
+    fn command(purchase_id: u64, epoch: u64) -> StepCommand {
+        StepCommand {
+            purchase: Arc::new(Purchase {
+                purchase_id: PurchaseId(purchase_id),
+                customer_id: CustomerId(1),
+                items: vec![],
+                currency: Currency::Nt,
+                amount: 1,
+            }),
+            call: Call::Execute(Step::CreateOrder),
+            epoch,
+            deadline_ms: i64::MAX,
+            trace: Default::default(),
+        }
+    }
+
+    #[actix_rt::test]
+    async fn fenced_commands_are_answered_as_fenced_and_counted() {
+        let metrics = Metrics::new(&NodeLabels {
+            node_id: 1,
+            roles: "order".into(),
+        })
+        .unwrap();
+        let counter = metrics.command_fenced(Step::CreateOrder);
+        let commands = vec![command(1, 2), command(2, 1), command(3, 3), command(4, 0)];
+        let results = run_batch(&Faults::default(), &Fencing, &counter, commands).await;
+        let fenced: Vec<bool> = results
+            .iter()
+            .map(|r| r.as_ref().is_err_and(StepError::is_fenced))
+            .collect();
+        assert_eq!(fenced, [false, true, false, true]);
+        assert_eq!(results[0], Ok(StepOutcome::Applied));
+        assert_eq!(counter.get(), 2);
+        assert!(!StepError("database unavailable".into()).is_fenced());
+    }
 }

@@ -12,6 +12,11 @@ pub enum DbError {
     /// A business rule refused the change inside a transaction, which was rolled back.
     #[error("rejected: {0}")]
     Rejected(String),
+    /// A step command from a saga owner older than one that already ran a command for the
+    /// purchase (a stale orchestrator): refused unapplied and unreplayed, so it cannot undo
+    /// or redo what the newer owner decided. Holds the command's epoch.
+    #[error("fenced: a newer saga owner than epoch {0} ran this purchase's step")]
+    Fenced(u64),
     /// No connection could be had (server down, pool exhausted).
     #[error("database unavailable: {0}")]
     Unavailable(String),

@@ -39,9 +39,9 @@ fn lines_of(purchase: &Purchase) -> Vec<OrderLine> {
 }
 
 backend_queries! {
-    async fn create(conn: &mut Conn, purchase: &Purchase, now: i64, guard: Guard) -> Result<StepOutcome, DbError> {
+    async fn create(conn: &mut Conn, purchase: &Purchase, epoch: u64, now: i64, guard: Guard) -> Result<StepOutcome, DbError> {
         let lines = lines_of(purchase);
-        ledger::step(conn, purchase.purchase_id, now, guard, async |c| {
+        ledger::step(conn, purchase.purchase_id, epoch, now, guard, async |c| {
             // One statement per row: SQLite's sync wrapper has no multi-row INSERT.
             for line in &lines {
                 Reusable(diesel::insert_into(orders::table).values(line)).execute(c).await?;
@@ -51,8 +51,8 @@ backend_queries! {
         .await
     }
 
-    async fn remove(conn: &mut Conn, purchase_id: PurchaseId, now: i64, guard: Guard) -> Result<(), DbError> {
-        ledger::compensation(conn, purchase_id, now, guard, async |c| {
+    async fn remove(conn: &mut Conn, purchase_id: PurchaseId, epoch: u64, now: i64, guard: Guard) -> Result<(), DbError> {
+        ledger::compensation(conn, purchase_id, epoch, now, guard, async |c| {
             diesel::delete(orders::table.filter(orders::id.eq(purchase_id))).execute(c).await?;
             Ok(())
         })
@@ -86,16 +86,26 @@ impl Orders {
         Self { pool, clock }
     }
 
-    /// Creates the purchase's order, once.
-    pub async fn create(&self, purchase: &Purchase) -> Result<StepOutcome, DbError> {
-        create(&self.pool, purchase, self.clock.now_ms(), Guard::Savepoint).await
+    /// Creates the purchase's order, once, as the saga owner at `epoch` (fenced when a newer
+    /// owner ran a command for the purchase).
+    pub async fn create(&self, purchase: &Purchase, epoch: u64) -> Result<StepOutcome, DbError> {
+        create(
+            &self.pool,
+            purchase,
+            epoch,
+            self.clock.now_ms(),
+            Guard::Savepoint,
+        )
+        .await
     }
 
-    /// Deletes the purchase's order, once; a no-op when there is none.
-    pub async fn remove(&self, purchase_id: PurchaseId) -> Result<(), DbError> {
+    /// Deletes the purchase's order, once; a no-op when there is none. Fenced as
+    /// [`Orders::create`] is.
+    pub async fn remove(&self, purchase_id: PurchaseId, epoch: u64) -> Result<(), DbError> {
         remove(
             &self.pool,
             purchase_id,
+            epoch,
             self.clock.now_ms(),
             Guard::Savepoint,
         )

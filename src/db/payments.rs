@@ -25,22 +25,22 @@ pub struct Payment {
 }
 
 backend_queries! {
-    async fn create(conn: &mut Conn, purchase: &Purchase, now: i64, guard: Guard) -> Result<StepOutcome, DbError> {
+    async fn create(conn: &mut Conn, purchase: &Purchase, epoch: u64, now: i64, guard: Guard) -> Result<StepOutcome, DbError> {
         let payment = Payment {
             id: purchase.purchase_id,
             customer_id: purchase.customer_id,
             currency_code: purchase.currency.code().to_owned(),
             amount: purchase.amount,
         };
-        ledger::step(conn, payment.id, now, guard, async |c| {
+        ledger::step(conn, payment.id, epoch, now, guard, async |c| {
             Reusable(diesel::insert_into(payments::table).values(&payment)).execute(c).await?;
             Ok(())
         })
         .await
     }
 
-    async fn remove(conn: &mut Conn, purchase_id: PurchaseId, now: i64, guard: Guard) -> Result<(), DbError> {
-        ledger::compensation(conn, purchase_id, now, guard, async |c| {
+    async fn remove(conn: &mut Conn, purchase_id: PurchaseId, epoch: u64, now: i64, guard: Guard) -> Result<(), DbError> {
+        ledger::compensation(conn, purchase_id, epoch, now, guard, async |c| {
             diesel::delete(payments::table.find(purchase_id)).execute(c).await?;
             Ok(())
         })
@@ -74,16 +74,26 @@ impl Payments {
         Self { pool, clock }
     }
 
-    /// Records the purchase's payment, once.
-    pub async fn create(&self, purchase: &Purchase) -> Result<StepOutcome, DbError> {
-        create(&self.pool, purchase, self.clock.now_ms(), Guard::Savepoint).await
+    /// Records the purchase's payment, once, as the saga owner at `epoch` (fenced when a
+    /// newer owner ran a command for the purchase).
+    pub async fn create(&self, purchase: &Purchase, epoch: u64) -> Result<StepOutcome, DbError> {
+        create(
+            &self.pool,
+            purchase,
+            epoch,
+            self.clock.now_ms(),
+            Guard::Savepoint,
+        )
+        .await
     }
 
-    /// Deletes the purchase's payment, once; a no-op when there is none.
-    pub async fn remove(&self, purchase_id: PurchaseId) -> Result<(), DbError> {
+    /// Deletes the purchase's payment, once; a no-op when there is none. Fenced as
+    /// [`Payments::create`] is.
+    pub async fn remove(&self, purchase_id: PurchaseId, epoch: u64) -> Result<(), DbError> {
         remove(
             &self.pool,
             purchase_id,
+            epoch,
             self.clock.now_ms(),
             Guard::Savepoint,
         )

@@ -84,11 +84,11 @@ backend_queries! {
             .await?)
     }
 
-    async fn reserve(conn: &mut Conn, purchase: &Purchase, now: i64, guard: Guard) -> Result<StepOutcome, DbError> {
+    async fn reserve(conn: &mut Conn, purchase: &Purchase, epoch: u64, now: i64, guard: Guard) -> Result<StepOutcome, DbError> {
         let purchase_id = purchase.purchase_id;
         let mut sorted: Vec<PurchaseItem> = purchase.items.clone();
         sorted.sort_by_key(|i| i.product_id);
-        ledger::step(conn, purchase_id, now, guard, async |c| {
+        ledger::step(conn, purchase_id, epoch, now, guard, async |c| {
             if sorted.windows(2).any(|w| w[0].product_id == w[1].product_id) {
                 return Err(DbError::Rejected(DUPLICATE_ITEMS.to_owned()));
             }
@@ -114,8 +114,8 @@ backend_queries! {
         .await
     }
 
-    async fn release(conn: &mut Conn, purchase_id: PurchaseId, now: i64, guard: Guard) -> Result<(), DbError> {
-        ledger::compensation(conn, purchase_id, now, guard, async |c| {
+    async fn release(conn: &mut Conn, purchase_id: PurchaseId, epoch: u64, now: i64, guard: Guard) -> Result<(), DbError> {
+        ledger::compensation(conn, purchase_id, epoch, now, guard, async |c| {
             let taken: Vec<Reservation> = reservations::table
                 .filter(reservations::purchase_id.eq(purchase_id))
                 .order(reservations::product_id)
@@ -177,16 +177,26 @@ impl Products {
         page(&self.pool, saturating(offset), saturating(size)).await
     }
 
-    /// Takes a purchase's items from stock, all or nothing, once per purchase.
-    pub async fn reserve(&self, purchase: &Purchase) -> Result<StepOutcome, DbError> {
-        reserve(&self.pool, purchase, self.clock.now_ms(), Guard::Savepoint).await
+    /// Takes a purchase's items from stock, all or nothing, once per purchase, as the saga
+    /// owner at `epoch` (fenced when a newer owner ran a command for the purchase).
+    pub async fn reserve(&self, purchase: &Purchase, epoch: u64) -> Result<StepOutcome, DbError> {
+        reserve(
+            &self.pool,
+            purchase,
+            epoch,
+            self.clock.now_ms(),
+            Guard::Savepoint,
+        )
+        .await
     }
 
-    /// Gives back exactly what a purchase took, once; a no-op when it took nothing.
-    pub async fn release(&self, purchase_id: PurchaseId) -> Result<(), DbError> {
+    /// Gives back exactly what a purchase took, once; a no-op when it took nothing. Fenced
+    /// as [`Products::reserve`] is.
+    pub async fn release(&self, purchase_id: PurchaseId, epoch: u64) -> Result<(), DbError> {
         release(
             &self.pool,
             purchase_id,
+            epoch,
             self.clock.now_ms(),
             Guard::Savepoint,
         )

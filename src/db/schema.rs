@@ -43,6 +43,7 @@ diesel::table! {
         status -> Text,
         detail -> Text,
         updated_at -> BigInt,
+        owner_epoch -> BigInt,
     }
 }
 

@@ -186,3 +186,30 @@ async fn a_killed_node_started_again_serves() {
     assert_eq!(view["status"], "SUCCEEDED");
     assert_eq!(api.node(2).inventory(p).await, 4);
 }
+
+/// The harness's pause controls: a paused node (SIGSTOP, a stall) answers nothing while the
+/// others serve; resumed, it is ready again and serves what was made meanwhile.
+#[actix_rt::test]
+async fn a_paused_node_answers_again_once_resumed() {
+    let Some(cluster) = Cluster::start("sagashop_t_pause") else {
+        return;
+    };
+    let api = cluster.api();
+    cluster.pause(2);
+    let status = cluster.status();
+    assert!(status.contains(" paused "), "{status}");
+    let healthz = format!("{}/healthz", api.node(2).url);
+    let stalled = api
+        .client
+        .get(&healthz)
+        .timeout(std::time::Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(stalled.is_err(), "a paused node answered: {stalled:?}");
+
+    let p = api.node(3).create_product("p", 5, 5).await;
+    cluster.resume(2);
+    let status = cluster.status();
+    assert_eq!(status.matches(" alive  ready ").count(), 3, "{status}");
+    assert_eq!(api.node(2).inventory(p).await, 5);
+}

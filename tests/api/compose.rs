@@ -40,8 +40,17 @@ fn each_kind_of_mistake_in_the_deployment_is_reported() {
     let mistakes: Vec<Mistake> = vec![
         (
             "no orchestrator",
-            |d| env(d, "node1", "SAGASHOP_ROLES", Some("api,account,product")),
-            "exactly one orchestrator",
+            |d| {
+                env(d, "node1", "SAGASHOP_ROLES", Some("api,account,product"));
+                env(d, "node2", "SAGASHOP_ROLES", Some("api,order,payment"));
+                env(
+                    d,
+                    "node3",
+                    "SAGASHOP_ROLES",
+                    Some("api,product,order,payment"),
+                );
+            },
+            "no node runs the orchestrator role",
         ),
         (
             "a misspelt role",

@@ -34,6 +34,35 @@ async fn aggregates_need_no_token_and_every_customer_saga_needs_the_admin_token(
     assert_eq!(stats["nodes"].as_array().unwrap().len(), 1, "{stats}");
     assert_eq!(stats["nodes"][0]["node_id"], 1);
     assert_eq!(stats["nodes"][0]["ready"], true);
+    // The node view's ownership and fencing numbers: every series there from the start.
+    let metrics = &stats["nodes"][0]["metrics"];
+    let kinds: Vec<&str> = metrics["sagashop_partition_handovers_total"]["samples"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no handovers: {metrics}"))
+        .iter()
+        .map(|s| s["labels"]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.len(), 3, "{kinds:?}");
+    for kind in ["claimed", "released", "lost"] {
+        assert!(kinds.contains(&kind), "{kinds:?}");
+    }
+    for family in [
+        "sagashop_saga_writes_fenced_total",
+        "sagashop_step_commands_fenced_total",
+        "sagashop_sse_gap_fills_total",
+        "sagashop_sse_gap_filled_events_total",
+    ] {
+        let samples = metrics[family]["samples"].as_array();
+        assert!(
+            samples.is_some_and(|s| !s.is_empty()),
+            "{family}: {metrics}"
+        );
+    }
+    let owned = &metrics["sagashop_partitions_owned"]["samples"][0]["value"];
+    assert!(
+        owned.as_f64().unwrap() > 0.0,
+        "the embedded node owns the partitions"
+    );
 
     // Every customer's sagas: refused without the token, and with a wrong one.
     for token in [None, Some("wrong")] {
@@ -119,6 +148,10 @@ async fn the_page_is_one_embedded_document_revalidated_by_etag() {
         !html.contains("http://") && !html.contains("https://"),
         "no CDN"
     );
+    assert!(
+        html.contains(r#"<table id="ownership">"#),
+        "the node view's ownership table"
+    );
     for (path, kind) in [
         ("/dashboard/assets/dashboard.js", "text/javascript"),
         ("/dashboard/assets/dashboard.css", "text/css"),
@@ -147,8 +180,8 @@ async fn any_node_of_a_cluster_shows_every_node_gathered_over_nats() {
     };
     let roles = [
         "api,orchestrator,account,product",
-        "api,order,payment",
-        "api,product,order,payment",
+        "api,orchestrator,order,payment",
+        "api,orchestrator,product,order,payment",
     ];
     for (i, url) in cluster.urls().into_iter().enumerate() {
         let api = Api::over(vec![url]);
@@ -179,7 +212,7 @@ async fn any_node_of_a_cluster_shows_every_node_gathered_over_nats() {
                 "every node reports its registry: {node}"
             );
         }
-        // The orchestrator owns the partitions; the totals add the nodes up.
+        // The orchestrators own the partitions; the totals add the nodes up.
         let owned = &stats["totals"]["sagashop_partitions_owned"]["samples"][0]["value"];
         assert!(owned.as_f64().unwrap() > 0.0, "{}", stats["totals"]);
     }
@@ -369,6 +402,24 @@ async fn the_page_follows_a_load_live_and_then_shows_exactly_what_metrics_says()
         compared >= 12,
         "only {compared} numbers compared: {numbers}"
     );
+    // The node view's ownership and fencing cells were among them.
+    for metric in [
+        "sagashop_partitions_owned",
+        "sagashop_partition_handovers_total",
+        "sagashop_saga_writes_fenced_total",
+        "sagashop_step_commands_fenced_total",
+        "sagashop_sse_gap_fills_total",
+        "sagashop_sse_gap_filled_events_total",
+    ] {
+        assert!(
+            numbers
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["metric"] == metric),
+            "the page shows no {metric}: {numbers}"
+        );
+    }
     let shown = |id: &str| -> f64 {
         let metric = numbers.as_array().unwrap().iter();
         let found = metric

@@ -34,3 +34,4 @@ mod secret_logs;
 mod security;
 mod smoke;
 mod tracing;
+mod transitions_race;

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use crate::support::mariadb::Databases;
 use sagashop::clock::Clock;
 use sagashop::config::{Config, ServiceDb};
-use sagashop::db::DbPool;
 use sagashop::db::accounts::{Accounts, Customer, PersonChange};
 use sagashop::db::ledger::StepRepository;
 use sagashop::db::orders::Orders;
 use sagashop::db::payments::Payments;
 use sagashop::db::products::{INSUFFICIENT_INVENTORY, Product, Products};
 use sagashop::db::sagas::{Ownership, SagaWrite, Sagas, WriteOutcome};
+use sagashop::db::{DbError, DbPool};
 use sagashop::domain::ids::{CustomerId, ProductId, PurchaseId};
 use sagashop::domain::purchase::{
     Currency, Purchase, PurchaseItem, Step, StepEvent, StepOutcome, StepStatus,
@@ -199,7 +199,7 @@ async fn exercise(r: Repos) {
     // Reservation: all or nothing, once per purchase, released exactly once.
     assert_eq!(
         r.products
-            .reserve(&purchase(100, &[(10, 2), (20, 5)]))
+            .reserve(&purchase(100, &[(10, 2), (20, 5)]), 1)
             .await
             .unwrap(),
         StepOutcome::Applied
@@ -207,7 +207,7 @@ async fn exercise(r: Repos) {
     assert_eq!((stock(&r, 10).await, stock(&r, 20).await), (3, 0));
     assert_eq!(
         r.products
-            .reserve(&purchase(100, &[(10, 2), (20, 5)]))
+            .reserve(&purchase(100, &[(10, 2), (20, 5)]), 1)
             .await
             .unwrap(),
         StepOutcome::Applied
@@ -219,7 +219,7 @@ async fn exercise(r: Repos) {
     );
     let short = r
         .products
-        .reserve(&purchase(101, &[(10, 1), (20, 1)]))
+        .reserve(&purchase(101, &[(10, 1), (20, 1)]), 1)
         .await
         .unwrap();
     assert_eq!(short, StepOutcome::Rejected(INSUFFICIENT_INVENTORY.into()));
@@ -230,29 +230,29 @@ async fn exercise(r: Repos) {
     );
     let dup = r
         .products
-        .reserve(&purchase(102, &[(30, 1), (30, 1)]))
+        .reserve(&purchase(102, &[(30, 1), (30, 1)]), 1)
         .await
         .unwrap();
     assert!(matches!(dup, StepOutcome::Rejected(_)));
     assert_eq!(stock(&r, 30).await, 5);
-    r.products.release(PurchaseId(100)).await.unwrap();
-    r.products.release(PurchaseId(100)).await.unwrap();
+    r.products.release(PurchaseId(100), 1).await.unwrap();
+    r.products.release(PurchaseId(100), 1).await.unwrap();
     assert_eq!(
         (stock(&r, 10).await, stock(&r, 20).await),
         (5, 5),
         "release must restore once"
     );
-    r.products.release(PurchaseId(101)).await.unwrap();
+    r.products.release(PurchaseId(101), 1).await.unwrap();
     assert_eq!(
         stock(&r, 10).await,
         5,
         "releasing a refused reservation gives nothing back"
     );
     // A reservation that arrives after its compensation is refused (fenced).
-    r.products.release(PurchaseId(103)).await.unwrap();
+    r.products.release(PurchaseId(103), 1).await.unwrap();
     assert!(matches!(
         r.products
-            .reserve(&purchase(103, &[(10, 1)]))
+            .reserve(&purchase(103, &[(10, 1)]), 1)
             .await
             .unwrap(),
         StepOutcome::Rejected(_)
@@ -298,8 +298,8 @@ async fn exercise(r: Repos) {
 
     // Orders: one per purchase, removal idempotent and fencing.
     let p = purchase(200, &[(20, 1), (10, 2)]);
-    assert_eq!(r.orders.create(&p).await.unwrap(), StepOutcome::Applied);
-    assert_eq!(r.orders.create(&p).await.unwrap(), StepOutcome::Applied);
+    assert_eq!(r.orders.create(&p, 1).await.unwrap(), StepOutcome::Applied);
+    assert_eq!(r.orders.create(&p, 1).await.unwrap(), StepOutcome::Applied);
     let lines = r.orders.lines(PurchaseId(200)).await.unwrap();
     assert_eq!(
         lines
@@ -308,11 +308,11 @@ async fn exercise(r: Repos) {
             .collect::<Vec<_>>(),
         vec![(10, 2), (20, 1)]
     );
-    r.orders.remove(PurchaseId(200)).await.unwrap();
-    r.orders.remove(PurchaseId(200)).await.unwrap();
+    r.orders.remove(PurchaseId(200), 1).await.unwrap();
+    r.orders.remove(PurchaseId(200), 1).await.unwrap();
     assert!(r.orders.lines(PurchaseId(200)).await.unwrap().is_empty());
     assert!(matches!(
-        r.orders.create(&p).await.unwrap(),
+        r.orders.create(&p, 1).await.unwrap(),
         StepOutcome::Rejected(_)
     ));
     assert!(r.orders.lines(PurchaseId(200)).await.unwrap().is_empty());
@@ -349,8 +349,14 @@ async fn exercise(r: Repos) {
 
     // Payments: same contract.
     let p = purchase(300, &[(10, 1)]);
-    assert_eq!(r.payments.create(&p).await.unwrap(), StepOutcome::Applied);
-    assert_eq!(r.payments.create(&p).await.unwrap(), StepOutcome::Applied);
+    assert_eq!(
+        r.payments.create(&p, 1).await.unwrap(),
+        StepOutcome::Applied
+    );
+    assert_eq!(
+        r.payments.create(&p, 1).await.unwrap(),
+        StepOutcome::Applied
+    );
     assert_eq!(
         r.payments
             .by_id(PurchaseId(300))
@@ -360,11 +366,165 @@ async fn exercise(r: Repos) {
             .amount,
         100
     );
-    r.payments.remove(PurchaseId(300)).await.unwrap();
+    r.payments.remove(PurchaseId(300), 1).await.unwrap();
     assert!(r.payments.by_id(PurchaseId(300)).await.unwrap().is_none());
 
+    fencing(&r).await;
     saga_store(&r.sagas).await;
     pending_sagas(&r.sagas).await;
+}
+
+/// A step command of `purchase` from the saga owner at `epoch`.
+fn step_at(purchase: &Arc<Purchase>, call: Call, epoch: u64) -> StepCommand {
+    StepCommand {
+        epoch,
+        ..step(purchase, call)
+    }
+}
+
+fn fenced<T>(result: &Result<T, DbError>) -> bool {
+    matches!(result, Err(DbError::Fenced(_)))
+}
+
+/// The step ledger fences stale owners: a command whose epoch is below the newest one
+/// recorded for its purchase is neither applied nor replayed; a newer one replays the
+/// recorded outcome and becomes the recorded owner.
+async fn fencing(r: &Repos) {
+    r.products.insert(&product(40, 10)).await.unwrap();
+    let p = purchase(400, &[(40, 2)]);
+    assert_eq!(
+        r.products.reserve(&p, 2).await.unwrap(),
+        StepOutcome::Applied
+    );
+    assert_eq!(stock(r, 40).await, 8);
+    assert_eq!(
+        r.products.reserve(&p, 2).await.unwrap(),
+        StepOutcome::Applied
+    );
+    let stale = r.products.reserve(&p, 1).await;
+    assert!(fenced(&stale), "{stale:?}");
+    let stale = r.products.release(PurchaseId(400), 1).await;
+    assert!(fenced(&stale), "{stale:?}");
+    assert_eq!(
+        stock(r, 40).await,
+        8,
+        "a stale owner's compensation undid the step"
+    );
+    // A newer owner replays the outcome and raises the recorded epoch past the old one.
+    assert_eq!(
+        r.products.reserve(&p, 3).await.unwrap(),
+        StepOutcome::Applied
+    );
+    assert_eq!(stock(r, 40).await, 8, "a replay applied the step again");
+    assert!(fenced(&r.products.reserve(&p, 2).await));
+    assert!(fenced(&r.products.release(PurchaseId(400), 2).await));
+    assert_eq!(stock(r, 40).await, 8);
+    r.products.release(PurchaseId(400), 3).await.unwrap();
+    assert_eq!(stock(r, 40).await, 10);
+    assert!(fenced(&r.products.release(PurchaseId(400), 2).await));
+    r.products.release(PurchaseId(400), 4).await.unwrap();
+    assert_eq!(
+        stock(r, 40).await,
+        10,
+        "a compensation replay gave back twice"
+    );
+    assert!(fenced(&r.products.reserve(&p, 3).await));
+    assert_eq!(
+        r.products.reserve(&p, 4).await.unwrap(),
+        StepOutcome::Rejected("already compensated".into())
+    );
+
+    // A refusal is recorded with its owner's epoch; a tombstone too.
+    let short = purchase(401, &[(40, 11)]);
+    let refused = StepOutcome::Rejected(INSUFFICIENT_INVENTORY.into());
+    assert_eq!(r.products.reserve(&short, 5).await.unwrap(), refused);
+    assert!(fenced(&r.products.reserve(&short, 4).await));
+    assert_eq!(r.products.reserve(&short, 5).await.unwrap(), refused);
+    r.products.release(PurchaseId(402), 3).await.unwrap();
+    assert!(fenced(
+        &r.products.reserve(&purchase(402, &[(40, 1)]), 2).await
+    ));
+    assert!(fenced(&r.products.release(PurchaseId(402), 2).await));
+    assert_eq!(stock(r, 40).await, 10);
+
+    // Batches: a stale command fails alone, the others commit; both backends' batch paths
+    // (without savepoints first, and with them) refuse it.
+    let (a, old, b) = (
+        Arc::new(purchase(410, &[(40, 1)])),
+        Arc::new(purchase(411, &[(40, 1)])),
+        Arc::new(purchase(412, &[(40, 1)])),
+    );
+    assert_eq!(
+        r.orders.create(&old, 5).await.unwrap(),
+        StepOutcome::Applied
+    );
+    let results = r
+        .orders
+        .run_steps(&[
+            step_at(&a, Call::Execute(Step::CreateOrder), 1),
+            step_at(&old, Call::Execute(Step::CreateOrder), 4),
+            step_at(&old, Call::Compensate(Step::CreateOrder), 4),
+            step_at(&b, Call::Execute(Step::CreateOrder), 1),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        matches!(results[0], Ok(StepOutcome::Applied)),
+        "{results:?}"
+    );
+    assert!(matches!(results[1], Err(DbError::Fenced(4))), "{results:?}");
+    assert!(matches!(results[2], Err(DbError::Fenced(4))), "{results:?}");
+    assert!(
+        matches!(results[3], Ok(StepOutcome::Applied)),
+        "{results:?}"
+    );
+    for id in [410, 411, 412] {
+        assert_eq!(
+            r.orders.lines(PurchaseId(id)).await.unwrap().len(),
+            1,
+            "{id}"
+        );
+    }
+    let results = r
+        .products
+        .run_steps(&[step_at(
+            &old,
+            Call::Compensate(Step::UpdateProductInventory),
+            1,
+        )])
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(
+        results[0].as_ref().unwrap(),
+        &StepOutcome::Applied,
+        "nothing to fence: first command"
+    );
+    let results = r
+        .orders
+        .run_steps(&[step_at(&old, Call::Compensate(Step::CreateOrder), 6)])
+        .await
+        .unwrap();
+    assert!(
+        matches!(results[0], Ok(StepOutcome::Applied)),
+        "{results:?}"
+    );
+    assert!(r.orders.lines(PurchaseId(411)).await.unwrap().is_empty());
+
+    // Payments: same contract.
+    let p = purchase(420, &[(40, 1)]);
+    assert_eq!(
+        r.payments.create(&p, 7).await.unwrap(),
+        StepOutcome::Applied
+    );
+    assert!(fenced(&r.payments.remove(PurchaseId(420), 6).await));
+    assert!(r.payments.by_id(PurchaseId(420)).await.unwrap().is_some());
+    assert!(
+        fenced(&r.payments.create(&p, 0).await),
+        "a command without an epoch"
+    );
+    r.payments.remove(PurchaseId(420), 7).await.unwrap();
+    assert!(r.payments.by_id(PurchaseId(420)).await.unwrap().is_none());
 }
 
 fn saga_write(

@@ -152,10 +152,32 @@ impl Cluster {
         mariadb::database_name(&self.settings.name, db)
     }
 
+    /// Whether node `n` holds saga partition `partition` now (the partitions table says so).
+    pub async fn holds(&self, n: u16, partition: sagashop::domain::partition::PartitionId) -> bool {
+        let saga = mariadb::database_name(&self.settings.name, sagashop::config::ServiceDb::Saga);
+        let filter = format!("partition_id = {} AND owner_node = {n}", partition.0);
+        mariadb::count_rows(&mariadb::server(), &saga, "partitions", &filter).await == 1
+    }
+
     /// Kills node `n` (SIGKILL: a crash); returns once it is gone.
     pub fn kill(&self, n: u16) {
         self.settings
             .script(&["kill", &n.to_string()])
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Pauses node `n` (SIGSTOP: a stall, as in a long GC pause or a frozen VM): it keeps its
+    /// sockets but answers nothing and renews no lease. Returns once it is stopped.
+    pub fn pause(&self, n: u16) {
+        self.settings
+            .script(&["pause", &n.to_string()])
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Resumes a paused node `n` (SIGCONT); returns once it runs again.
+    pub fn resume(&self, n: u16) {
+        self.settings
+            .script(&["resume", &n.to_string()])
             .unwrap_or_else(|e| panic!("{e}"));
     }
 

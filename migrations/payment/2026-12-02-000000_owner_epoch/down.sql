@@ -1,0 +1,1 @@
+ALTER TABLE step_ledger DROP COLUMN owner_epoch;
