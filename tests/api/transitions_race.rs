@@ -57,6 +57,7 @@ fn transition(purchase: &Arc<Purchase>, log: &[StepEvent], new: &[StepEvent]) ->
         purchase: purchase.clone(),
         partition: partition::of_customer(purchase.customer_id, PARTITIONS),
         from_version: if log.is_empty() { 0 } else { 1 },
+        stored: !log.is_empty(),
         log_len: log.len() as u32,
         saga: Saga::at(replay(&all).expect("a valid log")),
         events: new.to_vec(),
