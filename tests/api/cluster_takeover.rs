@@ -237,11 +237,11 @@ async fn each_owner_killed_under_load_loses_doubles_and_reorders_nothing() {
     .await;
     for n in 1..=3u16 {
         // The node owns sagas that are under way right now.
+        let saga = cluster.database(ServiceDb::Saga);
         let filter = format!(
             "finished = 0 AND partition_id IN \
-             (SELECT partition_id FROM partitions WHERE owner_node = {n})"
+             (SELECT partition_id FROM `{saga}`.partitions WHERE owner_node = {n})"
         );
-        let saga = cluster.database(ServiceDb::Saga);
         wait_until(&format!("node {n} to own sagas in flight"), DEADLINE, || {
             let (saga, filter) = (saga.clone(), filter.clone());
             async move { mariadb::count_rows(&mariadb::server(), &saga, "sagas", &filter).await > 0 }

@@ -114,13 +114,18 @@ impl NodeSpec<'_> {
             .args(["--cluster-name", self.cluster])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--data-dir", dir.to_str().unwrap()])
-            .args(["--step-timeout-ms", "1000", "--max-backoff-ms", "200"])
             .args(&self.extra)
             .env("JWT_SECRET", JWT)
             .env("RUST_LOG", "info")
             .env("SAGASHOP_EXIT_WITH_PID", std::process::id().to_string())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log));
+        // The tests' short timeouts, unless `extra` sets its own.
+        for (flag, value) in [("--step-timeout-ms", "1000"), ("--max-backoff-ms", "200")] {
+            if !self.extra.iter().any(|e| e == flag) {
+                cmd.args([flag, value]);
+            }
+        }
         for db in ServiceDb::ALL {
             cmd.arg(format!("--{}-database-url", db.name()))
                 .arg(self.databases.url(db));
