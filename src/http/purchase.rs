@@ -198,14 +198,20 @@ async fn accept_stored(
         purchase_id = %purchase.purchase_id);
     traces::follow(&span, &traces::current());
     let trace = traces::context_of(&span);
-    state
-        .store
-        .repo()
+    let repo = state.store.repo();
+    let purchase_id = purchase.purchase_id;
+    if let Err(e) = repo
         .insert_pending(&purchase, partition, &trace)
         .instrument(span)
         .await
-        .map_err(ServiceError::from)?;
-    starts.announce(partition, purchase.purchase_id).await;
+    {
+        // The row may have been committed with only the answer lost: the store tells.
+        if repo.by_id(purchase_id).await.ok().flatten().is_none() {
+            return Err(ServiceError::from(e).into());
+        }
+        tracing::warn!(%purchase_id, error = %e, "the store's answer was lost; the purchase is stored");
+    }
+    starts.announce(partition, purchase_id).await;
     Ok(())
 }
 
