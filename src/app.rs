@@ -541,9 +541,14 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
 
     // In a cluster the api node stores the sagas it accepts and tells their owners; embedded,
     // the local supervisor stores each with its first transition.
-    let starts = bus
-        .as_ref()
-        .map(|bus| StartNotices::new(bus.clone(), local_orchestrator, &metrics));
+    let starts = bus.as_ref().zip(store.as_ref()).map(|(bus, store)| {
+        StartNotices::new(
+            bus.clone(),
+            store.repo().clone(),
+            local_orchestrator,
+            &metrics,
+        )
+    });
     let api = roles.has(Role::Api).then(|| AppState {
         account,
         product,

@@ -1,19 +1,24 @@
 //! Start notices: in a cluster, the api node that accepts a purchase stores its saga pending
-//! (version 0) and answers at once, whether or not the saga's partition has an owner; then it
-//! tells the partition's subject. The owner listens there and starts the saga. A notice lost
+//! (version 0; purchases accepted together in one transaction) and answers at once, whether
+//! or not the saga's partition has an owner; then it tells the partition's subject. The owner listens there and starts the saga. A notice lost
 //! (no owner at the time, NATS down, a dropped message) costs only time: owners also sweep
 //! their partitions for pending sagas (see the supervisor).
 
 use actix::Addr;
 use futures_util::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
 
 use super::store::SagaStore;
 use super::supervisor::{Adopt, SagaSupervisor};
 use crate::cluster::bus::{Bus, BusError};
 use crate::cluster::wire;
+use crate::db::DbError;
+use crate::db::sagas::Sagas;
 use crate::domain::ids::PurchaseId;
 use crate::domain::partition::PartitionId;
+use crate::domain::purchase::Purchase;
+use crate::domain::trace::TraceContext;
 use crate::telemetry::metrics::{Metrics, SubjectCounters};
 
 /// Most notices handed to the supervisor in one [`Adopt`] (notices that arrived together are
@@ -27,9 +32,26 @@ struct StartNotice {
     purchase_id: PurchaseId,
 }
 
-/// How an api node in a cluster announces the sagas it accepted.
+/// How an api node in a cluster stores and announces the sagas it accepts: purchases that
+/// arrive together are stored in one transaction by one writer, then announced.
 #[derive(Clone)]
 pub struct StartNotices {
+    tx: mpsc::Sender<Request>,
+}
+
+/// One accepted purchase waiting to be stored.
+struct Request {
+    purchase: Purchase,
+    partition: PartitionId,
+    trace: TraceContext,
+    reply: oneshot::Sender<Result<(), DbError>>,
+}
+
+/// Most purchases stored in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// Tells owners about stored sagas.
+struct Announcer {
     bus: Bus,
     /// This node's own supervisor and store, when it runs the orchestrator role: a saga of a
     /// partition it holds is handed over directly, without a trip through NATS.
@@ -38,46 +60,101 @@ pub struct StartNotices {
 }
 
 impl StartNotices {
-    /// Announces over `bus`; `local` is this node's orchestrator, if it runs one.
+    /// Stores with `repo` and announces over `bus`; `local` is this node's orchestrator, if
+    /// it runs one. Starts the writer task.
     pub fn new(
         bus: Bus,
+        repo: Sagas,
         local: Option<(SagaStore, Addr<SagaSupervisor>)>,
         metrics: &Metrics,
     ) -> Self {
         let counters = metrics.subject(&bus.all_starts());
-        Self {
+        let announcer = Announcer {
             bus,
             local,
             counters,
-        }
+        };
+        let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
+        actix_rt::spawn(store_and_announce(rx, repo, announcer));
+        Self { tx }
     }
 
-    /// Tells the owner of `partition` that `purchase_id` waits there. Never fails: a notice
-    /// that does not go out is made up for by the owner's sweep.
-    pub async fn announce(&self, partition: PartitionId, purchase_id: PurchaseId) {
-        if let Some((store, supervisor)) = &self.local
-            && store.epoch_of(partition).is_some()
-        {
-            supervisor.do_send(Adopt {
-                ids: vec![purchase_id],
-            });
-            return;
-        }
-        let notice = StartNotice {
-            partition: partition.0,
-            purchase_id,
+    /// Stores `purchase`'s saga pending (Pending, version 0, with the trace its spans
+    /// continue) and, once it is durable, tells its partition's owner. Answers when it is
+    /// stored; the notice follows (a notice that does not go out is made up for by the
+    /// owner's sweep).
+    pub async fn accept(
+        &self,
+        purchase: Purchase,
+        partition: PartitionId,
+        trace: TraceContext,
+    ) -> Result<(), DbError> {
+        let stopped = || DbError::Unavailable("the accept writer stopped".into());
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            purchase,
+            partition,
+            trace,
+            reply,
         };
-        let subject = self.bus.start_subject(partition.0);
-        match self
-            .bus
-            .client
-            .publish(subject, wire::encode(&notice).into())
-            .await
-        {
-            Ok(()) => self.counters.outbound.inc(),
-            Err(e) => {
-                tracing::warn!(%purchase_id, error = %e, "start notice not sent; the owner's sweep will find the saga");
+        self.tx.send(request).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+async fn store_and_announce(mut rx: mpsc::Receiver<Request>, repo: Sagas, announcer: Announcer) {
+    let mut queued = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
+        let batch: Vec<(&Purchase, PartitionId, &TraceContext)> = queued
+            .iter()
+            .map(|r| (&r.purchase, r.partition, &r.trace))
+            .collect();
+        let stored = repo.insert_pending_many(&batch).await;
+        let announce: Vec<(PartitionId, PurchaseId)> = queued
+            .iter()
+            .map(|r| (r.partition, r.purchase.purchase_id))
+            .collect();
+        for request in queued.drain(..) {
+            let answer = match &stored {
+                Ok(()) => Ok(()),
+                Err(e) => Err(DbError::Unavailable(e.to_string())),
+            };
+            let _ = request.reply.send(answer);
+        }
+        // Not stored, or not known to be: the caller looks in the store; the sweep starts
+        // whatever was stored after all.
+        if stored.is_ok() {
+            announcer.announce(&announce).await;
+        }
+    }
+}
+
+impl Announcer {
+    /// Tells the owners of these sagas' partitions that they wait there.
+    async fn announce(&self, sagas: &[(PartitionId, PurchaseId)]) {
+        let mut here = Vec::new();
+        for &(partition, purchase_id) in sagas {
+            if let Some((store, _)) = &self.local
+                && store.epoch_of(partition).is_some()
+            {
+                here.push(purchase_id);
+                continue;
             }
+            let notice = StartNotice {
+                partition: partition.0,
+                purchase_id,
+            };
+            let subject = self.bus.start_subject(partition.0);
+            let payload = wire::encode(&notice).into();
+            match self.bus.client.publish(subject, payload).await {
+                Ok(()) => self.counters.outbound.inc(),
+                Err(e) => {
+                    tracing::warn!(%purchase_id, error = %e, "start notice not sent; the owner's sweep will find the saga");
+                }
+            }
+        }
+        if let (Some((_, supervisor)), false) = (&self.local, here.is_empty()) {
+            supervisor.do_send(Adopt { ids: here });
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The SagaSupervisor: accepts purchases (bounded: past the cap it answers `Busy`), starts a
 //! saga actor per purchase, restarts any that dies before finishing, resumes unfinished sagas
 //! from the store on start, and sets aside (quarantines) sagas whose stored log does not
-//! replay, so that one bad saga never stops the others.
+//! replay, so that one bad saga never stops the others. In a cluster it also starts the sagas
+//! api nodes accepted in the partitions it holds ([`Adopt`]: from their start notices, and
+//! from a sweep of those partitions for sagas still at version 0).
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -125,10 +127,16 @@ impl SagaSupervisor {
     /// partitions this node does not hold are left to their owner.
     fn adopt(&mut self, ids: Vec<PurchaseId>, ctx: &mut Context<Self>) {
         let room = self.settings.max_in_flight.saturating_sub(self.in_flight());
+        // Queued for resumption (after a start or a takeover) is as good as running.
+        let queued: HashSet<PurchaseId> = self
+            .resumed
+            .iter()
+            .map(|at| at.purchase.purchase_id)
+            .collect();
         let ids: Vec<PurchaseId> = ids
             .into_iter()
             .filter(|id| !self.running.contains_key(id) && !self.adopting.contains(id))
-            .filter(|id| !self.resumed.iter().any(|at| at.purchase.purchase_id == *id))
+            .filter(|id| !queued.contains(id))
             .take(room)
             .collect();
         if ids.is_empty() {

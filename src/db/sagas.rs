@@ -94,6 +94,39 @@ impl EventLog for super::pool::SqliteConn {
     }
 }
 
+/// Inserts saga rows, in as few statements as the backend allows.
+trait SagaRows {
+    async fn insert_rows(&mut self, rows: &[SagaRow]) -> Result<(), DbError>;
+}
+
+impl SagaRows for diesel_async::AsyncMysqlConnection {
+    /// Multi-row INSERTs: the purchases an api node accepted together cost one round trip.
+    async fn insert_rows(&mut self, rows: &[SagaRow]) -> Result<(), DbError> {
+        for chunk in rows.chunks(APPEND_CHUNK) {
+            diesel::insert_into(sagas::table)
+                .values(chunk)
+                .execute(self)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl SagaRows for super::pool::SqliteConn {
+    /// One reused statement per row, in one transaction.
+    async fn insert_rows(&mut self, rows: &[SagaRow]) -> Result<(), DbError> {
+        self.transaction::<_, DbError, _>(async |c| {
+            for row in rows {
+                Reusable(diesel::insert_into(sagas::table).values(row))
+                    .execute(c)
+                    .await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
 /// One partition's row.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = partitions)]
@@ -615,8 +648,8 @@ backend_queries! {
             .await?)
     }
 
-    async fn insert_pending(conn: &mut Conn, row: SagaRow) -> Result<usize, DbError> {
-        Ok(Reusable(diesel::insert_into(sagas::table).values(row)).execute(conn).await?)
+    async fn insert_pending(conn: &mut Conn, rows: Vec<SagaRow>) -> Result<(), DbError> {
+        conn.insert_rows(&rows).await
     }
 
     /// Served by `sagas_unfinished` (finished, partition_id, purchase_id): an index on the
@@ -974,9 +1007,25 @@ impl Sagas {
         partition: PartitionId,
         trace: &TraceContext,
     ) -> Result<(), DbError> {
+        self.insert_pending_many(&[(purchase, partition, trace)])
+            .await
+    }
+
+    /// [`Sagas::insert_pending`] for many purchases in one transaction (one statement on
+    /// MySQL): an api node under load stores what it accepted together.
+    pub async fn insert_pending_many(
+        &self,
+        accepted: &[(&Purchase, PartitionId, &TraceContext)],
+    ) -> Result<(), DbError> {
+        if accepted.is_empty() {
+            return Ok(());
+        }
         let now = self.clock.now_ms();
-        insert_pending(&self.pool, pending_row(purchase, partition, trace, now)).await?;
-        Ok(())
+        let rows = accepted
+            .iter()
+            .map(|(purchase, partition, trace)| pending_row(purchase, *partition, trace, now))
+            .collect();
+        insert_pending(&self.pool, rows).await
     }
 
     /// Sagas of `partitions` accepted but not started yet (version 0, not quarantined), in

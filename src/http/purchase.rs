@@ -185,8 +185,8 @@ pub async fn create(
     Ok(HttpResponse::Created().json(Accepted { purchase_id }))
 }
 
-/// A cluster's accept: the saga is stored pending here (the partition may have no owner
-/// now), then its owner is told; it is durable once this returns.
+/// A cluster's accept: the saga is stored pending by this node (the partition may have no
+/// owner now), then its owner is told; it is durable once this returns.
 async fn accept_stored(
     state: &AppState,
     starts: &StartNotices,
@@ -198,14 +198,19 @@ async fn accept_stored(
         purchase_id = %purchase.purchase_id);
     traces::follow(&span, &traces::current());
     let trace = traces::context_of(&span);
-    state
-        .store
-        .repo()
-        .insert_pending(&purchase, partition, &trace)
+    let purchase_id = purchase.purchase_id;
+    if let Err(e) = starts
+        .accept(purchase, partition, trace)
         .instrument(span)
         .await
-        .map_err(ServiceError::from)?;
-    starts.announce(partition, purchase.purchase_id).await;
+    {
+        // The row may have been committed with only the answer lost: the store tells.
+        let stored = state.store.repo().by_id(purchase_id).await;
+        if stored.ok().flatten().is_none() {
+            return Err(ServiceError::from(e).into());
+        }
+        tracing::warn!(%purchase_id, error = %e, "the store's answer was lost; the purchase is stored");
+    }
     Ok(())
 }
 

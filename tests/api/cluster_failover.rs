@@ -77,7 +77,7 @@ async fn the_orchestrator_killed_and_restarted_under_load_loses_and_doubles_noth
     let running = load(&cluster, 15);
     under_way(&cluster).await;
     cluster.kill(1);
-    // Purchases are refused (503) while no orchestrator runs; in-flight sagas wait.
+    // Purchases are still accepted (stored pending) while no orchestrator runs; sagas wait.
     actix_rt::time::sleep(Duration::from_secs(2)).await;
     cluster.start_node(1);
     let report = report(running);

@@ -927,13 +927,13 @@ async fn pending_sagas(sagas: &Sagas) {
     let many: Vec<Arc<Purchase>> = (2100..2110)
         .map(|id| accepted(id, if id % 2 == 0 { c1 } else { c2 }))
         .collect();
-    for p in &many {
-        let partition = of_customer(p.customer_id, 4);
-        sagas
-            .insert_pending(p, partition, &Default::default())
-            .await
-            .unwrap();
-    }
+    // Stored together, as an api node under load does.
+    let none = Default::default();
+    let together: Vec<_> = many
+        .iter()
+        .map(|p| (&**p, of_customer(p.customer_id, 4), &none))
+        .collect();
+    sagas.insert_pending_many(&together).await.unwrap();
     let starts: Vec<SagaWrite> = many
         .iter()
         .map(|p| from_zero(p, Executing(UPI), &[(UPI, Execute)]))

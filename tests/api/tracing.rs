@@ -242,8 +242,8 @@ async fn one_purchase_in_the_cluster_is_one_trace_across_its_nodes() {
     let Some(cluster) = Cluster::start_with_env("sagashop_t_tracing", &env) else {
         return;
     };
-    // Node 2 takes the request and streams the results; node 1 orchestrates and reserves
-    // the stock; the order and the payment go to node 2 or 3.
+    // Node 2 takes the request, stores the saga (its accept span) and streams the results;
+    // node 1 orchestrates and reserves the stock; the order and the payment go to node 2 or 3.
     let api = cluster.api();
     let c = api.sign_up().await;
     let product = api.create_product("traced", 10, 5).await;
@@ -260,7 +260,7 @@ async fn one_purchase_in_the_cluster_is_one_trace_across_its_nodes() {
             .collect()
     };
     assert_eq!(node_of("POST /api/purchase"), HashSet::from([2]));
-    assert_eq!(node_of("saga.accept"), HashSet::from([1]));
+    assert_eq!(node_of("saga.accept"), HashSet::from([2]));
     assert_eq!(node_of("sse.deliver"), HashSet::from([2]));
     let handled: HashSet<i64> = node_of("step.handle");
     assert!(
