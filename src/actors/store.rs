@@ -145,6 +145,14 @@ impl SagaStore {
         self.repo.last_event_of(customer_id).await
     }
 
+    /// The newest event id committed in the customer's partition (0: none): a new stream's
+    /// partition is tracked from there by the result hub.
+    pub async fn partition_top(&self, customer_id: CustomerId) -> Result<u64, DbError> {
+        let partition = self.partition_of(customer_id);
+        let tops = self.repo.partition_tops(&[partition]).await?;
+        Ok(tops.first().map_or(0, |(_, top)| *top))
+    }
+
     /// The newest event id pruned from the customer's partition: a stream resumed from
     /// before it may have missed events that are gone.
     pub async fn pruned_up_to(&self, customer_id: CustomerId) -> Result<u64, DbError> {

@@ -146,14 +146,9 @@ impl Bus {
         format!("{}.results.{partition}", self.cluster)
     }
 
-    /// Every partition's results (and the reset notices).
+    /// Every partition's results (with their watermarks and takeover markers).
     pub fn all_results(&self) -> String {
         format!("{}.results.*", self.cluster)
-    }
-
-    /// Where a publisher of results says that results before may be lost.
-    pub fn reset_subject(&self) -> String {
-        format!("{}.results.reset", self.cluster)
     }
 
     /// Where every node answers with its stats (the dashboard's cluster view).

@@ -558,7 +558,9 @@ impl Metrics {
             inner.handovers.with_label_values(&[kind.as_str()]);
         }
         for step in Step::ALL {
-            inner.commands_fenced.with_label_values(&[&step_label(step)]);
+            inner
+                .commands_fenced
+                .with_label_values(&[&step_label(step)]);
         }
         Ok(Self {
             inner: Arc::new(inner),
