@@ -214,6 +214,47 @@ pub async fn commit_isolating(
         .collect())
 }
 
+/// Test switch (builds with `faults` only): `SAGASHOP_FAULT_EXIT_AFTER_COMMITS=N` makes the
+/// writer exit the process right after its N-th batch that committed a transition, before
+/// publishing that batch's results: a node dying between its commit and its publication,
+/// whose tail streams elsewhere must read from the step log.
+#[cfg(feature = "faults")]
+struct ExitAfterCommits {
+    after: Option<u64>,
+    committed: u64,
+}
+
+#[cfg(feature = "faults")]
+impl ExitAfterCommits {
+    fn from_env() -> Self {
+        let after = std::env::var("SAGASHOP_FAULT_EXIT_AFTER_COMMITS")
+            .ok()
+            .and_then(|n| n.trim().parse().ok());
+        Self {
+            after,
+            committed: 0,
+        }
+    }
+
+    /// Counts a batch; exits after the N-th one that committed anything.
+    fn batch(&mut self, outcomes: &[WriteOutcome]) {
+        if !outcomes
+            .iter()
+            .any(|o| matches!(o, WriteOutcome::Committed(_)))
+        {
+            return;
+        }
+        self.committed += 1;
+        if self.after == Some(self.committed) {
+            tracing::error!(
+                batches = self.committed,
+                "fault switch: exiting after a commit, before publishing it"
+            );
+            std::process::exit(137);
+        }
+    }
+}
+
 async fn write_loop(
     mut rx: mpsc::Receiver<Request>,
     repo: Sagas,
@@ -221,6 +262,8 @@ async fn write_loop(
     mut owned: Ownership,
     batches: prometheus::Histogram,
 ) {
+    #[cfg(feature = "faults")]
+    let mut exit_after = ExitAfterCommits::from_env();
     let mut queued = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
         batches.observe(queued.len() as f64);
@@ -237,6 +280,8 @@ async fn write_loop(
             .await;
         match committed {
             Ok(outcomes) => {
+                #[cfg(feature = "faults")]
+                exit_after.batch(&outcomes);
                 for (outcome, write) in outcomes.iter().zip(&writes) {
                     if let WriteOutcome::Committed(results) = outcome {
                         for result in results {

@@ -9,6 +9,7 @@ mod batching;
 mod cluster_blackbox;
 mod cluster_failover;
 mod cluster_nodes;
+mod cluster_sse;
 mod compensation;
 mod compose;
 mod concurrency;
