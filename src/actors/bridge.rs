@@ -295,16 +295,37 @@ enum Bulletin {
 /// How often an orchestrator publishes its watermarks.
 const WATERMARK_EVERY: Duration = Duration::from_millis(300);
 
+/// How many times a partition's watermark is published after its top last moved (or the
+/// relay's connection came back): enough for a node that lost the last results on the way to
+/// notice, without an idle cluster publishing a watermark per partition forever. A node whose
+/// own connection was lost reads the store's tops when it is back (see [`forward_results`]).
+const WATERMARK_REPEATS: u8 = 10;
+
+/// A partition's highest published id, and how many more times its watermark goes out.
+#[derive(Debug, Clone, Copy, Default)]
+struct Mark {
+    top: u64,
+    repeats: u8,
+}
+
+impl Mark {
+    fn raise(&mut self, top: u64) {
+        self.top = self.top.max(top);
+        self.repeats = WATERMARK_REPEATS;
+    }
+}
+
 /// Publishes every result committed on this node (an orchestrator) to the results
 /// subjects, in commit order; a takeover marker for each partition it claims (at start, and
 /// whenever [`PartitionClaimed`] says so); and each partition's watermark every
-/// [`WATERMARK_EVERY`], so a result lost on the way is noticed without waiting for the next.
+/// [`WATERMARK_EVERY`] for a while after it moved, so a result lost on the way is noticed
+/// without waiting for the next.
 pub struct ResultRelay {
     outbox: mpsc::UnboundedSender<(String, Bulletin, TraceContext)>,
     bus: Bus,
     store: SagaStore,
     /// The highest id published (or found at a takeover) per partition.
-    tops: BTreeMap<u32, u64>,
+    tops: BTreeMap<u32, Mark>,
 }
 
 impl ResultRelay {
@@ -345,8 +366,7 @@ impl ResultRelay {
             epoch,
             top,
         } = claimed;
-        let known = self.tops.entry(partition.0).or_default();
-        *known = (*known).max(top);
+        self.tops.entry(partition.0).or_default().raise(top);
         let bulletin = Bulletin::Takeover {
             origin: self.bus.node_id,
             partition: partition.0,
@@ -356,14 +376,22 @@ impl ResultRelay {
         self.send(partition.0, bulletin, TraceContext::NONE);
     }
 
-    /// Each held partition's watermark (those it no longer holds are forgotten).
+    /// The watermarks due (partitions it no longer holds are forgotten).
     fn watermarks(&mut self) {
         let store = &self.store;
         self.tops
             .retain(|&p, _| store.epoch_of(PartitionId(p)).is_some());
-        for (&partition, &top) in &self.tops {
+        let origin = self.bus.node_id;
+        let mut due = Vec::new();
+        for (&partition, mark) in &mut self.tops {
+            if mark.repeats > 0 && mark.top > 0 {
+                mark.repeats -= 1;
+                due.push((partition, mark.top));
+            }
+        }
+        for (partition, top) in due {
             let bulletin = Bulletin::Watermark {
-                origin: self.bus.node_id,
+                origin,
                 partition,
                 top,
             };
@@ -404,6 +432,12 @@ impl Actor for ResultRelay {
             }
         }));
         ctx.run_interval(WATERMARK_EVERY, |relay, _| relay.watermarks());
+        // What was published while the connection was down may be lost: the watermarks go
+        // out again.
+        let reconnections = futures_util::stream::unfold(self.bus.state(), |mut state| async {
+            Bus::reconnected(&mut state).await.then_some(((), state))
+        });
+        ctx.add_stream(reconnections);
     }
 }
 
@@ -413,14 +447,28 @@ impl Handler<ResultPublished> for ResultRelay {
     fn handle(&mut self, msg: ResultPublished, _: &mut Context<Self>) {
         let ResultPublished(result, trace) = msg;
         let partition = self.store.partition_of(result.customer_id).0;
-        let top = self.tops.entry(partition).or_default();
-        *top = (*top).max(result.event_id);
+        self.tops
+            .entry(partition)
+            .or_default()
+            .raise(result.event_id);
         let bulletin = Bulletin::Result {
             origin: self.bus.node_id,
             result,
         };
         self.send(partition, bulletin, trace);
     }
+}
+
+/// The relay's connection came back.
+impl StreamHandler<()> for ResultRelay {
+    fn handle(&mut self, _: (), _: &mut Context<Self>) {
+        for mark in self.tops.values_mut() {
+            mark.repeats = WATERMARK_REPEATS;
+        }
+    }
+
+    /// The client is gone for good: the relay goes on (there is nothing more to publish to).
+    fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
 impl Handler<PartitionClaimed> for ResultRelay {

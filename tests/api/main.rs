@@ -22,6 +22,7 @@ mod loadgen;
 mod mariadb_api;
 mod metrics;
 mod openapi;
+mod partition_log;
 mod products;
 mod purchases;
 mod quarantine;
