@@ -42,15 +42,19 @@ impl Bench {
     }
 }
 
-#[actix_rt::test]
-async fn a_tail_committed_but_never_published_reaches_the_stream_once_and_in_order() {
-    let Some(bench) = Bench::new("sse_lost_tail").await else {
+/// A purchase's saga commits its transitions in four batches (one saga alone): the start,
+/// then each step's success with the next step's start.
+const BATCHES: u64 = 4;
+
+/// The owner exits right after its `exit_after`-th committed batch, before publishing it:
+/// the purchase is under way (its first batch answered the client), the batch is in the log
+/// only. The customer's stream, open on an api node, still gets every event once and in
+/// order after the owner is back, through a gap fill.
+async fn lost_tail(name: &str, exit_after: u64) {
+    let Some(bench) = Bench::new(name).await else {
         return;
     };
-    // The owner exits right after its third committed batch, before publishing it: the
-    // purchase is under way (its first batch answered the client), its tail is in the log
-    // only.
-    let exit_after = [("SAGASHOP_FAULT_EXIT_AFTER_COMMITS", "3".to_owned())];
+    let exit_after = [("SAGASHOP_FAULT_EXIT_AFTER_COMMITS", exit_after.to_string())];
     let mut owner = bench.node(1, BACKEND).spawn_with_env(&exit_after);
     let metrics = free_port();
     let listen = [("SAGASHOP_METRICS_LISTEN", format!("127.0.0.1:{metrics}"))];
@@ -86,4 +90,16 @@ async fn a_tail_committed_but_never_published_reaches_the_stream_once_and_in_ord
         "the tail reached the stream without a gap fill"
     );
     assert!(scraped.sum("sagashop_sse_gap_filled_events_total", &[]) > 0.0);
+}
+
+#[actix_rt::test]
+async fn a_tail_committed_but_never_published_mid_saga_reaches_the_stream_once_and_in_order() {
+    // The saga's next results reveal the gap (and so does the takeover marker).
+    lost_tail("sse_lost_mid", BATCHES - 1).await;
+}
+
+#[actix_rt::test]
+async fn a_saga_s_last_events_never_published_reach_the_stream_through_the_takeover_marker() {
+    // Nothing follows the lost batch: only the returning owner's takeover marker reveals it.
+    lost_tail("sse_lost_last", BATCHES).await;
 }
