@@ -40,6 +40,14 @@ impl Bench {
             extra: Vec::new(),
         }
     }
+
+    /// The node that owns the sagas and serves their participants.
+    fn backend(&self, extra: &[&str]) -> NodeSpec<'_> {
+        NodeSpec {
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            ..self.node(1, BACKEND)
+        }
+    }
 }
 
 /// A purchase's saga commits its transitions in four batches (one saga alone): the start,
@@ -102,4 +110,34 @@ async fn a_tail_committed_but_never_published_mid_saga_reaches_the_stream_once_a
 async fn a_saga_s_last_events_never_published_reach_the_stream_through_the_takeover_marker() {
     // Nothing follows the lost batch: only the returning owner's takeover marker reveals it.
     lost_tail("sse_lost_last", BATCHES).await;
+}
+
+#[actix_rt::test]
+async fn a_stream_stays_open_across_its_node_s_nats_outage_and_misses_nothing() {
+    let Some(mut bench) = Bench::new("sse_nats_outage").await else {
+        return;
+    };
+    // Payments wait for a signal: the saga's last batch is committed while NATS is down.
+    let backend = bench.backend(&["--hold-payments"]).spawn();
+    let front = bench.node(2, "api").start().await;
+    backend.wait_ready().await;
+    let api = Api::over(vec![front.url.clone()]);
+    let c = api.sign_up().await;
+    let product = api.create_product("kettle", 10, 5).await;
+    let mut stream = api.subscribe(&c.access, None).await;
+    let id = api.purchase_ok(&c.access, &[(product, 1)]).await;
+    let before = stream.take(HAPPY_PATH.len() - 1, DEADLINE).await;
+
+    bench.nats.stop();
+    backend.signal("USR1");
+    api.wait_status(&c.access, id, "SUCCEEDED", Duration::from_secs(30))
+        .await;
+    bench.nats.resume().await;
+
+    // The same stream (not a reconnection) gets the last event, once.
+    let last = stream.take(1, DEADLINE).await;
+    let frames: Vec<_> = before.into_iter().chain(last).collect();
+    assert_eq!(steps_of(&frames, id), expected(&HAPPY_PATH));
+    let extra = stream.next_frame(Duration::from_secs(2)).await;
+    assert!(extra.is_none(), "a result came twice: {extra:?}");
 }
