@@ -5,8 +5,9 @@
 //!   request on the role's subject; one replica of the role's queue group answers.
 //! - [`serve_role`] is the other side: a replica subscribes in its role's queue group and
 //!   hands each request to its local actor.
-//! - [`relay_results`] and [`forward_results`] carry committed step results from the
-//!   orchestrator to every api node's result hub.
+//! - [`ResultRelay`] and [`forward_results`] carry committed step results, with the
+//!   watermarks and takeover markers that reveal lost ones, from the orchestrators to every
+//!   api node's result hub.
 //!
 //! Commands are retried by the saga and idempotent at the participant, so a replica that
 //! dies mid-command loses nothing. Nothing here retries on its own.
