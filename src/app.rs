@@ -2,6 +2,7 @@
 //! `sagashop serve` and the tests start the application through the same functions.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use crate::actors::order::{OrderCore, OrderService};
 use crate::actors::participant::Participant;
 use crate::actors::payment::{PaymentCore, PaymentService};
 use crate::actors::product::{ProductCore, ProductService};
-use crate::actors::results::{ResultHub, StreamLimits};
+use crate::actors::results::{GapFill, NoLog, ResultHub, StepLog, StreamLimits};
 use crate::actors::router::ServiceRouter;
 use crate::actors::saga::{SagaDeps, SagaPolicy};
 use crate::actors::starts::{self, StartNotices};
@@ -438,12 +439,6 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
         #[cfg(not(feature = "faults"))]
         anyhow::bail!("--hold-payments needs a build with fault switches: --features faults");
     }
-    let hub = ResultHub::new(StreamLimits {
-        per_customer: config.sse_max_per_customer,
-        total: config.sse_max_streams,
-    })
-    .start();
-
     let mut leases = None;
     // This node's orchestrator, if it runs one: the api role hands it the sagas it accepts
     // in partitions held here.
@@ -523,7 +518,7 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
             s.on::<AcceptPurchase>(addr.clone().recipient())
         });
         if let Some(bus) = &bus {
-            ResultRelay::new(bus.clone(), config.partitions, &metrics).start();
+            ResultRelay::new(bus.clone(), store.clone(), &metrics).start();
             starts::listen(bus, store.clone(), addr.clone(), &metrics).await?;
         }
         local_orchestrator = Some((store.clone(), addr.clone()));
@@ -533,6 +528,22 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
             .map(|p| SagaStore::reader(Sagas::new(p, clock.clone()), config.partitions));
         (Endpoint::Remote(wiring.remote(Role::Orchestrator)), store)
     };
+    let log: Rc<dyn StepLog> = match &store {
+        Some(store) => Rc::new(store.repo().clone()),
+        None => Rc::new(NoLog),
+    };
+    let hub = ResultHub::new(
+        StreamLimits {
+            per_customer: config.sse_max_per_customer,
+            total: config.sse_max_streams,
+        },
+        GapFill {
+            log,
+            partitions: config.partitions,
+            counters: metrics.gap_fills(),
+        },
+    )
+    .start();
     let remote: Vec<Role> = roles.remote_needs();
     wiring.start_serving().await?;
     if let (Some(bus), true) = (&bus, roles.has(Role::Api)) {

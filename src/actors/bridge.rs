@@ -5,13 +5,14 @@
 //!   request on the role's subject; one replica of the role's queue group answers.
 //! - [`serve_role`] is the other side: a replica subscribes in its role's queue group and
 //!   hands each request to its local actor.
-//! - [`relay_results`] and [`forward_results`] carry committed step results from the
-//!   orchestrator to every api node's result hub.
+//! - [`ResultRelay`] and [`forward_results`] carry committed step results, with the
+//!   watermarks and takeover markers that reveal lost ones, from the orchestrators to every
+//!   api node's result hub.
 //!
 //! Commands are retried by the saga and idempotent at the participant, so a replica that
 //! dies mid-command loses nothing. Nothing here retries on its own.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -25,13 +26,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{Instrument, Span};
 
-use super::messages::ResultPublished;
-use super::results::{DropStreams, ResultHub};
+use super::messages::{PartitionClaimed, ResultPublished};
+use super::results::{PartitionTop, Refill, ResultHub};
+use super::store::SagaStore;
 use crate::clock::Clock;
 use crate::cluster::bus::{Bus, BusError};
 use crate::cluster::roles::Role;
 use crate::cluster::wire::{self, BridgeError, Remote, Reply};
-use crate::domain::partition;
+use crate::domain::partition::PartitionId;
 use crate::domain::purchase::PurchaseResult;
 use crate::domain::trace::TraceContext;
 use crate::telemetry::metrics::{Metrics, SubjectCounters};
@@ -268,33 +270,73 @@ pub async fn serve_role(
     Ok(())
 }
 
-/// What the orchestrator publishes on a partition's results subject.
+/// What an orchestrator publishes on a partition's results subject.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Bulletin {
     /// A committed step result.
     Result { origin: u16, result: PurchaseResult },
-    /// The publisher started, or lost its connection and is back: results published before
-    /// may be lost, so live streams must resume from the step log.
-    Reset { origin: u16 },
+    /// The highest id the publisher has published on the partition: a node that has not
+    /// seen it lost some on the way, and reads them from the step log.
+    Watermark {
+        origin: u16,
+        partition: u32,
+        top: u64,
+    },
+    /// The publisher took the partition over at `epoch`, when its log reached `top`: what
+    /// the previous owner committed but never published is read from the step log.
+    Takeover {
+        origin: u16,
+        partition: u32,
+        epoch: u64,
+        top: u64,
+    },
 }
 
-/// Publishes every result committed on this node (the orchestrator) to the results
-/// subjects, in commit order, and a reset notice after each reconnection.
+/// How often an orchestrator publishes its watermarks.
+const WATERMARK_EVERY: Duration = Duration::from_millis(300);
+
+/// How many times a partition's watermark is published after its top last moved (or the
+/// relay's connection came back): enough for a node that lost the last results on the way to
+/// notice, without an idle cluster publishing a watermark per partition forever. A node whose
+/// own connection was lost reads the store's tops when it is back (see [`forward_results`]).
+const WATERMARK_REPEATS: u8 = 10;
+
+/// A partition's highest published id, and how many more times its watermark goes out.
+#[derive(Debug, Clone, Copy, Default)]
+struct Mark {
+    top: u64,
+    repeats: u8,
+}
+
+impl Mark {
+    fn raise(&mut self, top: u64) {
+        self.top = self.top.max(top);
+        self.repeats = WATERMARK_REPEATS;
+    }
+}
+
+/// Publishes every result committed on this node (an orchestrator) to the results
+/// subjects, in commit order; a takeover marker for each partition it claims (at start, and
+/// whenever [`PartitionClaimed`] says so); and each partition's watermark every
+/// [`WATERMARK_EVERY`] for a while after it moved, so a result lost on the way is noticed
+/// without waiting for the next.
 pub struct ResultRelay {
     outbox: mpsc::UnboundedSender<(String, Bulletin, TraceContext)>,
     bus: Bus,
-    partitions: u32,
+    store: SagaStore,
+    /// The highest id published (or found at a takeover) per partition.
+    tops: BTreeMap<u32, Mark>,
 }
 
 impl ResultRelay {
-    /// Relay over `bus`, numbering partitions as the saga store does.
-    pub fn new(bus: Bus, partitions: u32, metrics: &Metrics) -> Self {
+    /// Relay over `bus` of what `store` commits.
+    pub fn new(bus: Bus, store: SagaStore, metrics: &Metrics) -> Self {
         let (outbox, mut queued) = mpsc::unbounded_channel::<(String, Bulletin, TraceContext)>();
         let client = bus.client.clone();
         let results = metrics.subject(&bus.all_results()).outbound;
-        let resets = metrics.subject(&bus.reset_subject()).outbound;
-        // One task publishes in order: results of one customer must not overtake each other.
+        // One task publishes in order: results of one customer must not overtake each other,
+        // nor a watermark the results below it.
         // A result's trace (the transition that wrote it) rides in the headers.
         actix_rt::spawn(async move {
             while let Some((subject, bulletin, trace)) = queued.recv().await {
@@ -303,16 +345,58 @@ impl ResultRelay {
                     Some(headers) => client.publish_with_headers(subject, headers, payload).await,
                     None => client.publish(subject, payload).await,
                 };
-                match bulletin {
-                    Bulletin::Result { .. } => results.inc(),
-                    Bulletin::Reset { .. } => resets.inc(),
-                }
+                results.inc();
             }
         });
         Self {
             outbox,
             bus,
-            partitions,
+            store,
+            tops: BTreeMap::new(),
+        }
+    }
+
+    fn send(&self, partition: u32, bulletin: Bulletin, trace: TraceContext) {
+        let subject = self.bus.results_subject(partition);
+        let _ = self.outbox.send((subject, bulletin, trace));
+    }
+
+    fn takeover(&mut self, claimed: PartitionClaimed) {
+        let PartitionClaimed {
+            partition,
+            epoch,
+            top,
+        } = claimed;
+        self.tops.entry(partition.0).or_default().raise(top);
+        let bulletin = Bulletin::Takeover {
+            origin: self.bus.node_id,
+            partition: partition.0,
+            epoch,
+            top,
+        };
+        self.send(partition.0, bulletin, TraceContext::NONE);
+    }
+
+    /// The watermarks due (partitions it no longer holds are forgotten).
+    fn watermarks(&mut self) {
+        let store = &self.store;
+        self.tops
+            .retain(|&p, _| store.epoch_of(PartitionId(p)).is_some());
+        let origin = self.bus.node_id;
+        let mut due = Vec::new();
+        for (&partition, mark) in &mut self.tops {
+            if mark.repeats > 0 && mark.top > 0 {
+                mark.repeats -= 1;
+                due.push((partition, mark.top));
+            }
+        }
+        for (partition, top) in due {
+            let bulletin = Bulletin::Watermark {
+                origin,
+                partition,
+                top,
+            };
+            self.send(partition, bulletin, TraceContext::NONE);
         }
     }
 }
@@ -323,26 +407,38 @@ impl Actor for ResultRelay {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(usize::MAX >> 4);
         self.subscribe_system_async::<ResultPublished>(ctx);
-        // A previous orchestrator may have died between a commit and its publication: live
-        // streams elsewhere resume from the step log, which has that tail. The same after
-        // each reconnection, for what this one published while it was cut off.
-        let reset = (
-            self.bus.reset_subject(),
-            Bulletin::Reset {
-                origin: self.bus.node_id,
-            },
-            TraceContext::NONE,
-        );
-        let _ = self.outbox.send(reset.clone());
-        let (mut state, outbox) = (self.bus.state(), self.outbox.clone());
-        ctx.spawn(
-            async move {
-                while Bus::reconnected(&mut state).await {
-                    let _ = outbox.send(reset.clone());
+        self.subscribe_system_async::<PartitionClaimed>(ctx);
+        // A previous owner may have died between a commit and its publication: a takeover
+        // marker per partition held makes streams elsewhere read that tail from the log. The
+        // tops are read after subscribing, so a result committed before is below them and
+        // one committed after reaches this relay.
+        let store = self.store.clone();
+        let held = store.held();
+        let read = async move { store.repo().partition_tops(&held).await };
+        ctx.spawn(read.into_actor(self).map(|tops, relay, _| match tops {
+            Ok(tops) => {
+                for (partition, top) in tops {
+                    let Some(epoch) = relay.store.epoch_of(partition) else {
+                        continue;
+                    };
+                    relay.takeover(PartitionClaimed {
+                        partition,
+                        epoch,
+                        top,
+                    });
                 }
             }
-            .into_actor(self),
-        );
+            Err(e) => {
+                tracing::warn!(error = %e, "no takeover markers: the partitions' tops are unreadable");
+            }
+        }));
+        ctx.run_interval(WATERMARK_EVERY, |relay, _| relay.watermarks());
+        // What was published while the connection was down may be lost: the watermarks go
+        // out again.
+        let reconnections = futures_util::stream::unfold(self.bus.state(), |mut state| async {
+            Bus::reconnected(&mut state).await.then_some(((), state))
+        });
+        ctx.add_stream(reconnections);
     }
 }
 
@@ -351,20 +447,43 @@ impl Handler<ResultPublished> for ResultRelay {
 
     fn handle(&mut self, msg: ResultPublished, _: &mut Context<Self>) {
         let ResultPublished(result, trace) = msg;
-        let partition = partition::of_customer(result.customer_id, self.partitions);
-        let subject = self.bus.results_subject(partition.0);
+        let partition = self.store.partition_of(result.customer_id).0;
+        self.tops
+            .entry(partition)
+            .or_default()
+            .raise(result.event_id);
         let bulletin = Bulletin::Result {
             origin: self.bus.node_id,
             result,
         };
-        let _ = self.outbox.send((subject, bulletin, trace));
+        self.send(partition, bulletin, trace);
     }
 }
 
-/// Hands every result published in the cluster to this node's hub. With `skip_own`, results
-/// this node published itself are left out (its hub has them from the local broker). Live
-/// streams are dropped, to resume from the step log, whenever results may have been missed:
-/// this node's connection came back, or the publisher's did.
+/// The relay's connection came back.
+impl StreamHandler<()> for ResultRelay {
+    fn handle(&mut self, _: (), _: &mut Context<Self>) {
+        for mark in self.tops.values_mut() {
+            mark.repeats = WATERMARK_REPEATS;
+        }
+    }
+
+    /// The client is gone for good: the relay goes on (there is nothing more to publish to).
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+impl Handler<PartitionClaimed> for ResultRelay {
+    type Result = ();
+
+    fn handle(&mut self, msg: PartitionClaimed, _: &mut Context<Self>) {
+        self.takeover(msg);
+    }
+}
+
+/// Hands every result published in the cluster to this node's hub, and the watermarks and
+/// takeover markers that reveal results lost on the way. With `skip_own`, results and
+/// watermarks this node published itself are left out (its hub has those results from the
+/// local broker). When this node's connection comes back, the hub reads what it missed.
 pub async fn forward_results(
     bus: &Bus,
     hub: Addr<ResultHub>,
@@ -373,35 +492,39 @@ pub async fn forward_results(
 ) -> Result<(), BusError> {
     let mut published = bus.subscribe(bus.all_results(), None).await?;
     let own = bus.node_id;
-    let reset_hub = hub.clone();
-    let (results, resets) = (
-        metrics.subject(&bus.all_results()),
-        metrics.subject(&bus.reset_subject()),
-    );
-    let reset_subject = bus.reset_subject();
+    let refill_hub = hub.clone();
+    let results = metrics.subject(&bus.all_results());
     actix_rt::spawn(async move {
         while let Some(msg) = published.next().await {
-            let on = if *msg.subject == *reset_subject {
-                &resets
-            } else {
-                &results
-            };
-            on.inbound.inc();
+            results.inbound.inc();
             match wire::decode::<Bulletin>(&msg.payload) {
                 Ok(Bulletin::Result { origin, .. }) if skip_own && origin == own => {}
                 Ok(Bulletin::Result { result, .. }) => {
                     let trace = wire::trace_of(msg.headers.as_ref());
                     hub.do_send(ResultPublished(result, trace));
                 }
-                Ok(Bulletin::Reset { origin }) => {
-                    if !(skip_own && origin == own) {
-                        tracing::warn!(origin, "the orchestrator reconnected: streams resume");
-                        hub.do_send(DropStreams);
-                    }
+                Ok(Bulletin::Watermark { origin, .. }) if skip_own && origin == own => {}
+                Ok(Bulletin::Watermark { partition, top, .. }) => {
+                    hub.do_send(PartitionTop {
+                        partition: PartitionId(partition),
+                        top,
+                    });
+                }
+                Ok(Bulletin::Takeover {
+                    origin,
+                    partition,
+                    epoch,
+                    top,
+                }) => {
+                    tracing::info!(origin, partition, epoch, top, "partition taken over");
+                    hub.do_send(PartitionTop {
+                        partition: PartitionId(partition),
+                        top,
+                    });
                 }
                 Err(e) => {
                     tracing::error!(error = %e, subject = %msg.subject, "unreadable result");
-                    on.poisoned.inc();
+                    results.poisoned.inc();
                 }
             }
         }
@@ -409,8 +532,8 @@ pub async fn forward_results(
     let mut state = bus.state();
     actix_rt::spawn(async move {
         while Bus::reconnected(&mut state).await {
-            tracing::warn!("back on NATS: live streams resume from the step log");
-            reset_hub.do_send(DropStreams);
+            tracing::warn!("back on NATS: streams read what they missed from the step log");
+            refill_hub.do_send(Refill);
         }
     });
     Ok(())

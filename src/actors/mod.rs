@@ -7,6 +7,7 @@ pub mod bridge;
 pub mod endpoint;
 mod error;
 pub mod faults;
+pub mod gaps;
 pub mod leases;
 pub mod messages;
 pub mod order;

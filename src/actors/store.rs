@@ -133,6 +133,8 @@ impl SagaStore {
             epochs: epochs.clone(),
             batches: metrics.commit_batch(QueuedActor::SagaStore),
             metrics: metrics.clone(),
+            #[cfg(feature = "faults")]
+            exit_after: ExitAfterCommits::from_env(),
         };
         arbiter.spawn(writer.run(rx));
         Self {
@@ -231,6 +233,14 @@ impl SagaStore {
         self.repo.last_event_of(customer_id).await
     }
 
+    /// The newest event id committed in the customer's partition (0: none): a new stream's
+    /// partition is tracked from there by the result hub.
+    pub async fn partition_top(&self, customer_id: CustomerId) -> Result<u64, DbError> {
+        let partition = self.partition_of(customer_id);
+        let tops = self.repo.partition_tops(&[partition]).await?;
+        Ok(tops.first().map_or(0, |(_, top)| *top))
+    }
+
     /// The newest event id pruned from the customer's partition: a stream resumed from
     /// before it may have missed events that are gone.
     pub async fn pruned_up_to(&self, customer_id: CustomerId) -> Result<u64, DbError> {
@@ -292,6 +302,47 @@ pub async fn commit_isolating(
         .collect())
 }
 
+/// Test switch (builds with `faults` only): `SAGASHOP_FAULT_EXIT_AFTER_COMMITS=N` makes the
+/// writer exit the process right after its N-th batch that committed a transition, before
+/// publishing that batch's results: a node dying between its commit and its publication,
+/// whose tail streams elsewhere must read from the step log.
+#[cfg(feature = "faults")]
+struct ExitAfterCommits {
+    after: Option<u64>,
+    committed: u64,
+}
+
+#[cfg(feature = "faults")]
+impl ExitAfterCommits {
+    fn from_env() -> Self {
+        let after = std::env::var("SAGASHOP_FAULT_EXIT_AFTER_COMMITS")
+            .ok()
+            .and_then(|n| n.trim().parse().ok());
+        Self {
+            after,
+            committed: 0,
+        }
+    }
+
+    /// Counts a batch; exits after the N-th one that committed anything.
+    fn batch(&mut self, outcomes: &[WriteOutcome]) {
+        if !outcomes
+            .iter()
+            .any(|o| matches!(o, WriteOutcome::Committed(_)))
+        {
+            return;
+        }
+        self.committed += 1;
+        if self.after == Some(self.committed) {
+            tracing::error!(
+                batches = self.committed,
+                "fault switch: exiting after a commit, before publishing it"
+            );
+            std::process::exit(137);
+        }
+    }
+}
+
 /// The writer's state, on its own thread.
 struct Writer {
     repo: Sagas,
@@ -300,6 +351,8 @@ struct Writer {
     epochs: Epochs,
     batches: prometheus::Histogram,
     metrics: Metrics,
+    #[cfg(feature = "faults")]
+    exit_after: ExitAfterCommits,
 }
 
 impl Writer {
@@ -377,6 +430,8 @@ impl Writer {
             .await;
         match committed {
             Ok(outcomes) => {
+                #[cfg(feature = "faults")]
+                self.exit_after.batch(&outcomes);
                 for (outcome, write) in outcomes.iter().zip(writes.iter()) {
                     match outcome {
                         WriteOutcome::Committed(results) => {

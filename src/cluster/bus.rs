@@ -146,14 +146,9 @@ impl Bus {
         format!("{}.results.{partition}", self.cluster)
     }
 
-    /// Every partition's results (and the reset notices).
+    /// Every partition's results (with their watermarks and takeover markers).
     pub fn all_results(&self) -> String {
         format!("{}.results.*", self.cluster)
-    }
-
-    /// Where a publisher of results says that results before may be lost.
-    pub fn reset_subject(&self) -> String {
-        format!("{}.results.reset", self.cluster)
     }
 
     /// Where an api node tells the owner of a partition that it accepted a saga there.

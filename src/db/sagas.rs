@@ -687,6 +687,27 @@ backend_queries! {
             .await?)
     }
 
+    async fn partition_events(conn: &mut Conn, partition: i32, after: i64, upto: i64, limit: i64) -> Result<Vec<EventRow>, DbError> {
+        Ok(saga_events::table
+            .filter(saga_events::partition_id.eq(partition))
+            .filter(saga_events::event_id.gt(after))
+            .filter(saga_events::event_id.le(upto))
+            .order(saga_events::event_id)
+            .limit(limit)
+            .select(EventRow::as_select())
+            .load(conn)
+            .await?)
+    }
+
+    async fn partition_tops(conn: &mut Conn, ids: Vec<i32>) -> Result<Vec<(i32, i64)>, DbError> {
+        Ok(partitions::table
+            .filter(partitions::partition_id.eq_any(ids))
+            .order(partitions::partition_id)
+            .select((partitions::partition_id, partitions::next_seq))
+            .load(conn)
+            .await?)
+    }
+
     async fn set_quarantine(conn: &mut Conn, id: PurchaseId, reason: Option<String>, retry_requested: bool, now: i64) -> Result<usize, DbError> {
         Ok(Reusable(diesel::update(sagas::table.find(id))
             .set((
@@ -876,6 +897,26 @@ pub struct Sagas {
     clock: Clock,
 }
 
+/// What the customer sees of log entries; entries that do not decode are skipped (their
+/// saga is quarantined anyway).
+fn results_of(rows: Vec<EventRow>) -> Vec<PurchaseResult> {
+    rows.into_iter()
+        .filter_map(|e| {
+            let event = StepEvent {
+                step: Step::parse(&e.step)?,
+                status: StepStatus::parse(&e.status)?,
+            };
+            Some(PurchaseResult {
+                event_id: from_column(e.event_id).ok()?,
+                purchase_id: e.purchase_id,
+                customer_id: e.customer_id,
+                event,
+                timestamp: e.created_at / 1000,
+            })
+        })
+        .collect()
+}
+
 fn group_logs(rows: Vec<SagaRow>, logs: Vec<EventRow>) -> Vec<StoredSaga> {
     rows.into_iter()
         .map(|row| {
@@ -1062,21 +1103,42 @@ impl Sagas {
             saturating(limit),
         )
         .await?;
-        Ok(rows
+        Ok(results_of(rows))
+    }
+
+    /// A partition's step-log entries with ids in `(after, upto]`, in id order, at most
+    /// `limit` (the result hub fills a gap with them). Ids of a partition are contiguous and
+    /// follow commit order, so a short answer is the whole range: what it lacks was pruned
+    /// (or does not decode, and its saga is quarantined).
+    pub async fn partition_events(
+        &self,
+        partition: PartitionId,
+        after: u64,
+        upto: u64,
+        limit: u64,
+    ) -> Result<Vec<PurchaseResult>, DbError> {
+        let rows = partition_events(
+            &self.pool,
+            partition.0 as i32,
+            saturating(after),
+            saturating(upto),
+            saturating(limit),
+        )
+        .await?;
+        Ok(results_of(rows))
+    }
+
+    /// The newest event id committed in each of `partitions` (0 when none), in partition
+    /// order: where a new result stream starts, and how far a gap fill must read.
+    pub async fn partition_tops(
+        &self,
+        partitions: &[PartitionId],
+    ) -> Result<Vec<(PartitionId, u64)>, DbError> {
+        let ids = partitions.iter().map(|p| p.0 as i32).collect();
+        Ok(partition_tops(&self.pool, ids)
+            .await?
             .into_iter()
-            .filter_map(|e| {
-                let event = StepEvent {
-                    step: Step::parse(&e.step)?,
-                    status: StepStatus::parse(&e.status)?,
-                };
-                Some(PurchaseResult {
-                    event_id: from_column(e.event_id).ok()?,
-                    purchase_id: e.purchase_id,
-                    customer_id: e.customer_id,
-                    event,
-                    timestamp: e.created_at / 1000,
-                })
-            })
+            .map(|(p, next)| (PartitionId(p.max(0) as u32), (next - 1).max(0) as u64))
             .collect())
     }
 

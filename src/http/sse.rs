@@ -94,6 +94,13 @@ pub async fn results(
     }
     let resume_after = last_event_id(&req);
     let (sink, live) = mpsc::channel(state.sse.buffer);
+    // Read before subscribing: where the hub starts tracking the partition, if it does not
+    // yet, so that a result committed after this read cannot slip past the stream.
+    let top = state
+        .store
+        .partition_top(customer_id)
+        .await
+        .map_err(ServiceError::from)?;
     // A resumed stream is registered paused: it catches up from the log first.
     let ticket = state
         .hub
@@ -101,6 +108,7 @@ pub async fn results(
             customer_id,
             sink,
             paused: resume_after.is_some(),
+            top,
         })
         .await?
         .map_err(|refused| match refused {

@@ -142,11 +142,21 @@ impl NodeSpec<'_> {
 
     /// Starts the node without waiting for it.
     pub fn spawn(&self) -> Node {
+        self.spawn_with_env(&[])
+    }
+
+    /// Starts the node with more environment (fault switches, a metrics listener), without
+    /// waiting for it.
+    pub fn spawn_with_env(&self, env: &[(&str, String)]) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = dir.path().join("node.log");
         let file = std::fs::File::create(&log).unwrap();
-        let child = self.command(port, dir.path(), file).spawn().unwrap();
+        let child = self
+            .command(port, dir.path(), file)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .spawn()
+            .unwrap();
         Node {
             url: format!("http://127.0.0.1:{port}"),
             log,
