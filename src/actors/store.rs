@@ -377,6 +377,7 @@ impl Writer {
             .await;
         match committed {
             Ok(outcomes) => {
+                let mut fenced = Vec::new();
                 for (outcome, write) in outcomes.iter().zip(writes.iter()) {
                     match outcome {
                         WriteOutcome::Committed(results) => {
@@ -385,8 +386,20 @@ impl Writer {
                                 Broker::<SystemBroker>::issue_async(published);
                             }
                         }
-                        WriteOutcome::LostPartition => self.metrics.writes_fenced().inc(),
+                        WriteOutcome::LostPartition => {
+                            self.metrics.writes_fenced().inc();
+                            fenced.push(write.partition);
+                        }
                         _ => {}
+                    }
+                }
+                if !fenced.is_empty() {
+                    // Another node holds them now: stop writing for them until they are
+                    // claimed again (the Leases actor sees the loss at its next renewal).
+                    let mut epochs = self.epochs.write().expect("epochs lock");
+                    for p in fenced {
+                        self.owned.remove(&p);
+                        epochs.remove(&p);
                     }
                 }
                 for (reply, outcome) in replies.drain(..).zip(outcomes) {

@@ -303,3 +303,93 @@ async fn leases_are_claimed_renewed_and_given_back_on_the_database_clock() {
     assert_eq!(one.heartbeat().await.unwrap(), 1);
     assert_eq!(brief.claim(&none, 8).await.unwrap().len(), 8);
 }
+
+/// The store writer's ownership changes apply in order with its writes (embedded store): a
+/// write queued before a drop is committed, one after it is refused and counted as fenced,
+/// a gain lets it write again, and releasing everything answers what it held.
+#[actix_rt::test]
+async fn the_store_writer_changes_ownership_in_order_with_its_writes() {
+    use std::sync::Arc;
+
+    use sagashop::actors::store::SagaStore;
+    use sagashop::clock::Clock;
+    use sagashop::config::Config;
+    use sagashop::db::sagas::{SagaWrite, Sagas, WriteOutcome};
+    use sagashop::domain::ids::{ProductId, PurchaseId};
+    use sagashop::domain::purchase::{
+        Currency, Purchase, PurchaseItem, Step, StepEvent, StepStatus,
+    };
+    use sagashop::domain::saga::{Saga, SagaState};
+    use sagashop::telemetry::metrics::{Metrics, NodeLabels};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::embedded(dir.path());
+    let pools = sagashop::app::open_databases(&config.databases, &[ServiceDb::Saga])
+        .await
+        .unwrap();
+    let repo = Sagas::new(pools[0].1.clone(), Clock::system());
+    let metrics = Metrics::new(&NodeLabels {
+        node_id: 1,
+        roles: "all".into(),
+    })
+    .unwrap();
+    let store = SagaStore::start(repo, 1, 4, &actix_rt::Arbiter::current(), &metrics)
+        .await
+        .unwrap();
+    let purchase = Arc::new(Purchase {
+        purchase_id: PurchaseId(1001),
+        customer_id: CustomerId(7),
+        items: vec![PurchaseItem {
+            product_id: ProductId(1),
+            amount: 1,
+        }],
+        currency: Currency::Nt,
+        amount: 100,
+    });
+    let p = store.partition_of(CustomerId(7));
+    let epoch = store.epoch_of(p).unwrap();
+    let step = |status| StepEvent {
+        step: Step::UpdateProductInventory,
+        status,
+    };
+    let write = |from_version: u64, status| SagaWrite {
+        purchase: purchase.clone(),
+        partition: p,
+        from_version,
+        log_len: from_version as u32,
+        saga: Saga::at(SagaState::Executing(Step::UpdateProductInventory)),
+        events: vec![step(status)],
+        trace: Default::default(),
+    };
+    let committed = |outcome: &WriteOutcome| matches!(outcome, WriteOutcome::Committed(_));
+
+    let first = store.commit(write(0, StepStatus::Execute)).await.unwrap();
+    assert!(committed(&first), "{first:?}");
+    // Queued before the drop: committed; the drop answers after it.
+    let (queued, dropped) = futures_util::future::join(
+        store.commit(write(1, StepStatus::Execute)),
+        store.drop_partitions(vec![p]),
+    )
+    .await;
+    assert!(committed(&queued.unwrap()));
+    dropped.unwrap();
+    assert_eq!(store.epoch_of(p), None);
+    assert_eq!(store.held().len(), 3);
+    let refused = store.commit(write(2, StepStatus::Execute)).await.unwrap();
+    assert_eq!(refused, WriteOutcome::LostPartition);
+    assert_eq!(metrics.writes_fenced().get(), 1);
+
+    // Gained again (at the epoch the store still has): it writes, reading the sequence anew.
+    store.gain(vec![(p, epoch)]).await.unwrap();
+    assert_eq!(store.epoch_of(p), Some(epoch));
+    let again = store.commit(write(2, StepStatus::Execute)).await.unwrap();
+    let WriteOutcome::Committed(results) = again else {
+        panic!("{again:?}")
+    };
+    assert_eq!(results[0].event_id, 3, "numbering continues");
+
+    let released = store.release_all().await.unwrap();
+    assert_eq!(released.len(), 4);
+    assert!(released.iter().all(|(_, e)| *e == epoch));
+    assert!(store.held().is_empty());
+}
