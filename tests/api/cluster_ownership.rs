@@ -14,7 +14,8 @@ use sagashop::domain::partition::{self, DEFAULT_COUNT};
 
 use crate::support::mariadb::Databases;
 use crate::support::nodes::{NatsServer, Node, NodeSpec, wait_until};
-use crate::support::{Api, Customer, DEADLINE};
+use crate::support::scrape::scrape;
+use crate::support::{Api, Customer, DEADLINE, free_port};
 
 /// Every orchestrator's roles (payments run on a node of their own, held on demand).
 const ORCHESTRATOR: &str = "api,orchestrator,account,product,order";
@@ -90,6 +91,26 @@ impl Bench {
         row.owner_node
     }
 
+    /// Waits until each of `nodes` reports on its metrics listener (`metrics[n - 1]`) the
+    /// partitions the store says it owns.
+    async fn wait_gauges_agree(&self, nodes: &[i32], metrics: &[u16]) {
+        wait_until(
+            "the partitions_owned gauges to agree with the store",
+            DEADLINE,
+            || async {
+                let owners = self.owners().await;
+                let mut agree = true;
+                for n in nodes {
+                    let m = scrape(&metrics_url(metrics, *n)).await;
+                    let gauge = m.sum("sagashop_partitions_owned", &[]) as i64;
+                    agree &= owners.get(n).copied().unwrap_or(0) == gauge;
+                }
+                agree
+            },
+        )
+        .await;
+    }
+
     /// Waits until exactly `nodes` own the partitions, each its fair share (P / n, +-1).
     async fn wait_balanced(&self, nodes: &[i32]) {
         let total = i64::from(DEFAULT_COUNT);
@@ -110,6 +131,17 @@ impl Bench {
         let last = self.owners().await;
         assert!(balanced.is_some(), "not balanced over {nodes:?}: {last:?}");
     }
+}
+
+fn metrics_url(metrics: &[u16], node: i32) -> String {
+    format!("http://127.0.0.1:{}/metrics", metrics[node as usize - 1])
+}
+
+/// How many partitions `node` counted changing hands as `kind`.
+async fn handovers(metrics: &[u16], node: i32, kind: &str) -> f64 {
+    scrape(&metrics_url(metrics, node))
+        .await
+        .sum("sagashop_partition_handovers_total", &[("kind", kind)])
 }
 
 /// Starts a purchase of `customer` on the node that owns its partition, held at the payment;
@@ -135,10 +167,12 @@ async fn three_orchestrators_share_the_partitions_and_take_over_from_one_that_st
     let Some(bench) = Bench::new("ownership").await else {
         return;
     };
+    let metrics = [free_port(), free_port(), free_port()];
+    let listen: Vec<String> = metrics.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let specs = [
-        bench.node(1, ORCHESTRATOR, &[]),
-        bench.node(2, ORCHESTRATOR, &[]),
-        bench.node(3, ORCHESTRATOR, &[]),
+        bench.node(1, ORCHESTRATOR, &["--metrics-listen", &listen[0]]),
+        bench.node(2, ORCHESTRATOR, &["--metrics-listen", &listen[1]]),
+        bench.node(3, ORCHESTRATOR, &["--metrics-listen", &listen[2]]),
     ];
     let mut nodes: Vec<Option<Node>> = Vec::new();
     for spec in &specs {
@@ -149,6 +183,7 @@ async fn three_orchestrators_share_the_partitions_and_take_over_from_one_that_st
         node.wait_ready().await;
     }
     bench.wait_balanced(&[1, 2, 3]).await;
+    bench.wait_gauges_agree(&[1, 2, 3], &metrics).await;
     let urls: Vec<String> = nodes.iter().flatten().map(|n| n.url.clone()).collect();
     let api = Api::over(urls.clone());
     let product = api.create_product("lamp", 30, 100).await;
@@ -174,6 +209,13 @@ async fn three_orchestrators_share_the_partitions_and_take_over_from_one_that_st
     nodes[stopped as usize - 1] = Some(back);
     let api = Api::over(urls);
     bench.wait_balanced(&[1, 2, 3]).await;
+    bench.wait_gauges_agree(&[1, 2, 3], &metrics).await;
+    // The others gave it back its share.
+    let mut given_back = 0.0;
+    for n in (1..=3).filter(|n| *n != stopped) {
+        given_back += handovers(&metrics, n, "released").await;
+    }
+    assert!(given_back >= 10.0, "{given_back}");
 
     // SIGKILL: its partitions are claimed once their leases run out; its saga finishes.
     let second = api.sign_up().await;
@@ -181,6 +223,17 @@ async fn three_orchestrators_share_the_partitions_and_take_over_from_one_that_st
     nodes[killed as usize - 1].take().unwrap().kill();
     let others: Vec<i32> = (1..=3).filter(|n| *n != killed).collect();
     bench.wait_balanced(&others).await;
+    bench.wait_gauges_agree(&others, &metrics).await;
+    let mut claimed = 0.0;
+    for n in &others {
+        claimed += handovers(&metrics, *n, "claimed").await;
+        assert_eq!(
+            handovers(&metrics, *n, "lost").await,
+            0.0,
+            "node {n} lost none"
+        );
+    }
+    assert!(claimed >= 32.0, "{claimed}");
     payments.signal("USR1");
     let survivor = api.node(others[0] as usize);
     for (customer, id) in [(&first, first_id), (&second, second_id)] {
