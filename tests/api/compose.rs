@@ -41,7 +41,7 @@ fn each_kind_of_mistake_in_the_deployment_is_reported() {
         (
             "no orchestrator",
             |d| env(d, "node1", "SAGASHOP_ROLES", Some("api,account,product")),
-            "exactly one orchestrator",
+            "no node runs the orchestrator role",
         ),
         (
             "a misspelt role",
