@@ -7,6 +7,10 @@
 //! halves and retried until the bad write fails alone. After each commit the writer publishes
 //! the batch's results in event-id order, so a customer's stream sees increasing ids, which is
 //! what makes resuming from `Last-Event-ID` lose nothing.
+//!
+//! In a cluster the partitions it writes for change hands: gains, drops and the release at
+//! shutdown come through the same queue as the writes, so each applies after every write
+//! queued before it is committed.
 
 use actix_broker::{Broker, SystemBroker};
 use tokio::sync::{mpsc, oneshot};
