@@ -107,7 +107,10 @@ impl SagaSupervisor {
             async move {
                 let mut pruned = 0;
                 loop {
-                    let n = store.repo().prune(cutoff, PRUNE_BATCH).await?;
+                    let n = store
+                        .repo()
+                        .prune(&store.held(), cutoff, PRUNE_BATCH)
+                        .await?;
                     pruned += n;
                     if (n as u64) < PRUNE_BATCH {
                         return Ok::<_, crate::db::DbError>(pruned);
