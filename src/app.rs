@@ -16,7 +16,7 @@ use crate::actors::account::{AccountCore, AccountService};
 use crate::actors::bridge::{NatsBridge, ResultRelay, Served, forward_results, serve_role};
 use crate::actors::endpoint::Endpoint;
 use crate::actors::faults::Faults;
-use crate::actors::leases::{Leases, Leave};
+use crate::actors::leases::{Leases, Leave, Round};
 use crate::actors::messages::{
     AcceptPurchase, CreateProduct, GetOrder, GetPayment, GetPerson, GetProduct, GetProducts,
     GetShipping, ListProducts, LogIn, RefreshTokens, SignUp, StepCommand, UpdatePerson,
@@ -512,7 +512,10 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
                 config.partitions,
                 lease,
             );
-            leases = Some(actor.start());
+            let actor = actor.start();
+            // Claim a share before serving (the actor goes on every third of a lease).
+            actor.send(Round).await?;
+            leases = Some(actor);
         }
         wiring.serve(Role::Orchestrator, |s| {
             s.on::<AcceptPurchase>(addr.clone().recipient())

@@ -27,6 +27,12 @@ use crate::telemetry::metrics::{Handover, Metrics};
 #[rtype(result = "()")]
 pub struct Leave;
 
+/// Runs a round now (renew, give back, claim) and answers when it is done: a node about to
+/// serve claims its share first, so purchases do not find it holding nothing.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Round;
+
 /// What the actor works with; behind an async lock so that a round and [`Leave`] never
 /// overlap.
 struct State {
@@ -99,6 +105,15 @@ impl Actor for Leases {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.tick(ctx);
         ctx.run_interval(self.tick, |act, ctx| act.tick(ctx));
+    }
+}
+
+impl Handler<Round> for Leases {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Round, _: &mut Context<Self>) -> Self::Result {
+        let state = self.state.clone();
+        Box::pin(async move { state.lock().await.round().await })
     }
 }
 

@@ -7,6 +7,10 @@
 //! halves and retried until the bad write fails alone. After each commit the writer publishes
 //! the batch's results in event-id order, so a customer's stream sees increasing ids, which is
 //! what makes resuming from `Last-Event-ID` lose nothing.
+//!
+//! In a cluster the partitions it writes for change hands: gains, drops and the release at
+//! shutdown come through the same queue as the writes, so each applies after every write
+//! queued before it is committed.
 
 use actix_broker::{Broker, SystemBroker};
 use tokio::sync::{mpsc, oneshot};
@@ -432,6 +436,7 @@ impl Writer {
             Ok(outcomes) => {
                 #[cfg(feature = "faults")]
                 self.exit_after.batch(&outcomes);
+                let mut fenced = Vec::new();
                 for (outcome, write) in outcomes.iter().zip(writes.iter()) {
                     match outcome {
                         WriteOutcome::Committed(results) => {
@@ -440,8 +445,20 @@ impl Writer {
                                 Broker::<SystemBroker>::issue_async(published);
                             }
                         }
-                        WriteOutcome::LostPartition => self.metrics.writes_fenced().inc(),
+                        WriteOutcome::LostPartition => {
+                            self.metrics.writes_fenced().inc();
+                            fenced.push(write.partition);
+                        }
                         _ => {}
+                    }
+                }
+                if !fenced.is_empty() {
+                    // Another node holds them now: stop writing for them until they are
+                    // claimed again (the Leases actor sees the loss at its next renewal).
+                    let mut epochs = self.epochs.write().expect("epochs lock");
+                    for p in fenced {
+                        self.owned.remove(&p);
+                        epochs.remove(&p);
                     }
                 }
                 for (reply, outcome) in replies.drain(..).zip(outcomes) {

@@ -1,6 +1,7 @@
 //! The SagaSupervisor: accepts purchases (bounded: past the cap it answers `Busy`), starts a
 //! saga actor per purchase, restarts any that dies before finishing, resumes unfinished sagas
-//! from the store on start, and sets aside (quarantines) sagas whose stored log does not
+//! from the store on start (in a cluster: those of each partition it claims, and it stops
+//! those of partitions it loses), and sets aside (quarantines) sagas whose stored log does not
 //! replay, so that one bad saga never stops the others. In a cluster it also starts the sagas
 //! api nodes accepted in the partitions it holds ([`Adopt`]: from their start notices, and
 //! from a sweep of those partitions for sagas still at version 0).
@@ -211,7 +212,10 @@ impl SagaSupervisor {
             async move {
                 let mut pruned = 0;
                 loop {
-                    let n = store.repo().prune(cutoff, PRUNE_BATCH).await?;
+                    let n = store
+                        .repo()
+                        .prune(&store.held(), cutoff, PRUNE_BATCH)
+                        .await?;
                     pruned += n;
                     if (n as u64) < PRUNE_BATCH {
                         return Ok::<_, crate::db::DbError>(pruned);
@@ -430,10 +434,11 @@ impl Handler<PartitionsGained> for SagaSupervisor {
     fn handle(&mut self, msg: PartitionsGained, ctx: &mut Context<Self>) {
         let store = self.deps.store.clone();
         let partitions = msg.partitions;
+        let again = partitions.clone();
         ctx.spawn(
             async move { load_unfinished_in(&store, &partitions).await }
                 .into_actor(self)
-                .map(|loaded, act, _| match loaded {
+                .map(move |loaded, act, ctx| match loaded {
                     Ok(found) => {
                         let queued: HashSet<PurchaseId> = act
                             .resumed
@@ -457,7 +462,13 @@ impl Handler<PartitionsGained> for SagaSupervisor {
                         }
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "cannot load the sagas of claimed partitions")
+                        tracing::error!(error = %e, "cannot load the sagas of claimed partitions; retrying");
+                        // Those still held are loaded again (the others' owners run them).
+                        let partitions = again
+                            .into_iter()
+                            .filter(|p| act.deps.store.epoch_of(*p).is_some())
+                            .collect();
+                        ctx.notify_later(PartitionsGained { partitions }, SWEEP_EVERY);
                     }
                 }),
         );

@@ -738,10 +738,11 @@ backend_queries! {
             .await?)
     }
 
-    async fn prune(conn: &mut Conn, cutoff: i64, limit: i64) -> Result<usize, DbError> {
+    async fn prune(conn: &mut Conn, partitions: Vec<i32>, cutoff: i64, limit: i64) -> Result<usize, DbError> {
         conn.transaction::<_, DbError, _>(async |c| {
             let ids: Vec<PurchaseId> = sagas::table
                 .filter(sagas::finished.eq(true))
+                .filter(sagas::partition_id.eq_any(&partitions))
                 .filter(sagas::log_pruned.eq(false))
                 .filter(sagas::purchase_id.lt(PurchaseId(first_id_at(cutoff))))
                 .filter(sagas::updated_at.lt(cutoff))
@@ -1174,10 +1175,20 @@ impl Sagas {
         Ok(last.unwrap_or(0).max(0) as u64)
     }
 
-    /// Prunes the step logs of sagas that finished before `cutoff_ms`, at most `limit`
+    /// Prunes the step logs of sagas of `partitions` (those this node holds: in a cluster
+    /// each orchestrator prunes its own) that finished before `cutoff_ms`, at most `limit`
     /// sagas in one transaction; answers how many it pruned (fewer than `limit`: done).
-    pub async fn prune(&self, cutoff_ms: i64, limit: u64) -> Result<usize, DbError> {
-        prune(&self.pool, cutoff_ms, limit.min(10_000) as i64).await
+    pub async fn prune(
+        &self,
+        partitions: &[PartitionId],
+        cutoff_ms: i64,
+        limit: u64,
+    ) -> Result<usize, DbError> {
+        if partitions.is_empty() {
+            return Ok(0);
+        }
+        let partitions = partitions.iter().map(|p| p.0 as i32).collect();
+        prune(&self.pool, partitions, cutoff_ms, limit.min(10_000) as i64).await
     }
 
     /// The newest event id pruned from a partition (0 when none was).

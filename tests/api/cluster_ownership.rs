@@ -14,7 +14,8 @@ use sagashop::domain::partition::{self, DEFAULT_COUNT};
 
 use crate::support::mariadb::Databases;
 use crate::support::nodes::{NatsServer, Node, NodeSpec, wait_until};
-use crate::support::{Api, Customer, DEADLINE};
+use crate::support::scrape::scrape;
+use crate::support::{Api, Customer, DEADLINE, free_port};
 
 /// Every orchestrator's roles (payments run on a node of their own, held on demand).
 const ORCHESTRATOR: &str = "api,orchestrator,account,product,order";
@@ -90,6 +91,26 @@ impl Bench {
         row.owner_node
     }
 
+    /// Waits until each of `nodes` reports on its metrics listener (`metrics[n - 1]`) the
+    /// partitions the store says it owns.
+    async fn wait_gauges_agree(&self, nodes: &[i32], metrics: &[u16]) {
+        wait_until(
+            "the partitions_owned gauges to agree with the store",
+            DEADLINE,
+            || async {
+                let owners = self.owners().await;
+                let mut agree = true;
+                for n in nodes {
+                    let m = scrape(&metrics_url(metrics, *n)).await;
+                    let gauge = m.sum("sagashop_partitions_owned", &[]) as i64;
+                    agree &= owners.get(n).copied().unwrap_or(0) == gauge;
+                }
+                agree
+            },
+        )
+        .await;
+    }
+
     /// Waits until exactly `nodes` own the partitions, each its fair share (P / n, +-1).
     async fn wait_balanced(&self, nodes: &[i32]) {
         let total = i64::from(DEFAULT_COUNT);
@@ -110,6 +131,17 @@ impl Bench {
         let last = self.owners().await;
         assert!(balanced.is_some(), "not balanced over {nodes:?}: {last:?}");
     }
+}
+
+fn metrics_url(metrics: &[u16], node: i32) -> String {
+    format!("http://127.0.0.1:{}/metrics", metrics[node as usize - 1])
+}
+
+/// How many partitions `node` counted changing hands as `kind`.
+async fn handovers(metrics: &[u16], node: i32, kind: &str) -> f64 {
+    scrape(&metrics_url(metrics, node))
+        .await
+        .sum("sagashop_partition_handovers_total", &[("kind", kind)])
 }
 
 /// Starts a purchase of `customer` on the node that owns its partition, held at the payment;
@@ -135,10 +167,12 @@ async fn three_orchestrators_share_the_partitions_and_take_over_from_one_that_st
     let Some(bench) = Bench::new("ownership").await else {
         return;
     };
+    let metrics = [free_port(), free_port(), free_port()];
+    let listen: Vec<String> = metrics.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let specs = [
-        bench.node(1, ORCHESTRATOR, &[]),
-        bench.node(2, ORCHESTRATOR, &[]),
-        bench.node(3, ORCHESTRATOR, &[]),
+        bench.node(1, ORCHESTRATOR, &["--metrics-listen", &listen[0]]),
+        bench.node(2, ORCHESTRATOR, &["--metrics-listen", &listen[1]]),
+        bench.node(3, ORCHESTRATOR, &["--metrics-listen", &listen[2]]),
     ];
     let mut nodes: Vec<Option<Node>> = Vec::new();
     for spec in &specs {
@@ -149,6 +183,7 @@ async fn three_orchestrators_share_the_partitions_and_take_over_from_one_that_st
         node.wait_ready().await;
     }
     bench.wait_balanced(&[1, 2, 3]).await;
+    bench.wait_gauges_agree(&[1, 2, 3], &metrics).await;
     let urls: Vec<String> = nodes.iter().flatten().map(|n| n.url.clone()).collect();
     let api = Api::over(urls.clone());
     let product = api.create_product("lamp", 30, 100).await;
@@ -174,6 +209,13 @@ async fn three_orchestrators_share_the_partitions_and_take_over_from_one_that_st
     nodes[stopped as usize - 1] = Some(back);
     let api = Api::over(urls);
     bench.wait_balanced(&[1, 2, 3]).await;
+    bench.wait_gauges_agree(&[1, 2, 3], &metrics).await;
+    // The others gave it back its share.
+    let mut given_back = 0.0;
+    for n in (1..=3).filter(|n| *n != stopped) {
+        given_back += handovers(&metrics, n, "released").await;
+    }
+    assert!(given_back >= 10.0, "{given_back}");
 
     // SIGKILL: its partitions are claimed once their leases run out; its saga finishes.
     let second = api.sign_up().await;
@@ -181,6 +223,17 @@ async fn three_orchestrators_share_the_partitions_and_take_over_from_one_that_st
     nodes[killed as usize - 1].take().unwrap().kill();
     let others: Vec<i32> = (1..=3).filter(|n| *n != killed).collect();
     bench.wait_balanced(&others).await;
+    bench.wait_gauges_agree(&others, &metrics).await;
+    let mut claimed = 0.0;
+    for n in &others {
+        claimed += handovers(&metrics, *n, "claimed").await;
+        assert_eq!(
+            handovers(&metrics, *n, "lost").await,
+            0.0,
+            "node {n} lost none"
+        );
+    }
+    assert!(claimed >= 32.0, "{claimed}");
     payments.signal("USR1");
     let survivor = api.node(others[0] as usize);
     for (customer, id) in [(&first, first_id), (&second, second_id)] {
@@ -271,8 +324,8 @@ async fn leases_are_claimed_renewed_and_given_back_on_the_database_clock() {
     // A lease that runs out is claimed by another node.
     let mut brief = PartitionLeases::new(url(), 3, 1);
     assert_eq!(one.release(&held_one).await.unwrap(), 3);
-    let short = brief.claim(&none, 1).await.unwrap();
-    assert_eq!(ids(&short), [0]);
+    let short = brief.claim(&none, 8).await.unwrap();
+    assert_eq!(ids(&short), [0, 1, 2]);
     let waited_until = std::time::Instant::now() + DEADLINE;
     let after_expiry = loop {
         let found = two.claim(&held_two, 1).await.unwrap();
@@ -302,4 +355,94 @@ async fn leases_are_claimed_renewed_and_given_back_on_the_database_clock() {
     assert_eq!(again.leave(&held(&back)).await.unwrap(), 8);
     assert_eq!(one.heartbeat().await.unwrap(), 1);
     assert_eq!(brief.claim(&none, 8).await.unwrap().len(), 8);
+}
+
+/// The store writer's ownership changes apply in order with its writes (embedded store): a
+/// write queued before a drop is committed, one after it is refused and counted as fenced,
+/// a gain lets it write again, and releasing everything answers what it held.
+#[actix_rt::test]
+async fn the_store_writer_changes_ownership_in_order_with_its_writes() {
+    use std::sync::Arc;
+
+    use sagashop::actors::store::SagaStore;
+    use sagashop::clock::Clock;
+    use sagashop::config::Config;
+    use sagashop::db::sagas::{SagaWrite, Sagas, WriteOutcome};
+    use sagashop::domain::ids::{ProductId, PurchaseId};
+    use sagashop::domain::purchase::{
+        Currency, Purchase, PurchaseItem, Step, StepEvent, StepStatus,
+    };
+    use sagashop::domain::saga::{Saga, SagaState};
+    use sagashop::telemetry::metrics::{Metrics, NodeLabels};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::embedded(dir.path());
+    let pools = sagashop::app::open_databases(&config.databases, &[ServiceDb::Saga])
+        .await
+        .unwrap();
+    let repo = Sagas::new(pools[0].1.clone(), Clock::system());
+    let metrics = Metrics::new(&NodeLabels {
+        node_id: 1,
+        roles: "all".into(),
+    })
+    .unwrap();
+    let store = SagaStore::start(repo, 1, 4, &actix_rt::Arbiter::current(), &metrics)
+        .await
+        .unwrap();
+    let purchase = Arc::new(Purchase {
+        purchase_id: PurchaseId(1001),
+        customer_id: CustomerId(7),
+        items: vec![PurchaseItem {
+            product_id: ProductId(1),
+            amount: 1,
+        }],
+        currency: Currency::Nt,
+        amount: 100,
+    });
+    let p = store.partition_of(CustomerId(7));
+    let epoch = store.epoch_of(p).unwrap();
+    let step = |status| StepEvent {
+        step: Step::UpdateProductInventory,
+        status,
+    };
+    let write = |from_version: u64, status| SagaWrite {
+        purchase: purchase.clone(),
+        partition: p,
+        from_version,
+        log_len: from_version as u32,
+        saga: Saga::at(SagaState::Executing(Step::UpdateProductInventory)),
+        events: vec![step(status)],
+        trace: Default::default(),
+    };
+    let committed = |outcome: &WriteOutcome| matches!(outcome, WriteOutcome::Committed(_));
+
+    let first = store.commit(write(0, StepStatus::Execute)).await.unwrap();
+    assert!(committed(&first), "{first:?}");
+    // Queued before the drop: committed; the drop answers after it.
+    let (queued, dropped) = futures_util::future::join(
+        store.commit(write(1, StepStatus::Execute)),
+        store.drop_partitions(vec![p]),
+    )
+    .await;
+    assert!(committed(&queued.unwrap()));
+    dropped.unwrap();
+    assert_eq!(store.epoch_of(p), None);
+    assert_eq!(store.held().len(), 3);
+    let refused = store.commit(write(2, StepStatus::Execute)).await.unwrap();
+    assert_eq!(refused, WriteOutcome::LostPartition);
+    assert_eq!(metrics.writes_fenced().get(), 1);
+
+    // Gained again (at the epoch the store still has): it writes, reading the sequence anew.
+    store.gain(vec![(p, epoch)]).await.unwrap();
+    assert_eq!(store.epoch_of(p), Some(epoch));
+    let again = store.commit(write(2, StepStatus::Execute)).await.unwrap();
+    let WriteOutcome::Committed(results) = again else {
+        panic!("{again:?}")
+    };
+    assert_eq!(results[0].event_id, 3, "numbering continues");
+
+    let released = store.release_all().await.unwrap();
+    assert_eq!(released.len(), 4);
+    assert!(released.iter().all(|(_, e)| *e == epoch));
+    assert!(store.held().is_empty());
 }

@@ -464,15 +464,9 @@ fn image_serves_the_nodes(d: &Deployment, nodes: &[Node<'_>], p: &mut Vec<String
     }
 }
 
-/// An orchestrator at least (several share the partitions through leases), every role
-/// somewhere, the api everywhere, ids unique.
+/// Every role somewhere (orchestrators share the partitions, so any number of them), the
+/// api everywhere, ids unique.
 fn roles_make_a_cluster(nodes: &[Node<'_>], p: &mut Vec<String>) {
-    if !nodes
-        .iter()
-        .any(|n| n.config.cluster.roles.has(Role::Orchestrator))
-    {
-        p.push("no node runs the orchestrator role: nothing would run the sagas".into());
-    }
     for role in Role::ALL {
         if !nodes.iter().any(|n| n.config.cluster.roles.has(role)) {
             p.push(format!("no node runs the {role} role"));
