@@ -409,6 +409,7 @@ async fn the_store_writer_changes_ownership_in_order_with_its_writes() {
         purchase: purchase.clone(),
         partition: p,
         from_version,
+        stored: from_version > 0,
         log_len: from_version as u32,
         saga: Saga::at(SagaState::Executing(Step::UpdateProductInventory)),
         events: vec![step(status)],
