@@ -43,6 +43,14 @@ ensure_mariadb() {
     mariadb -uroot -e "ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD(''); FLUSH PRIVILEGES;"
     wait_for "MariaDB over TCP" mariadb_ok
   fi
+  # The tests run several clusters at once, each node with its own pools (and an orchestrator's
+  # lease connection): Debian's 151 connections run out.
+  local max
+  max=$(mariadb -h127.0.0.1 -P3306 -uroot -N -e 'SELECT @@max_connections')
+  if [ "$max" -lt 1000 ]; then
+    log "raising MariaDB max_connections from $max to 1000"
+    mariadb -h127.0.0.1 -P3306 -uroot -e 'SET GLOBAL max_connections = 1000'
+  fi
 }
 
 # A NATS server greets every new connection with its INFO line at once: a TCP check that also
