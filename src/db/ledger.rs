@@ -337,11 +337,32 @@ pub async fn batch<C: Ledger>(
     in_transaction(conn, async |c| {
         let mut out = Vec::with_capacity(commands.len());
         for command in commands {
-            out.push(run(c, command, Guard::Savepoint).await);
+            match run(c, command, Guard::Savepoint).await {
+                // The server rolled the whole transaction back (a deadlock victim): the
+                // commands before this one are undone too, so the batch fails whole and the
+                // sagas send them again.
+                Err(e) if aborts_transaction(&e) => return Err(e),
+                answer => out.push(answer),
+            }
         }
         Ok(out)
     })
     .await
+}
+
+/// Whether an error means the server rolled back the whole transaction, savepoints and all
+/// (InnoDB does so for a deadlock victim), rather than the one statement.
+fn aborts_transaction(e: &DbError) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match e {
+        DbError::Query(Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _)) => true,
+        DbError::Query(Error::DatabaseError(_, info)) => {
+            let message = info.message();
+            message.contains("Deadlock") || message.contains("SAVEPOINT")
+        }
+        DbError::Query(Error::BrokenTransactionManager) | DbError::Unavailable(_) => true,
+        _ => false,
+    }
 }
 
 /// A batch's answers, one per command, in order; `Err` when the batch's transaction failed

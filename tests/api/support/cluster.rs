@@ -251,11 +251,14 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         let Settings { name, dir, .. } = &self.settings;
         let stopped = self.settings.script(&["stop"]);
-        let dropped = mariadb::drop_databases(&mariadb::server(), mariadb::database_names(name));
         if std::thread::panicking() {
-            eprintln!("cluster {name}: files kept in {}", dir.display());
+            eprintln!(
+                "cluster {name}: files kept in {}, databases {name}_* kept (the next run drops them)",
+                dir.display()
+            );
             return;
         }
+        let dropped = mariadb::drop_databases(&mariadb::server(), mariadb::database_names(name));
         let _ = std::fs::remove_dir_all(dir);
         if let Err(e) = stopped {
             panic!("stopping the cluster: {e}");
