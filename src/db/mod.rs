@@ -5,7 +5,6 @@ pub mod accounts;
 mod error;
 pub mod ids;
 pub mod ledger;
-pub mod lock;
 pub mod newest;
 pub mod open;
 pub mod orders;
