@@ -10,26 +10,28 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::store::SagaStore;
-use super::supervisor::{Adopt, SagaSupervisor};
+use super::supervisor::{Accepted, AdoptNew, SagaSupervisor};
 use crate::cluster::bus::{Bus, BusError};
 use crate::cluster::wire;
 use crate::db::DbError;
 use crate::db::sagas::Sagas;
-use crate::domain::ids::PurchaseId;
 use crate::domain::partition::PartitionId;
 use crate::domain::purchase::Purchase;
 use crate::domain::trace::TraceContext;
 use crate::telemetry::metrics::{Metrics, SubjectCounters};
 
-/// Most notices handed to the supervisor in one [`Adopt`] (notices that arrived together are
-/// loaded with one query).
+/// Most notices handed to the supervisor in one [`AdoptNew`].
 const NOTICES_PER_ADOPT: usize = 256;
 
-/// What crosses the partition's start subject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What crosses the partition's start subject: the whole purchase, so that its owner starts
+/// the saga without reading back the row it knows is there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct StartNotice {
     partition: u32,
-    purchase_id: PurchaseId,
+    purchase: Purchase,
+    /// The trace its spans continue, as stored with the saga.
+    #[serde(default)]
+    trace: Option<String>,
 }
 
 /// How an api node in a cluster stores and announces the sagas it accepts: purchases that
@@ -110,9 +112,13 @@ async fn store_and_announce(mut rx: mpsc::Receiver<Request>, repo: Sagas, announ
             .map(|r| (&r.purchase, r.partition, &r.trace))
             .collect();
         let stored = repo.insert_pending_many(&batch).await;
-        let announce: Vec<(PartitionId, PurchaseId)> = queued
+        let announce: Vec<Accepted> = queued
             .iter()
-            .map(|r| (r.partition, r.purchase.purchase_id))
+            .map(|r| Accepted {
+                purchase: std::sync::Arc::new(r.purchase.clone()),
+                partition: r.partition,
+                trace: r.trace.clone(),
+            })
             .collect();
         for request in queued.drain(..) {
             let answer = match &stored {
@@ -124,25 +130,28 @@ async fn store_and_announce(mut rx: mpsc::Receiver<Request>, repo: Sagas, announ
         // Not stored, or not known to be: the caller looks in the store; the sweep starts
         // whatever was stored after all.
         if stored.is_ok() {
-            announcer.announce(&announce).await;
+            announcer.announce(announce).await;
         }
     }
 }
 
 impl Announcer {
     /// Tells the owners of these sagas' partitions that they wait there.
-    async fn announce(&self, sagas: &[(PartitionId, PurchaseId)]) {
+    async fn announce(&self, sagas: Vec<Accepted>) {
         let mut here = Vec::new();
-        for &(partition, purchase_id) in sagas {
+        for accepted in sagas {
+            let partition = accepted.partition;
             if let Some((store, _)) = &self.local
                 && store.epoch_of(partition).is_some()
             {
-                here.push(purchase_id);
+                here.push(accepted);
                 continue;
             }
+            let purchase_id = accepted.purchase.purchase_id;
             let notice = StartNotice {
                 partition: partition.0,
-                purchase_id,
+                purchase: (*accepted.purchase).clone(),
+                trace: accepted.trace.to_column(),
             };
             let subject = self.bus.start_subject(partition.0);
             let payload = wire::encode(&notice).into();
@@ -154,7 +163,7 @@ impl Announcer {
             }
         }
         if let (Some((_, supervisor)), false) = (&self.local, here.is_empty()) {
-            supervisor.do_send(Adopt { ids: here });
+            supervisor.do_send(AdoptNew { sagas: here });
         }
     }
 }
@@ -178,13 +187,18 @@ pub async fn listen(
                     _ => break,
                 }
             }
-            let mut ids = Vec::with_capacity(batch.len());
+            let mut sagas = Vec::with_capacity(batch.len());
             for msg in batch {
                 counters.inbound.inc();
                 match wire::decode::<StartNotice>(&msg.payload) {
                     Ok(notice) => {
-                        if store.epoch_of(PartitionId(notice.partition)).is_some() {
-                            ids.push(notice.purchase_id);
+                        let partition = PartitionId(notice.partition);
+                        if store.epoch_of(partition).is_some() {
+                            sagas.push(Accepted {
+                                purchase: std::sync::Arc::new(notice.purchase),
+                                partition,
+                                trace: TraceContext::from_column(notice.trace.as_deref()),
+                            });
                         }
                     }
                     Err(e) => {
@@ -193,8 +207,8 @@ pub async fn listen(
                     }
                 }
             }
-            if !ids.is_empty() {
-                supervisor.do_send(Adopt { ids });
+            if !sagas.is_empty() {
+                supervisor.do_send(AdoptNew { sagas });
             }
         }
     });
@@ -209,7 +223,14 @@ mod tests {
     fn a_start_notice_crosses_intact() {
         let notice = StartNotice {
             partition: 5,
-            purchase_id: PurchaseId(77),
+            purchase: Purchase {
+                purchase_id: crate::domain::ids::PurchaseId(77),
+                customer_id: crate::domain::ids::CustomerId(3),
+                items: vec![],
+                currency: crate::domain::purchase::Currency::Nt,
+                amount: 9,
+            },
+            trace: None,
         };
         let back: StartNotice = wire::decode(&wire::encode(&notice)).unwrap();
         assert_eq!(back, notice);

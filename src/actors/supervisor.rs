@@ -103,6 +103,25 @@ pub struct Adopt {
     pub ids: Vec<PurchaseId>,
 }
 
+/// Sagas an api node accepted (stored at version 0, no log) with their purchases, in
+/// partitions this node may hold: start them without reading them back. Sent with the
+/// start notices; a saga that moved on meanwhile fails its first write as a conflict and is
+/// reloaded from the store.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct AdoptNew {
+    pub sagas: Vec<Accepted>,
+}
+
+/// One accepted saga as its api node stored it.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub purchase: Arc<crate::domain::purchase::Purchase>,
+    pub partition: PartitionId,
+    /// The trace its spans continue (the request that made the purchase).
+    pub trace: crate::domain::trace::TraceContext,
+}
+
 impl SagaSupervisor {
     /// Supervisor that will start `resumed` (from [`load_unfinished`]) when it starts.
     pub fn new(deps: SagaDeps, settings: SupervisorSettings, resumed: Vec<SagaPosition>) -> Self {
@@ -498,6 +517,45 @@ impl Handler<Adopt> for SagaSupervisor {
 
     fn handle(&mut self, msg: Adopt, ctx: &mut Context<Self>) {
         self.adopt(msg.ids, ctx);
+    }
+}
+
+impl Handler<AdoptNew> for SagaSupervisor {
+    type Result = ();
+
+    /// Starts the sagas not running, loading or queued yet, in partitions held here, within
+    /// the in-flight cap (the others wait in the store for the sweep).
+    fn handle(&mut self, msg: AdoptNew, ctx: &mut Context<Self>) {
+        let mut room = self.settings.max_in_flight.saturating_sub(self.in_flight());
+        let queued: HashSet<PurchaseId> = self
+            .resumed
+            .iter()
+            .map(|at| at.purchase.purchase_id)
+            .collect();
+        for accepted in msg.sagas {
+            let id = accepted.purchase.purchase_id;
+            if room == 0 {
+                return;
+            }
+            if self.running.contains_key(&id) || self.adopting.contains(&id) || queued.contains(&id)
+            {
+                continue;
+            }
+            let Some(epoch) = self.deps.store.epoch_of(accepted.partition) else {
+                continue;
+            };
+            room -= 1;
+            let at = SagaPosition {
+                purchase: accepted.purchase,
+                partition: accepted.partition,
+                saga: Saga::NEW,
+                version: 0,
+                log_len: 0,
+                epoch,
+                trace: accepted.trace,
+            };
+            self.launch(at, ctx);
+        }
     }
 }
 
