@@ -14,8 +14,7 @@ use sagashop::domain::partition::of_customer;
 use sagashop::domain::purchase::{Currency, Purchase, PurchaseItem};
 use sagashop::domain::trace::TraceContext;
 
-use crate::support::mariadb::Databases;
-use crate::support::nodes::{NatsServer, NodeSpec};
+use crate::support::nodes::Bench;
 use crate::support::{
     Api, DEADLINE, HAPPY_PATH, SseFrame, customer_of, expected, steps_of, view_steps,
 };
@@ -24,40 +23,12 @@ use crate::support::{
 const ORCHESTRATOR: &str = "orchestrator";
 const API: &str = "api,account,product,order,payment";
 
-/// A test's NATS server and databases.
-struct Bench {
-    nats: NatsServer,
-    databases: Databases,
-    name: String,
-}
-
 impl Bench {
-    async fn new(name: &str) -> Option<Self> {
-        let databases = Databases::create(name).await?;
-        let nats = NatsServer::start().await?;
-        Some(Self {
-            nats,
-            databases,
-            name: format!("t_{name}_{}", std::process::id()),
-        })
-    }
-
-    fn node(&self, node_id: u16, roles: &'static str) -> NodeSpec<'_> {
-        NodeSpec {
-            node_id,
-            roles,
-            nats: &self.nats,
-            databases: &self.databases,
-            cluster: &self.name,
-            extra: Vec::new(),
-        }
-    }
-
     /// Starts the api node and the orchestrator node, both ready.
     async fn start(&self) -> (crate::support::nodes::Node, crate::support::nodes::Node) {
         // The orchestrator is ready only once the services it calls are reachable.
-        let api = self.node(2, API).spawn();
-        let orchestrator = self.node(1, ORCHESTRATOR).start().await;
+        let api = self.node(2, API, &[]).spawn();
+        let orchestrator = self.node(1, ORCHESTRATOR, &[]).start().await;
         api.wait_ready().await;
         (api, orchestrator)
     }
@@ -113,7 +84,7 @@ async fn purchases_accepted_while_the_only_orchestrator_is_down_finish_once_it_i
     assert!(view_steps(&view).is_empty(), "{view}");
     assert_eq!(view["amount"], 10, "{view}");
 
-    let _back = bench.node(1, ORCHESTRATOR).start().await;
+    let _back = bench.node(1, ORCHESTRATOR, &[]).start().await;
     for id in &down {
         let done = api
             .wait_status(&c.access, *id, "SUCCEEDED", Duration::from_secs(60))

@@ -12,38 +12,10 @@ use sagashop::cluster::wire::{self, BridgeError};
 use sagashop::config::ServiceDb;
 
 use crate::support::mariadb::Databases;
-use crate::support::nodes::{NatsServer, NodeSpec, wait_until};
+use crate::support::nodes::{Bench, wait_until};
 use crate::support::{Api, DEADLINE};
 
-/// A test's cluster: its NATS server and databases (each test has its own of both).
-struct Bench {
-    nats: NatsServer,
-    databases: Databases,
-    name: String,
-}
-
 impl Bench {
-    async fn new(name: &str) -> Option<Self> {
-        let databases = Databases::create(name).await?;
-        let nats = NatsServer::start().await?;
-        Some(Self {
-            nats,
-            databases,
-            name: format!("t_{name}_{}", std::process::id()),
-        })
-    }
-
-    fn node(&self, node_id: u16, roles: &'static str, extra: &[&str]) -> NodeSpec<'_> {
-        NodeSpec {
-            node_id,
-            roles,
-            nats: &self.nats,
-            databases: &self.databases,
-            cluster: &self.name,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-
     async fn client(&self) -> Client {
         async_nats::connect(self.nats.url()).await.unwrap()
     }

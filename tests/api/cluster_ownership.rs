@@ -13,41 +13,20 @@ use sagashop::domain::ids::CustomerId;
 use sagashop::domain::partition::{self, DEFAULT_COUNT};
 
 use crate::support::mariadb::Databases;
-use crate::support::nodes::{NatsServer, Node, NodeSpec, wait_until};
+use crate::support::nodes::{Bench, Node, NodeSpec, wait_until};
 use crate::support::scrape::scrape;
 use crate::support::{Api, Customer, DEADLINE, free_port};
 
 /// Every orchestrator's roles (payments run on a node of their own, held on demand).
 const ORCHESTRATOR: &str = "api,orchestrator,account,product,order";
 
-struct Bench {
-    nats: NatsServer,
-    databases: Databases,
-    name: String,
-}
-
 impl Bench {
-    async fn new(name: &str) -> Option<Self> {
-        let databases = Databases::create(name).await?;
-        let nats = NatsServer::start().await?;
-        Some(Self {
-            nats,
-            databases,
-            name: format!("t_{name}_{}", std::process::id()),
-        })
-    }
-
-    fn node(&self, node_id: u16, roles: &'static str, extra: &[&str]) -> NodeSpec<'_> {
-        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        extra.extend(["--lease-seconds".to_owned(), "3".to_owned()]);
-        NodeSpec {
-            node_id,
-            roles,
-            nats: &self.nats,
-            databases: &self.databases,
-            cluster: &self.name,
-            extra,
-        }
+    /// Node `node_id` with the tests' short lease.
+    fn leased(&self, node_id: u16, roles: &'static str, extra: &[&str]) -> NodeSpec<'_> {
+        let mut spec = self.node(node_id, roles, extra);
+        spec.extra
+            .extend(["--lease-seconds".to_owned(), "3".to_owned()]);
+        spec
     }
 
     /// Partitions per owner node (owner 0: nobody), as the saga store has them now.
@@ -170,15 +149,18 @@ async fn three_orchestrators_share_the_partitions_and_take_over_from_one_that_st
     let metrics = [free_port(), free_port(), free_port()];
     let listen: Vec<String> = metrics.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let specs = [
-        bench.node(1, ORCHESTRATOR, &["--metrics-listen", &listen[0]]),
-        bench.node(2, ORCHESTRATOR, &["--metrics-listen", &listen[1]]),
-        bench.node(3, ORCHESTRATOR, &["--metrics-listen", &listen[2]]),
+        bench.leased(1, ORCHESTRATOR, &["--metrics-listen", &listen[0]]),
+        bench.leased(2, ORCHESTRATOR, &["--metrics-listen", &listen[1]]),
+        bench.leased(3, ORCHESTRATOR, &["--metrics-listen", &listen[2]]),
     ];
     let mut nodes: Vec<Option<Node>> = Vec::new();
     for spec in &specs {
         nodes.push(Some(spec.spawn()));
     }
-    let payments = bench.node(4, "payment", &["--hold-payments"]).start().await;
+    let payments = bench
+        .leased(4, "payment", &["--hold-payments"])
+        .start()
+        .await;
     for node in nodes.iter().flatten() {
         node.wait_ready().await;
     }

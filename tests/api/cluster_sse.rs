@@ -4,48 +4,19 @@
 
 use std::time::Duration;
 
-use crate::support::mariadb::Databases;
-use crate::support::nodes::{NatsServer, NodeSpec};
+use crate::support::nodes::{Bench, NodeSpec};
 use crate::support::scrape::scrape;
 use crate::support::{Api, DEADLINE, HAPPY_PATH, expected, free_port, steps_of, view_steps};
 
 /// Every role but the api: the node that owns the sagas and dies.
 const BACKEND: &str = "orchestrator,account,product,order,payment";
 
-/// A test's cluster: its NATS server and databases.
-struct Bench {
-    nats: NatsServer,
-    databases: Databases,
-    name: String,
-}
-
 impl Bench {
-    async fn new(name: &str) -> Option<Self> {
-        let databases = Databases::create(name).await?;
-        let nats = NatsServer::start().await?;
-        Some(Self {
-            nats,
-            databases,
-            name: format!("t_{name}_{}", std::process::id()),
-        })
-    }
-
-    fn node(&self, node_id: u16, roles: &'static str) -> NodeSpec<'_> {
-        NodeSpec {
-            node_id,
-            roles,
-            nats: &self.nats,
-            databases: &self.databases,
-            cluster: &self.name,
-            extra: Vec::new(),
-        }
-    }
-
     /// The node that owns the sagas and serves their participants.
     fn backend(&self, extra: &[&str]) -> NodeSpec<'_> {
         NodeSpec {
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            ..self.node(1, BACKEND)
+            ..self.node(1, BACKEND, &[])
         }
     }
 }
@@ -63,10 +34,10 @@ async fn lost_tail(name: &str, exit_after: u64) {
         return;
     };
     let exit_after = [("SAGASHOP_FAULT_EXIT_AFTER_COMMITS", exit_after.to_string())];
-    let mut owner = bench.node(1, BACKEND).spawn_with_env(&exit_after);
+    let mut owner = bench.node(1, BACKEND, &[]).spawn_with_env(&exit_after);
     let metrics = free_port();
     let listen = [("SAGASHOP_METRICS_LISTEN", format!("127.0.0.1:{metrics}"))];
-    let front = bench.node(2, "api").spawn_with_env(&listen);
+    let front = bench.node(2, "api", &[]).spawn_with_env(&listen);
     owner.wait_ready().await;
     front.wait_ready().await;
     let api = Api::over(vec![front.url.clone()]);
@@ -78,7 +49,7 @@ async fn lost_tail(name: &str, exit_after: u64) {
     let status = owner.exited().await;
     assert_eq!(status.code(), Some(137), "{}", owner.log());
     // It comes back (claiming its partitions again) and finishes the saga.
-    let _owner = bench.node(1, BACKEND).start().await;
+    let _owner = bench.node(1, BACKEND, &[]).start().await;
 
     let frames = stream.take(HAPPY_PATH.len(), DEADLINE).await;
     assert_eq!(steps_of(&frames, id), expected(&HAPPY_PATH));
@@ -119,7 +90,7 @@ async fn a_stream_stays_open_across_its_node_s_nats_outage_and_misses_nothing() 
     };
     // Payments wait for a signal: the saga's last batch is committed while NATS is down.
     let backend = bench.backend(&["--hold-payments"]).spawn();
-    let front = bench.node(2, "api").start().await;
+    let front = bench.node(2, "api", &[]).start().await;
     backend.wait_ready().await;
     let api = Api::over(vec![front.url.clone()]);
     let c = api.sign_up().await;

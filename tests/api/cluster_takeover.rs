@@ -25,8 +25,8 @@ use sagashop::domain::saga::{SagaState, replay};
 use serde_json::Value;
 
 use crate::support::cluster::Cluster;
-use crate::support::mariadb::{self, Databases};
-use crate::support::nodes::{NatsServer, Node, NodeSpec, wait_until};
+use crate::support::mariadb;
+use crate::support::nodes::{Bench, Node, NodeSpec, wait_until};
 use crate::support::scrape::{Scrape, try_scrape};
 use crate::support::{Api, DEADLINE, free_port};
 
@@ -296,56 +296,46 @@ async fn each_owner_killed_under_load_loses_doubles_and_reorders_nothing() {
     assert!(claimed > 0.0);
 }
 
-/// A node of the stale-owner test, with its metrics on a port of its own.
+/// A node of the stale-owner test, with the short lease and its metrics on a port of its
+/// own: its settings and its `/metrics` URL.
 fn spec<'a>(
+    bench: &'a Bench,
     node_id: u16,
-    roles: &'a str,
-    nats: &'a NatsServer,
-    databases: &'a Databases,
-    cluster: &'a str,
+    roles: &'static str,
     extra: &[&str],
 ) -> (NodeSpec<'a>, String) {
     let port = free_port();
-    let mut flags: Vec<String> = vec![
-        "--metrics-listen".into(),
-        format!("127.0.0.1:{port}"),
-        "--lease-seconds".into(),
-        LEASE_SECONDS.into(),
+    let listen = format!("127.0.0.1:{port}");
+    let mut flags = vec![
+        "--metrics-listen",
+        &listen,
+        "--lease-seconds",
+        LEASE_SECONDS,
     ];
-    flags.extend(extra.iter().map(|s| s.to_string()));
-    let spec = NodeSpec {
-        node_id,
-        roles,
-        nats,
-        databases,
-        cluster,
-        extra: flags,
-    };
-    (spec, format!("http://127.0.0.1:{port}/metrics"))
+    flags.extend(extra);
+    (
+        bench.node(node_id, roles, &flags),
+        format!("http://127.0.0.1:{port}/metrics"),
+    )
 }
 
 #[actix_rt::test]
 async fn a_stale_owner_writes_nothing_and_its_late_commands_are_refused() {
-    let Some(databases) = Databases::create("stale_owner").await else {
+    let Some(bench) = Bench::new("stale_owner").await else {
         return;
     };
-    let Some(nats) = NatsServer::start().await else {
-        return;
-    };
-    let cluster = format!("t_stale_owner_{}", std::process::id());
+    let databases = &bench.databases;
     // Node 1 orchestrates and runs a payment participant that holds every command until
     // SIGUSR1; its sagas wait a minute for an answer, so their held commands are still
     // current when it comes back. Nodes 2 and 3 run every role, without holding anything.
     let (one, one_metrics) = spec(
+        &bench,
         1,
         "api,orchestrator,payment",
-        &nats,
-        &databases,
-        &cluster,
         &["--hold-payments", "--step-timeout-ms", "60000"],
     );
-    let (two, two_metrics) = spec(2, "all", &nats, &databases, &cluster, &[]);
-    let (three, _) = spec(3, "all", &nats, &databases, &cluster, &[]);
+    let (two, two_metrics) = spec(&bench, 2, "all", &[]);
+    let (three, _) = spec(&bench, 3, "all", &[]);
     let two = two.start().await;
     let _three = three.start().await;
     let one = one.start().await;

@@ -83,6 +83,40 @@ impl Drop for NatsServer {
     }
 }
 
+/// A test's cluster: its NATS server and databases (each test has its own of both), and the
+/// nodes' subject prefix.
+pub struct Bench {
+    pub nats: NatsServer,
+    pub databases: Databases,
+    pub name: String,
+}
+
+impl Bench {
+    /// Fresh databases and a NATS server for the test `name`; `None` as for
+    /// [`Databases::create`] and [`NatsServer::start`].
+    pub async fn new(name: &str) -> Option<Self> {
+        let databases = Databases::create(name).await?;
+        let nats = NatsServer::start().await?;
+        Some(Self {
+            nats,
+            databases,
+            name: format!("t_{name}_{}", std::process::id()),
+        })
+    }
+
+    /// Node `node_id` with `roles` and `extra` flags, on this bench.
+    pub fn node(&self, node_id: u16, roles: &'static str, extra: &[&str]) -> NodeSpec<'_> {
+        NodeSpec {
+            node_id,
+            roles,
+            nats: &self.nats,
+            databases: &self.databases,
+            cluster: &self.name,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
 /// One node's settings.
 pub struct NodeSpec<'a> {
     pub node_id: u16,
