@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 use awc::http::Method;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::books::{Books, SETTLE, buy, follow, settle};
@@ -75,6 +75,30 @@ fn stop_on_sigusr1(books: &Rc<Books>) -> anyhow::Result<()> {
 
 /// Signs up `args.customers` customers (each on its own node) and creates the products
 /// (spread over the nodes); the scarce product has 1 unit, for purchases built to fail.
+/// Creates something the load needs (`POST path` answered 201), on `preferred` or the next
+/// live node. A POST whose answer was lost (the node died or stalls) may have created it, so
+/// it is not sent again as it was: the next attempt goes to another node with a fresh name
+/// from `body(attempt)`, and what the lost one made, if anything, is left unused.
+async fn create_anew(
+    cluster: &Cluster,
+    preferred: usize,
+    path: &str,
+    body: impl Fn(usize) -> Value,
+) -> anyhow::Result<Value> {
+    let mut failed = None;
+    for attempt in 0..cluster.nodes.len() {
+        match cluster
+            .request(preferred, Method::POST, path, None, Some(&body(attempt)))
+            .await
+        {
+            Ok((201, v)) => return Ok(v),
+            Ok((status, v)) => bail!("POST {path} answered {status}: {v}"),
+            Err(e) => failed = Some(e),
+        }
+    }
+    Err(failed.expect("at least one node"))
+}
+
 async fn setup(
     cluster: &Cluster,
     args: &LoadgenArgs,
@@ -82,28 +106,22 @@ async fn setup(
     let run = sagashop::clock::Clock::system().now_ms();
     let mut shoppers = Vec::new();
     for i in 0..args.customers {
-        let body = json!({"password":"loadgen-pass","firstname":"load","lastname":"gen","email":format!("loadgen-{run}-{i}@example.com"),"address":"bench","phone_number":format!("{run}{i}")});
         let path = "/api/account/auth/signup";
-        let (status, v) = cluster
-            .request(cluster.nodes.home(i), Method::POST, path, None, Some(&body))
-            .await?;
-        if status != 201 {
-            bail!("signup answered {status}: {v}");
-        }
+        let v = create_anew(cluster, cluster.nodes.home(i), path, |n| {
+            json!({"password":"loadgen-pass","firstname":"load","lastname":"gen","email":format!("loadgen-{run}-{i}-{n}@example.com"),"address":"bench","phone_number":format!("{run}{i}{n}")})
+        })
+        .await?;
         let token = v["access_token"].as_str().context("access_token")?;
         shoppers.push(Shopper {
             token: token.to_owned(),
         });
     }
     let create = async |node: usize, name: String, price: i64, stock: i64| {
-        let body = json!({"name":name,"description":"loadgen","brand_name":"loadgen","price":price,"inventory":stock});
-        let (status, v) = cluster
-            .request(node, Method::POST, "/api/product", None, Some(&body))
-            .await?;
-        if status != 201 {
-            bail!("product create answered {status}: {v}");
-        }
-        Ok(Item {
+        let v = create_anew(cluster, node, "/api/product", |n| {
+            json!({"name":format!("{name}-{n}"),"description":"loadgen","brand_name":"loadgen","price":price,"inventory":stock})
+        })
+        .await?;
+        Ok::<_, anyhow::Error>(Item {
             id: v["id"].as_u64().context("id")?,
             price,
             stock,
