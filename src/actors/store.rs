@@ -440,6 +440,7 @@ impl Writer {
                 for (outcome, write) in outcomes.iter().zip(writes.iter()) {
                     match outcome {
                         WriteOutcome::Committed(results) => {
+                            self.metrics.writes_committed().inc();
                             for result in results {
                                 let published = ResultPublished(*result, write.trace.clone());
                                 Broker::<SystemBroker>::issue_async(published);

@@ -381,6 +381,14 @@ async fn a_stale_owner_writes_nothing_and_its_late_commands_are_refused() {
         },
     )
     .await;
+    // What node 1 wrote to the saga store before it stalls (its writer counts a commit just
+    // after it lands: give the last one a moment to be counted).
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    let committed_before = counter(&one_metrics, COMMITTED).await;
+    assert!(
+        committed_before >= purchases.len() as f64,
+        "node 1 drove its sagas: {committed_before}"
+    );
     one.signal("STOP");
     wait_until(
         "nodes 2 and 3 to take node 1's partitions",
@@ -415,6 +423,11 @@ async fn a_stale_owner_writes_nothing_and_its_late_commands_are_refused() {
     let log_after =
         mariadb::count_rows(&mariadb::server(), &saga_name, "saga_events", "1 = 1").await;
     assert_eq!(log_before, log_after, "the stale owner's writes landed");
+    assert_eq!(
+        counter(&one_metrics, COMMITTED).await,
+        committed_before,
+        "the stale owner committed a transition after it lost its partitions"
+    );
     let payments = mariadb::count_rows(
         &mariadb::server(),
         &databases_name(&databases.url(ServiceDb::Payment)),
@@ -438,6 +451,9 @@ async fn a_stale_owner_writes_nothing_and_its_late_commands_are_refused() {
     .await;
     drop::<Node>(one);
 }
+
+/// Saga transitions a node committed to the saga store.
+const COMMITTED: &str = "sagashop_saga_writes_committed_total";
 
 fn join(ids: &[u64]) -> String {
     ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
