@@ -3,6 +3,7 @@
 //! another variant without touching callers.
 
 mod local;
+pub mod redis;
 
 use std::future::Future;
 use std::sync::Arc;
