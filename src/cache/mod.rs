@@ -2,6 +2,7 @@
 //! in-process cache now; Redis (and local-cache invalidation over pub/sub) plugs in as
 //! another variant without touching callers.
 
+pub mod bloom;
 mod local;
 pub mod redis;
 
@@ -45,7 +46,7 @@ impl Cache {
 
     /// The same cache, counting its hits and misses in `metrics` by kind of key.
     pub fn counted(mut self, metrics: &Metrics) -> Self {
-        let counters = keys::NAMES.iter().map(|(_, name)| metrics.cache(name));
+        let counters = keys::NAMES.iter().map(|(_, name, _)| metrics.cache(name));
         self.counters = Some(counters.collect());
         self
     }
@@ -55,7 +56,7 @@ impl Cache {
             return;
         };
         let prefix = key.split(':').next().unwrap_or_default();
-        if let Some(at) = keys::NAMES.iter().position(|(p, _)| *p == prefix) {
+        if let Some(at) = keys::NAMES.iter().position(|(p, _, _)| *p == prefix) {
             let c = &counters[at];
             if hit { &c.local_hit } else { &c.local_miss }.inc();
         }
@@ -78,6 +79,14 @@ impl Cache {
         let span = tracing::trace_span!(target: TARGET, "cache.invalidate", key);
         match &self.backend {
             Backend::Local(c) => c.delete(key).instrument(span).await,
+        }
+    }
+
+    /// Drops several keys (a batch's writes). BLOOM STOPGAP until CORE's version lands: one
+    /// [`Cache::invalidate`] per key; CORE replaces it with one round trip.
+    pub async fn invalidate_many(&self, keys: &[String]) {
+        for key in keys {
+            self.invalidate(key).await;
         }
     }
 
@@ -110,13 +119,19 @@ impl Cache {
 
 /// Cache keys, named as the original's Redis keys where it had one.
 pub mod keys {
-    use crate::domain::ids::{CustomerId, ProductId};
+    use crate::domain::ids::{CustomerId, ProductId, PurchaseId};
 
-    /// Each kind of key: its prefix, and the cache name metrics give it.
-    pub const NAMES: [(&str, &str); 3] = [
-        ("cuspersonalinfo", "person"),
-        ("cusshippinginfo", "shipping"),
-        ("product", "product"),
+    /// Each kind of key: its prefix, the cache name metrics give it, and whether it may live
+    /// in the local (per-node) level. Keys whose change must take effect at once on every
+    /// node (credentials, the refresh check) live in Redis only.
+    pub const NAMES: [(&str, &str, bool); 7] = [
+        ("cuspersonalinfo", "person", true),
+        ("cusshippinginfo", "shipping", true),
+        ("product", "product", true),
+        ("cuscred", "credentials", false),
+        ("cuscheck", "customer", false),
+        ("order", "order", true),
+        ("payment", "payment", true),
     ];
 
     /// A customer's personal info.
@@ -130,6 +145,22 @@ pub mod keys {
     /// A product's detail, inventory included.
     pub fn product(id: ProductId) -> String {
         format!("product:{id}")
+    }
+    /// What login checks for an email (by its unique key, as the account database does).
+    pub fn credentials(email_key: &str) -> String {
+        format!("cuscred:{email_key}")
+    }
+    /// What a token refresh checks of a customer (active, token version).
+    pub fn customer(id: CustomerId) -> String {
+        format!("cuscheck:{id}")
+    }
+    /// A purchase's order.
+    pub fn order(id: PurchaseId) -> String {
+        format!("order:{id}")
+    }
+    /// A purchase's payment.
+    pub fn payment(id: PurchaseId) -> String {
+        format!("payment:{id}")
     }
 }
 
