@@ -19,7 +19,7 @@
 //! evicts them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -28,7 +28,7 @@ use tokio::sync::{Notify, mpsc};
 use super::redis::{Redis, RedisError};
 use crate::clock::Clock;
 use crate::db::DbError;
-use crate::domain::ids::issued_at_ms;
+use crate::domain::ids::{ProductId, PurchaseId, issued_at_ms};
 use crate::telemetry::metrics::{BloomCounters, Metrics};
 
 /// How far behind the scan's start the recorded build time is: ids minted on a node whose
@@ -438,6 +438,113 @@ impl BloomFilter {
     }
 }
 
+/// Where a service finds its filter: empty until the filters are started (never, without
+/// Redis), and while empty every id goes to the database. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct FilterSlot(Arc<OnceLock<BloomFilter>>);
+
+impl FilterSlot {
+    /// Puts the filter in place (a second filter is ignored).
+    pub fn set(&self, filter: BloomFilter) {
+        let _ = self.0.set(filter);
+    }
+
+    /// [`BloomFilter::may_contain`], true while there is no filter.
+    pub async fn may_contain(&self, id: impl Into<u64>) -> bool {
+        match self.0.get() {
+            Some(f) => f.may_contain(id.into()).await,
+            None => true,
+        }
+    }
+
+    /// [`BloomFilter::add`], nothing while there is no filter (a filter built later scans it).
+    pub fn add(&self, id: impl Into<u64>) {
+        if let Some(f) = self.0.get() {
+            f.add(id.into());
+        }
+    }
+}
+
+/// The filters of the three kinds of ids the API looks up by id.
+#[derive(Clone, Default)]
+pub struct IdFilters {
+    /// Product ids (`GET /api/product/{id}`).
+    pub product: FilterSlot,
+    /// Order ids (`GET /api/order/{id}`).
+    pub order: FilterSlot,
+    /// Payment ids (`GET /api/payment/{id}`).
+    pub payment: FilterSlot,
+}
+
+/// The repositories whose ids the filters hold: those of the roles this node serves.
+pub struct Scanned {
+    /// The product database, when this node serves products.
+    pub products: Option<crate::db::products::Products>,
+    /// The order database, when this node serves orders.
+    pub orders: Option<crate::db::orders::Orders>,
+    /// The payment database, when this node serves payments.
+    pub payments: Option<crate::db::payments::Payments>,
+}
+
+impl IdFilters {
+    /// Starts the filter of each repository in `scanned` on `redis` and puts it in its slot.
+    pub fn start(
+        &self,
+        redis: &Redis,
+        params: BloomParams,
+        scanned: Scanned,
+        clock: &Clock,
+        metrics: &Metrics,
+    ) {
+        let start = |name: &str, scan: IdScan| {
+            BloomFilter::start(
+                name,
+                redis.clone(),
+                params,
+                scan,
+                clock.clone(),
+                Some(metrics),
+            )
+        };
+        if let Some(repo) = scanned.products {
+            self.product.set(start(
+                "product",
+                Arc::new(move |after, limit| {
+                    let repo = repo.clone();
+                    Box::pin(async move {
+                        let ids = repo.ids_after(ProductId(after), limit).await?;
+                        Ok(ids.into_iter().map(u64::from).collect())
+                    })
+                }),
+            ));
+        }
+        if let Some(repo) = scanned.orders {
+            self.order.set(start(
+                "order",
+                Arc::new(move |after, limit| {
+                    let repo = repo.clone();
+                    Box::pin(async move {
+                        let ids = repo.ids_after(PurchaseId(after), limit).await?;
+                        Ok(ids.into_iter().map(u64::from).collect())
+                    })
+                }),
+            ));
+        }
+        if let Some(repo) = scanned.payments {
+            self.payment.set(start(
+                "payment",
+                Arc::new(move |after, limit| {
+                    let repo = repo.clone();
+                    Box::pin(async move {
+                        let ids = repo.ids_after(PurchaseId(after), limit).await?;
+                        Ok(ids.into_iter().map(u64::from).collect())
+                    })
+                }),
+            ));
+        }
+    }
+}
+
 /// Keeps the filter built: at once, then every [`CHECK_EVERY`] or when a check found no
 /// marker. Ends when the filter is dropped.
 async fn maintain(filter: std::sync::Weak<Inner>) {
@@ -503,7 +610,7 @@ async fn run_adds(
 mod tests {
     use super::*;
     use crate::db::products::{Product, Products};
-    use crate::domain::ids::{ProductId, first_id_at};
+    use crate::domain::ids::first_id_at;
     use crate::telemetry::metrics::NodeLabels;
     use futures_util::{FutureExt, StreamExt};
     use std::time::Instant;

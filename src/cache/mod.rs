@@ -82,6 +82,14 @@ impl Cache {
         }
     }
 
+    /// The shared level, when there is one (the Bloom filters live there). BLOOM STOPGAP
+    /// until CORE's tiered cache lands: the in-process backend has none.
+    pub fn redis(&self) -> Option<&redis::Redis> {
+        match &self.backend {
+            Backend::Local(_) => None,
+        }
+    }
+
     /// Drops several keys (a batch's writes). BLOOM STOPGAP until CORE's version lands: one
     /// [`Cache::invalidate`] per key; CORE replaces it with one round trip.
     pub async fn invalidate_many(&self, keys: &[String]) {
@@ -98,6 +106,11 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>, E>>,
     {
+        // BLOOM STOPGAP until CORE's tiered cache lands: kinds that may not live in the local
+        // level are not cached at all by the in-process backend.
+        if !keys::may_live_locally(key) {
+            return load().await;
+        }
         let span = tracing::trace_span!(target: TARGET, "cache.get", key, hit = false);
         if let Some(hit) = self.get_raw(key).instrument(span.clone()).await
             && let Ok(value) = serde_json::from_str(&hit)
@@ -133,6 +146,15 @@ pub mod keys {
         ("order", "order", true),
         ("payment", "payment", true),
     ];
+
+    /// Whether `key`'s kind may be kept in a node's own memory (unknown kinds may).
+    pub fn may_live_locally(key: &str) -> bool {
+        let prefix = key.split(':').next().unwrap_or_default();
+        NAMES
+            .iter()
+            .find(|(p, _, _)| *p == prefix)
+            .is_none_or(|(_, _, local)| *local)
+    }
 
     /// A customer's personal info.
     pub fn person(id: CustomerId) -> String {
