@@ -115,7 +115,7 @@ impl Serve<CreateProduct> for ProductCore {
             created_at: self.clock.now_ms(),
         };
         self.repo.insert(&product).await?;
-        self.filter.add(id);
+        self.filter.add_now(&[id.0]).await;
         Ok(id)
     }
 }

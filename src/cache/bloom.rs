@@ -319,10 +319,26 @@ impl BloomFilter {
         }
     }
 
-    /// Records a newly stored id, in the background with retries (until then the id is
-    /// newer than any build, so checks send it to the database).
+    /// Records a newly stored id, in the background with retries.
     pub fn add(&self, id: u64) {
         let _ = self.inner.adds.send(id);
+    }
+
+    /// Records newly stored ids before returning (call before anyone learns they exist: a
+    /// build that began between an id's minting and its insert would otherwise reject it
+    /// until the add lands); on failure they are retried in the background.
+    pub async fn add_now(&self, ids: &[u64]) {
+        let i = &self.inner;
+        let mut add = ADD.prepare_invoke();
+        add.key(&i.keys.filter).key(&i.keys.fresh);
+        for id in ids {
+            for p in i.params.positions(*id) {
+                add.arg(p);
+            }
+        }
+        if i.redis.script::<i64>(&add).await.is_err() {
+            ids.iter().for_each(|id| self.add(*id));
+        }
     }
 
     /// Builds the filter from the database unless a valid one is in place (or another node
@@ -457,10 +473,13 @@ impl FilterSlot {
         }
     }
 
-    /// [`BloomFilter::add`], nothing while there is no filter (a filter built later scans it).
-    pub fn add(&self, id: impl Into<u64>) {
-        if let Some(f) = self.0.get() {
-            f.add(id.into());
+    /// [`BloomFilter::add_now`], nothing while there is no filter (a filter built later
+    /// scans them).
+    pub async fn add_now(&self, ids: &[u64]) {
+        if let Some(f) = self.0.get()
+            && !ids.is_empty()
+        {
+            f.add_now(ids).await;
         }
     }
 }
@@ -843,6 +862,13 @@ mod tests {
             }
             assert!(start.elapsed() < Duration::from_secs(10), "the add landed");
         }
+
+        // Added before returning: held at once.
+        let other = fresh + 1;
+        filter.add_now(&[other]).await;
+        let before = counters.db_checks.get();
+        assert!(filter.may_contain(other).await);
+        assert_eq!(counters.db_checks.get(), before, "held, not looked up");
 
         // Stamped a minute from now: absent without asking Redis or the database.
         let future = first_id_at(now() + 60_000);

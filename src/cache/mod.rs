@@ -108,7 +108,7 @@ impl Cache {
     {
         // BLOOM STOPGAP until CORE's tiered cache lands: kinds that may not live in the local
         // level are not cached at all by the in-process backend.
-        if !keys::may_live_locally(key) {
+        if !keys::may_be_local(key) {
             return load().await;
         }
         let span = tracing::trace_span!(target: TARGET, "cache.get", key, hit = false);
@@ -135,8 +135,7 @@ pub mod keys {
     use crate::domain::ids::{CustomerId, ProductId, PurchaseId};
 
     /// Each kind of key: its prefix, the cache name metrics give it, and whether it may live
-    /// in the local (per-node) level. Keys whose change must take effect at once on every
-    /// node (credentials, the refresh check) live in Redis only.
+    /// in the local level (not what must take effect at once everywhere, like credentials).
     pub const NAMES: [(&str, &str, bool); 7] = [
         ("cuspersonalinfo", "person", true),
         ("cusshippinginfo", "shipping", true),
@@ -147,13 +146,15 @@ pub mod keys {
         ("payment", "payment", true),
     ];
 
-    /// Whether `key`'s kind may be kept in a node's own memory (unknown kinds may).
-    pub fn may_live_locally(key: &str) -> bool {
+    /// The index in [`NAMES`] of a key's kind.
+    pub fn kind(key: &str) -> Option<usize> {
         let prefix = key.split(':').next().unwrap_or_default();
-        NAMES
-            .iter()
-            .find(|(p, _, _)| *p == prefix)
-            .is_none_or(|(_, _, local)| *local)
+        NAMES.iter().position(|(p, _, _)| *p == prefix)
+    }
+
+    /// Whether a key may be kept in the local level (unknown kinds may).
+    pub fn may_be_local(key: &str) -> bool {
+        kind(key).is_none_or(|at| NAMES[at].2)
     }
 
     /// A customer's personal info.
@@ -168,19 +169,19 @@ pub mod keys {
     pub fn product(id: ProductId) -> String {
         format!("product:{id}")
     }
-    /// What login checks for an email (by its unique key, as the account database does).
-    pub fn credentials(email_key: &str) -> String {
-        format!("cuscred:{email_key}")
+    /// A login's credentials, by email.
+    pub fn credentials(email: &str) -> String {
+        format!("cuscred:{email}")
     }
-    /// What a token refresh checks of a customer (active, token version).
+    /// A customer's existence check (token refresh).
     pub fn customer(id: CustomerId) -> String {
         format!("cuscheck:{id}")
     }
-    /// A purchase's order.
+    /// An order, by its purchase.
     pub fn order(id: PurchaseId) -> String {
         format!("order:{id}")
     }
-    /// A purchase's payment.
+    /// A payment, by its purchase.
     pub fn payment(id: PurchaseId) -> String {
         format!("payment:{id}")
     }
