@@ -162,7 +162,10 @@ mod tests {
             ReadSide::Products(cache.clone()),
         );
         let reserve = command(Call::Execute(Step::UpdateProductInventory), 5);
-        refused.run_steps(&[reserve.clone()]).await.unwrap();
+        refused
+            .run_steps(std::slice::from_ref(&reserve))
+            .await
+            .unwrap();
         assert!(!loads(&cache, &page).await, "a refusal changed no stock");
 
         let applied = Observed::new(
