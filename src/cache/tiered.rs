@@ -150,6 +150,9 @@ impl Tiered {
     /// in Redis, and published so every node drops them too. What does not reach Redis is
     /// retried when it is back (the value's TTL bounds it meanwhile).
     pub async fn invalidate_many(&self, keys: &[String]) {
+        if keys.is_empty() {
+            return;
+        }
         let inner = &*self.inner;
         inner.drop_local(keys).await;
         inner.retire(keys).await;
