@@ -740,6 +740,31 @@ mod tests {
         assert!(BloomParams::sized(0, 0.01).is_err());
     }
 
+    #[test]
+    fn the_filters_are_sized_by_the_bloom_flags() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: crate::config::Config,
+        }
+        let defaults = crate::config::Config::embedded("/srv");
+        assert_eq!(
+            (defaults.bloom_capacity, defaults.bloom_error_rate),
+            (1_000_000, 0.001)
+        );
+        let args = [
+            "sagashop",
+            "--bloom-capacity",
+            "5000",
+            "--bloom-error-rate",
+            "0.01",
+        ];
+        let set = Wrapper::parse_from(args).config;
+        let p = BloomParams::sized(set.bloom_capacity, set.bloom_error_rate).unwrap();
+        assert_eq!((p.hashes, p.error_rate), (7, 0.01));
+    }
+
     #[tokio::test]
     async fn added_ids_are_never_rejected_and_false_positives_stay_near_the_configured_rate() {
         let name = unique("fp");
