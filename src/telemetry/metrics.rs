@@ -192,11 +192,71 @@ pub struct SubjectCounters {
     pub poisoned: IntCounter,
 }
 
-/// The hit and miss counters of one cache.
+/// The hit and miss counters of one cache, per level, and its database loads.
 #[derive(Clone)]
 pub struct CacheCounters {
     pub local_hit: IntCounter,
     pub local_miss: IntCounter,
+    pub redis_hit: IntCounter,
+    pub redis_miss: IntCounter,
+    /// Database reads the cache made on a miss (what the stampede lock keeps at one).
+    pub loads: IntCounter,
+}
+
+/// The Bloom filter metrics, by filter (product, order, payment).
+struct BloomVecs {
+    rejections: IntCounterVec,
+    rebuilds: IntCounterVec,
+    db_checks: IntCounterVec,
+    false_positive_rate: prometheus::GaugeVec,
+}
+
+impl BloomVecs {
+    fn register(r: &Registry) -> Result<Self, MetricsError> {
+        Ok(BloomVecs {
+            rejections: counter_vec(
+                r,
+                "bloom_rejections_total",
+                "Lookups a Bloom filter answered 'surely absent' without a database read.",
+                &["filter"],
+            )?,
+            rebuilds: counter_vec(
+                r,
+                "bloom_rebuilds_total",
+                "Bloom filters this node rebuilt from the database (missing or stale marker).",
+                &["filter"],
+            )?,
+            db_checks: counter_vec(
+                r,
+                "bloom_db_checks_total",
+                "Ids a filter did not hold but that are newer than its build: asked the database.",
+                &["filter"],
+            )?,
+            false_positive_rate: register(
+                r,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        name("bloom_false_positive_rate"),
+                        "The false-positive rate a Bloom filter is sized for (configured).",
+                    ),
+                    &["filter"],
+                )?,
+            )?,
+        })
+    }
+}
+
+/// The metrics of one Bloom filter, resolved once.
+#[derive(Clone)]
+pub struct BloomCounters {
+    /// Answered absent without a database read.
+    pub rejections: IntCounter,
+    /// Rebuilt from the database by this node.
+    pub rebuilds: IntCounter,
+    /// Absent from the filter but newer than its build: the database was asked.
+    pub db_checks: IntCounter,
+    /// The configured false-positive rate.
+    pub false_positive_rate: prometheus::Gauge,
 }
 
 /// Per-step handles, resolved once.
@@ -234,10 +294,14 @@ struct Inner {
     gap_fills: IntCounter,
     gap_filled_events: IntCounter,
     cache_requests: IntCounterVec,
+    cache_loads: IntCounterVec,
+    cache_invalidations_received: IntCounter,
+    cache_redis_errors: IntCounter,
     sse_connections: IntGauge,
     sse_events: IntCounter,
     pool_connections: IntGaugeVec,
     pool_max: IntGaugeVec,
+    bloom: BloomVecs,
 }
 
 /// The node's metrics: one registry and the handles recorders hold. Cheap to clone.
@@ -522,6 +586,26 @@ impl Metrics {
                 "Cache reads, by cache, level and result.",
                 &["cache", "level", "result"],
             )?,
+            cache_loads: counter_vec(
+                &r,
+                "cache_loads_total",
+                "Database reads a cache made on a miss, by cache.",
+                &["cache"],
+            )?,
+            cache_invalidations_received: register(
+                &r,
+                IntCounter::new(
+                    name("cache_invalidations_received_total"),
+                    "Invalidation messages (pub/sub) this node applied to its local cache.",
+                )?,
+            )?,
+            cache_redis_errors: register(
+                &r,
+                IntCounter::new(
+                    name("cache_redis_errors_total"),
+                    "Cache calls to Redis that failed or timed out (the read went to the database).",
+                )?,
+            )?,
             sse_connections: register(
                 &r,
                 IntGauge::new(
@@ -548,6 +632,7 @@ impl Metrics {
                 "Most connections a database pool opens.",
                 &["database"],
             )?,
+            bloom: BloomVecs::register(&r)?,
             http: PrometheusMetricsBuilder::new(NAMESPACE)
                 .registry(r.clone())
                 .mask_unmatched_patterns(UNMATCHED_ROUTE)
@@ -556,12 +641,6 @@ impl Metrics {
             samplers: Mutex::new(Vec::new()),
             registry: r,
         };
-        counter_vec(
-            &inner.registry,
-            "bloom_rejections_total",
-            "Lookups a Bloom filter answered 'surely absent' without a database read.",
-            &["filter"],
-        )?;
         for kind in Handover::ALL {
             inner.handovers.with_label_values(&[kind.as_str()]);
         }
@@ -727,7 +806,31 @@ impl Metrics {
         CacheCounters {
             local_hit: c.with_label_values(&[cache, "local", "hit"]),
             local_miss: c.with_label_values(&[cache, "local", "miss"]),
+            redis_hit: c.with_label_values(&[cache, "redis", "hit"]),
+            redis_miss: c.with_label_values(&[cache, "redis", "miss"]),
+            loads: self.inner.cache_loads.with_label_values(&[cache]),
         }
+    }
+
+    /// The metrics of the Bloom filter named `filter`.
+    pub fn bloom(&self, filter: &str) -> BloomCounters {
+        let b = &self.inner.bloom;
+        BloomCounters {
+            rejections: b.rejections.with_label_values(&[filter]),
+            rebuilds: b.rebuilds.with_label_values(&[filter]),
+            db_checks: b.db_checks.with_label_values(&[filter]),
+            false_positive_rate: b.false_positive_rate.with_label_values(&[filter]),
+        }
+    }
+
+    /// The counter of invalidation messages applied to the local cache.
+    pub fn cache_invalidations_received(&self) -> IntCounter {
+        self.inner.cache_invalidations_received.clone()
+    }
+
+    /// The counter of Redis calls by the cache that failed or timed out.
+    pub fn cache_redis_errors(&self) -> IntCounter {
+        self.inner.cache_redis_errors.clone()
     }
 
     /// A result stream opened; the guard counts it closed when dropped.
