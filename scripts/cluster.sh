@@ -77,6 +77,9 @@
 #   REDIS_URL              redis://127.0.0.1:6379   with REDIS=single (scripts/services.sh
 #                                      keeps the local one up); may carry a password
 #                                      (redis://:pw@host:port) or use rediss://
+#   One Redis (or Redis Cluster) per sagashop cluster: its Bloom filters describe that
+#   cluster's databases. CLUSTER_FRESH=1 deletes the filters (`bloom:*`, nothing else) with
+#   the databases, so they are rebuilt from the fresh ones.
 #   The Redis settings reach the nodes as SAGASHOP_REDIS_URL / SAGASHOP_REDIS_CLUSTER (the
 #   --redis-url / --redis-cluster flags) through the environment, so `ps` shows no password.
 #   RUST_LOG, every other SAGASHOP_* setting and the OTEL_* / JAEGER_URL trace export settings
@@ -253,6 +256,33 @@ drop_databases() {
   for n in "${NODES[@]}"; do rm -rf "$(node_dir "$n")"; done
 }
 
+# The Bloom filters (`bloom:*`) in the nodes' Redis, which describe the databases just dropped.
+# Only those keys: cached records carry their TTL and ids are never reused.
+drop_filters() {
+  local addr key addrs=()
+  case "$REDIS" in
+    none) return 0 ;;
+    single) addrs=("-u" "$REDIS_URL") ;;
+    cluster) ;;
+  esac
+  if [ "$REDIS" = single ]; then
+    redis-cli "${addrs[@]}" --scan --pattern 'bloom:*' 2>/dev/null | while read -r key; do
+      redis-cli "${addrs[@]}" DEL "$key" >/dev/null
+    done
+  else
+    for addr in ${REDIS_CLUSTER_SEEDS//,/ }; do
+      addr=${addr##*://}
+      local auth=() hostport=${addr##*@}
+      if [ "$hostport" != "$addr" ]; then auth=(-a "${addr%@*}" --no-auth-warning); auth[1]=${auth[1]#:}; fi
+      redis-cli -c -h "${hostport%:*}" -p "${hostport##*:}" "${auth[@]}" --scan --pattern 'bloom:*' 2>/dev/null |
+        while read -r key; do
+          redis-cli -c -h "${hostport%:*}" -p "${hostport##*:}" "${auth[@]}" DEL "$key" >/dev/null
+        done
+    done
+  fi
+  log "CLUSTER_FRESH=1: deleted the Bloom filters (bloom:*) in the nodes' Redis"
+}
+
 # Starts node N in the background, in a session of its own (no terminal signal reaches it),
 # with its pid in node-N.pid and its output appended to node-N.log. The database URLs and the
 # secret go through the environment, so `ps` shows no password.
@@ -406,7 +436,7 @@ cmd_start() {
   mkdir -p "$CLUSTER_DIR"
   resolve_secret generate
   resolve_admin_token generate
-  if [ "$CLUSTER_FRESH" = 1 ]; then drop_databases; fi
+  if [ "$CLUSTER_FRESH" = 1 ]; then drop_databases; drop_filters; fi
   # Node 1 is the first to migrate the shared databases; the others start once it serves
   # (every node is an orchestrator: they share the partitions as they come up).
   launch 1
