@@ -323,8 +323,7 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
     for (db, pool) in &pools {
         metrics.watch_pool(db.name(), pool.clone());
     }
-    let cache =
-        Cache::local(std::time::Duration::from_secs(config.cache_ttl_seconds)).counted(&metrics);
+    let cache = Cache::configured(config, &metrics)?;
     let tokens = TokenIssuer::new(
         secret.expose(),
         config.jwt_access_token_expire_second,
@@ -596,6 +595,7 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
         databases: pools.iter().map(|(db, p)| (db.name(), p.clone())).collect(),
         bus: bus.clone(),
         remote,
+        redis: cache.redis().cloned(),
     });
     let gather: Gather = {
         let metrics = metrics.clone();

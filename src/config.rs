@@ -181,9 +181,33 @@ pub struct Config {
     #[arg(long, env = "JWT_REFRESH_TOKEN_EXPIRE_SECOND", default_value_t = 86400)]
     pub jwt_refresh_token_expire_second: u64,
 
-    /// Seconds an entry stays in the in-process cache.
+    /// Seconds an entry stays in the cache: the in-process cache without Redis, Redis's
+    /// TTL (plus 0-10% jitter) with it.
     #[arg(long, env = "SAGASHOP_CACHE_TTL_SECONDS", default_value_t = 600)]
     pub cache_ttl_seconds: u64,
+
+    /// One Redis as the shared cache level: `redis://[:password@]host:port[/db]`
+    /// (`rediss://` for TLS). Unset (and no `--redis-cluster`): the in-process cache only.
+    #[arg(
+        long,
+        env = "SAGASHOP_REDIS_URL",
+        hide_env_values = true,
+        conflicts_with = "redis_cluster"
+    )]
+    pub redis_url: Option<Secret>,
+
+    /// A Redis Cluster as the shared cache level: comma-separated seed nodes, `host:port`
+    /// or `redis://[:password@]host:port`. Not together with `--redis-url`.
+    #[arg(long, env = "SAGASHOP_REDIS_CLUSTER", hide_env_values = true)]
+    pub redis_cluster: Option<Secret>,
+
+    /// Milliseconds any one Redis call may take; past it the read goes to the database.
+    #[arg(long, env = "SAGASHOP_REDIS_TIMEOUT_MS", default_value_t = 100)]
+    pub redis_timeout_ms: u64,
+
+    /// Seconds an entry stays in the local level in front of Redis (with Redis only).
+    #[arg(long, env = "SAGASHOP_LOCAL_CACHE_TTL_SECONDS", default_value_t = 60)]
+    pub local_cache_ttl_seconds: u64,
 
     /// Most sagas in flight on this node; beyond it `POST /api/purchase` answers 503.
     #[arg(long, env = "SAGASHOP_MAX_SAGAS_IN_FLIGHT", default_value_t = 100_000)]
@@ -459,6 +483,31 @@ impl Config {
         }
     }
 
+    /// The shared cache level configured, if any (seeds given as `host:port` become
+    /// `redis://host:port`).
+    pub fn redis_target(&self) -> Option<crate::cache::redis::RedisTarget> {
+        use crate::cache::redis::RedisTarget;
+        if let Some(url) = &self.redis_url {
+            return Some(RedisTarget::Single(url.expose().trim().to_owned()));
+        }
+        let seeds: Vec<String> = self
+            .redis_cluster
+            .as_ref()?
+            .expose()
+            .split(',')
+            .map(str::trim)
+            .filter(|seed| !seed.is_empty())
+            .map(|seed| {
+                if seed.contains("://") {
+                    seed.to_owned()
+                } else {
+                    format!("redis://{seed}")
+                }
+            })
+            .collect();
+        (!seeds.is_empty()).then_some(RedisTarget::Cluster(seeds))
+    }
+
     /// Step reply timeout.
     pub fn step_timeout(&self) -> Duration {
         Duration::from_millis(self.step_timeout_ms)
@@ -534,12 +583,43 @@ mod tests {
         config.cluster.nats_url = Some("nats://bus:nats-s3cret@nats:4222".into());
         config.cluster.nats_password = Some("pw-s3cret".into());
         config.cluster.nats_token = Some("tok-s3cret".into());
+        config.redis_url = Some("redis://:redis-s3cret@cache:6379".into());
+        config.redis_cluster = Some("redis://:rc-s3cret@a:7000,b:7001".into());
         let shown = format!("{config:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("nats://bus:***@nats:4222"), "{shown}");
         let token_url = crate::secrets::DatabaseUrl::new("nats://tok-s3cret@nats:4222");
         assert_eq!(token_url.to_string(), "nats://***@nats:4222");
         assert!(shown.contains("mysql://shop:***@db:3306/order"), "{shown}");
+    }
+
+    #[test]
+    fn redis_is_one_server_or_a_cluster_never_both() {
+        use crate::cache::redis::RedisTarget;
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        let parse = |args: &[&str]| {
+            Wrapper::try_parse_from(std::iter::once("sagashop").chain(args.iter().copied()))
+                .map(|w| w.config)
+        };
+        assert!(parse(&[]).unwrap().redis_target().is_none());
+        let single = parse(&["--redis-url", "redis://127.0.0.1:6379"]).unwrap();
+        assert!(
+            matches!(single.redis_target(), Some(RedisTarget::Single(u)) if u == "redis://127.0.0.1:6379")
+        );
+        let cluster = parse(&["--redis-cluster", "127.0.0.1:7000, redis://:pw@h:7001"]).unwrap();
+        let Some(RedisTarget::Cluster(seeds)) = cluster.redis_target() else {
+            panic!("not a cluster")
+        };
+        assert_eq!(seeds, ["redis://127.0.0.1:7000", "redis://:pw@h:7001"]);
+        assert_eq!(single.redis_timeout_ms, 100);
+        assert_eq!(single.local_cache_ttl_seconds, 60);
+        let both = parse(&["--redis-url", "redis://a", "--redis-cluster", "b:1"]);
+        assert!(both.is_err());
     }
 
     #[test]

@@ -32,4 +32,9 @@ impl LocalCache {
     pub(super) async fn delete(&self, key: &str) {
         self.inner.invalidate(key).await;
     }
+
+    /// Drops every entry (the invalidation feed was lost: any entry may be stale).
+    pub(super) fn clear(&self) {
+        self.inner.invalidate_all();
+    }
 }

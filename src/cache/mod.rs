@@ -1,9 +1,18 @@
 //! Cache-aside in front of the databases. One interface, chosen backend behind it: the
-//! in-process cache now; Redis (and local-cache invalidation over pub/sub) plugs in as
-//! another variant without touching callers.
+//! in-process cache alone (embedded, no Redis configured), or two levels, a local cache in
+//! front of Redis (one server or a Redis Cluster) kept honest by versioned fills and a
+//! pub/sub invalidation feed.
 
+mod invalidation;
 mod local;
 pub mod redis;
+mod stampede;
+#[cfg(test)]
+pub(crate) mod test_support;
+mod tiered;
+#[cfg(test)]
+mod tiered_tests;
+mod versioned;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,14 +24,20 @@ use tracing::Instrument;
 
 use crate::telemetry::traces::TARGET;
 
+pub use invalidation::CHANNEL as INVALIDATION_CHANNEL;
 pub use local::LocalCache;
+pub use tiered::Tiered;
 
+use self::redis::Redis;
 use crate::telemetry::metrics::{CacheCounters, Metrics};
 
 /// Where cached values live.
 #[derive(Clone)]
 pub enum Backend {
+    /// In-process only (no Redis configured).
     Local(LocalCache),
+    /// A local level in front of Redis.
+    Tiered(Tiered),
 }
 
 /// The cache a service actor reads through. Values are stored as JSON so every backend
@@ -43,41 +58,88 @@ impl Cache {
         }
     }
 
+    /// Two levels: a local cache (entries live `local_ttl`) in front of `redis` (entries
+    /// live `redis_ttl` plus 0-10% jitter). Starts the invalidation listener, so it must be
+    /// called inside a tokio runtime.
+    pub fn tiered(
+        redis: Redis,
+        local_ttl: Duration,
+        redis_ttl: Duration,
+        metrics: &Metrics,
+    ) -> Self {
+        Cache {
+            backend: Backend::Tiered(Tiered::new(redis, local_ttl, redis_ttl, metrics)),
+            counters: None,
+        }
+    }
+
+    /// The cache the configuration asks for, counted in `metrics`: two levels when Redis is
+    /// configured, else the in-process cache alone.
+    pub fn configured(
+        config: &crate::config::Config,
+        metrics: &Metrics,
+    ) -> Result<Self, redis::RedisError> {
+        let ttl = Duration::from_secs(config.cache_ttl_seconds);
+        let cache = match config.redis_target() {
+            None => Cache::local(ttl),
+            Some(target) => {
+                let timeout = Duration::from_millis(config.redis_timeout_ms.max(1));
+                let local_ttl = Duration::from_secs(config.local_cache_ttl_seconds.max(1));
+                Cache::tiered(Redis::open(target, timeout)?, local_ttl, ttl, metrics)
+            }
+        };
+        Ok(cache.counted(metrics))
+    }
+
     /// The same cache, counting its hits and misses in `metrics` by kind of key.
     pub fn counted(mut self, metrics: &Metrics) -> Self {
-        let counters = keys::NAMES.iter().map(|(_, name)| metrics.cache(name));
+        let counters = keys::NAMES.iter().map(|(_, name, _)| metrics.cache(name));
         self.counters = Some(counters.collect());
         self
     }
 
-    fn count(&self, key: &str, hit: bool) {
-        let Some(counters) = &self.counters else {
-            return;
-        };
-        let prefix = key.split(':').next().unwrap_or_default();
-        if let Some(at) = keys::NAMES.iter().position(|(p, _)| *p == prefix) {
-            let c = &counters[at];
-            if hit { &c.local_hit } else { &c.local_miss }.inc();
-        }
-    }
-
-    async fn get_raw(&self, key: &str) -> Option<String> {
+    /// The Redis level, when there is one (the Bloom filters and readiness use it).
+    pub fn redis(&self) -> Option<&Redis> {
         match &self.backend {
-            Backend::Local(c) => c.get(key).await,
+            Backend::Local(_) => None,
+            Backend::Tiered(t) => Some(t.redis()),
         }
     }
 
-    async fn set_raw(&self, key: &str, value: String) {
+    /// Whether a local level serves reads now: always without Redis; with Redis, while
+    /// the invalidation feed is subscribed.
+    pub fn local_level_on(&self) -> bool {
         match &self.backend {
-            Backend::Local(c) => c.set(key, value).await,
+            Backend::Local(_) => true,
+            Backend::Tiered(t) => t.is_local_on(),
         }
     }
 
-    /// Drops a key so the next read goes to the database (call after every write).
+    fn counters(&self, key: &str) -> Option<&CacheCounters> {
+        let at = keys::kind(key)?;
+        self.counters.as_ref().map(|c| &c[at])
+    }
+
+    /// Drops a key so the next read goes to the database (call after every write that
+    /// changes what the key shows).
     pub async fn invalidate(&self, key: &str) {
-        let span = tracing::trace_span!(target: TARGET, "cache.invalidate", key);
+        self.invalidate_many(&[key.to_owned()]).await;
+    }
+
+    /// Drops several keys at once (one pub/sub message for all of them).
+    pub async fn invalidate_many(&self, keys: &[String]) {
+        let span = tracing::trace_span!(target: TARGET, "cache.invalidate", keys = keys.len());
         match &self.backend {
-            Backend::Local(c) => c.delete(key).instrument(span).await,
+            Backend::Local(c) => {
+                async {
+                    for key in keys {
+                        c.delete(key).await;
+                    }
+                }
+                .instrument(span)
+                .await
+            }
+            Backend::Tiered(t) => t.invalidate_many(keys).instrument(span).await,
         }
     }
 
@@ -89,35 +151,76 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>, E>>,
     {
-        let span = tracing::trace_span!(target: TARGET, "cache.get", key, hit = false);
-        if let Some(hit) = self.get_raw(key).instrument(span.clone()).await
-            && let Ok(value) = serde_json::from_str(&hit)
-        {
-            self.count(key, true);
-            span.record("hit", true);
-            return Ok(Some(value));
+        let counters = self.counters(key);
+        match &self.backend {
+            Backend::Local(c) => local_get_or_load(c, key, counters, load).await,
+            Backend::Tiered(t) => {
+                let span = tracing::trace_span!(target: TARGET, "cache.get", key);
+                t.get_or_load(key, keys::may_be_local(key), counters, load)
+                    .instrument(span)
+                    .await
+            }
         }
-        self.count(key, false);
-        let loaded = load().await?;
-        if let Some(value) = &loaded
-            && let Ok(json) = serde_json::to_string(value)
-        {
-            self.set_raw(key, json).await;
-        }
-        Ok(loaded)
     }
+}
+
+/// The embedded read path: the in-process cache, else the database.
+async fn local_get_or_load<T, E, F, Fut>(
+    cache: &LocalCache,
+    key: &str,
+    counters: Option<&CacheCounters>,
+    load: F,
+) -> Result<Option<T>, E>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Option<T>, E>>,
+{
+    let span = tracing::trace_span!(target: TARGET, "cache.get", key, hit = false);
+    if let Some(hit) = cache.get(key).instrument(span.clone()).await
+        && let Ok(value) = serde_json::from_str(&hit)
+    {
+        counters.inspect(|c| c.local_hit.inc());
+        span.record("hit", true);
+        return Ok(Some(value));
+    }
+    counters.inspect(|c| c.local_miss.inc());
+    counters.inspect(|c| c.loads.inc());
+    let loaded = load().await?;
+    if let Some(value) = &loaded
+        && let Ok(json) = serde_json::to_string(value)
+    {
+        cache.set(key, json).await;
+    }
+    Ok(loaded)
 }
 
 /// Cache keys, named as the original's Redis keys where it had one.
 pub mod keys {
-    use crate::domain::ids::{CustomerId, ProductId};
+    use crate::domain::ids::{CustomerId, ProductId, PurchaseId};
 
-    /// Each kind of key: its prefix, and the cache name metrics give it.
-    pub const NAMES: [(&str, &str); 3] = [
-        ("cuspersonalinfo", "person"),
-        ("cusshippinginfo", "shipping"),
-        ("product", "product"),
+    /// Each kind of key: its prefix, the cache name metrics give it, and whether it may live
+    /// in the local level (not what must take effect at once everywhere, like credentials).
+    pub const NAMES: [(&str, &str, bool); 7] = [
+        ("cuspersonalinfo", "person", true),
+        ("cusshippinginfo", "shipping", true),
+        ("product", "product", true),
+        ("cuscred", "credentials", false),
+        ("cuscheck", "customer", false),
+        ("order", "order", true),
+        ("payment", "payment", true),
     ];
+
+    /// The index in [`NAMES`] of a key's kind.
+    pub fn kind(key: &str) -> Option<usize> {
+        let prefix = key.split(':').next().unwrap_or_default();
+        NAMES.iter().position(|(p, _, _)| *p == prefix)
+    }
+
+    /// Whether a key may be kept in the local level (unknown kinds may).
+    pub fn may_be_local(key: &str) -> bool {
+        kind(key).is_none_or(|at| NAMES[at].2)
+    }
 
     /// A customer's personal info.
     pub fn person(id: CustomerId) -> String {
@@ -130,6 +233,22 @@ pub mod keys {
     /// A product's detail, inventory included.
     pub fn product(id: ProductId) -> String {
         format!("product:{id}")
+    }
+    /// A login's credentials, by email.
+    pub fn credentials(email: &str) -> String {
+        format!("cuscred:{email}")
+    }
+    /// A customer's existence check (token refresh).
+    pub fn customer(id: CustomerId) -> String {
+        format!("cuscheck:{id}")
+    }
+    /// An order, by its purchase.
+    pub fn order(id: PurchaseId) -> String {
+        format!("order:{id}")
+    }
+    /// A payment, by its purchase.
+    pub fn payment(id: PurchaseId) -> String {
+        format!("payment:{id}")
     }
 }
 

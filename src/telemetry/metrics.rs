@@ -192,11 +192,15 @@ pub struct SubjectCounters {
     pub poisoned: IntCounter,
 }
 
-/// The hit and miss counters of one cache.
+/// The hit and miss counters of one cache, per level, and its database loads.
 #[derive(Clone)]
 pub struct CacheCounters {
     pub local_hit: IntCounter,
     pub local_miss: IntCounter,
+    pub redis_hit: IntCounter,
+    pub redis_miss: IntCounter,
+    /// Database reads the cache made on a miss (what the stampede lock keeps at one).
+    pub loads: IntCounter,
 }
 
 /// Per-step handles, resolved once.
@@ -233,6 +237,9 @@ struct Inner {
     gap_fills: IntCounter,
     gap_filled_events: IntCounter,
     cache_requests: IntCounterVec,
+    cache_loads: IntCounterVec,
+    cache_invalidations_received: IntCounter,
+    cache_redis_errors: IntCounter,
     sse_connections: IntGauge,
     sse_events: IntCounter,
     pool_connections: IntGaugeVec,
@@ -514,6 +521,26 @@ impl Metrics {
                 "Cache reads, by cache, level and result.",
                 &["cache", "level", "result"],
             )?,
+            cache_loads: counter_vec(
+                &r,
+                "cache_loads_total",
+                "Database reads a cache made on a miss, by cache.",
+                &["cache"],
+            )?,
+            cache_invalidations_received: register(
+                &r,
+                IntCounter::new(
+                    name("cache_invalidations_received_total"),
+                    "Invalidation messages (pub/sub) this node applied to its local cache.",
+                )?,
+            )?,
+            cache_redis_errors: register(
+                &r,
+                IntCounter::new(
+                    name("cache_redis_errors_total"),
+                    "Cache calls to Redis that failed or timed out (the read went to the database).",
+                )?,
+            )?,
             sse_connections: register(
                 &r,
                 IntGauge::new(
@@ -714,7 +741,20 @@ impl Metrics {
         CacheCounters {
             local_hit: c.with_label_values(&[cache, "local", "hit"]),
             local_miss: c.with_label_values(&[cache, "local", "miss"]),
+            redis_hit: c.with_label_values(&[cache, "redis", "hit"]),
+            redis_miss: c.with_label_values(&[cache, "redis", "miss"]),
+            loads: self.inner.cache_loads.with_label_values(&[cache]),
         }
+    }
+
+    /// The counter of invalidation messages applied to the local cache.
+    pub fn cache_invalidations_received(&self) -> IntCounter {
+        self.inner.cache_invalidations_received.clone()
+    }
+
+    /// The counter of Redis calls by the cache that failed or timed out.
+    pub fn cache_redis_errors(&self) -> IntCounter {
+        self.inner.cache_redis_errors.clone()
     }
 
     /// A result stream opened; the guard counts it closed when dropped.
