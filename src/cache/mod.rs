@@ -4,6 +4,7 @@
 //! pub/sub invalidation feed.
 
 mod invalidation;
+pub mod bloom;
 mod local;
 pub mod redis;
 mod stampede;
@@ -200,7 +201,8 @@ pub mod keys {
     use crate::domain::ids::{CustomerId, ProductId, PurchaseId};
 
     /// Each kind of key: its prefix, the cache name metrics give it, and whether it may live
-    /// in the local level (not what must take effect at once everywhere, like credentials).
+    /// in the local (per-node) level. Keys whose change must take effect at once on every
+    /// node (credentials, the refresh check) live in Redis only.
     pub const NAMES: [(&str, &str, bool); 7] = [
         ("cuspersonalinfo", "person", true),
         ("cusshippinginfo", "shipping", true),
@@ -234,19 +236,19 @@ pub mod keys {
     pub fn product(id: ProductId) -> String {
         format!("product:{id}")
     }
-    /// A login's credentials, by email.
-    pub fn credentials(email: &str) -> String {
-        format!("cuscred:{email}")
+    /// What login checks for an email (by its unique key, as the account database does).
+    pub fn credentials(email_key: &str) -> String {
+        format!("cuscred:{email_key}")
     }
-    /// A customer's existence check (token refresh).
+    /// What a token refresh checks of a customer (active, token version).
     pub fn customer(id: CustomerId) -> String {
         format!("cuscheck:{id}")
     }
-    /// An order, by its purchase.
+    /// A purchase's order.
     pub fn order(id: PurchaseId) -> String {
         format!("order:{id}")
     }
-    /// A payment, by its purchase.
+    /// A purchase's payment.
     pub fn payment(id: PurchaseId) -> String {
         format!("payment:{id}")
     }

@@ -4,7 +4,7 @@ use super::reusable::Reusable;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::ids::storable;
+use super::ids::{saturating, storable};
 use super::ledger::{self, BatchResults, Guard, StepRepository};
 use super::schema::orders;
 use super::{DbError, DbPool};
@@ -63,6 +63,17 @@ backend_queries! {
         ledger::batch(conn, commands, now, true, create, remove).await
     }
 
+    async fn ids_after(conn: &mut Conn, after: PurchaseId, limit: i64) -> Result<Vec<PurchaseId>, DbError> {
+        Ok(orders::table
+            .filter(orders::id.gt(after))
+            .select(orders::id)
+            .distinct()
+            .order(orders::id)
+            .limit(limit)
+            .load(conn)
+            .await?)
+    }
+
     async fn lines(conn: &mut Conn, id: PurchaseId) -> Result<Vec<OrderLine>, DbError> {
         Ok(orders::table
             .filter(orders::id.eq(id))
@@ -110,6 +121,16 @@ impl Orders {
             Guard::Savepoint,
         )
         .await
+    }
+
+    /// Up to `limit` order ids above `after`, ascending, each once: a page of the scan that
+    /// builds the order Bloom filter.
+    pub async fn ids_after(
+        &self,
+        after: PurchaseId,
+        limit: u64,
+    ) -> Result<Vec<PurchaseId>, DbError> {
+        ids_after(&self.pool, after, saturating(limit)).await
     }
 
     /// The order's lines sorted by product id (empty when there is no such order).

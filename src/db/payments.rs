@@ -4,7 +4,7 @@ use super::reusable::Reusable;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::ids::storable;
+use super::ids::{saturating, storable};
 use super::ledger::{self, BatchResults, Guard, StepRepository};
 use super::schema::payments;
 use super::{DbError, DbPool};
@@ -49,6 +49,16 @@ backend_queries! {
 
     async fn run_steps(conn: &mut Conn, commands: &[StepCommand], now: i64) -> BatchResults {
         ledger::batch(conn, commands, now, true, create, remove).await
+    }
+
+    async fn ids_after(conn: &mut Conn, after: PurchaseId, limit: i64) -> Result<Vec<PurchaseId>, DbError> {
+        Ok(payments::table
+            .filter(payments::id.gt(after))
+            .order(payments::id)
+            .limit(limit)
+            .select(payments::id)
+            .load(conn)
+            .await?)
     }
 
     async fn by_id(conn: &mut Conn, id: PurchaseId) -> Result<Option<Payment>, DbError> {
@@ -98,6 +108,16 @@ impl Payments {
             Guard::Savepoint,
         )
         .await
+    }
+
+    /// Up to `limit` payment ids above `after`, ascending: a page of the scan that builds the
+    /// payment Bloom filter.
+    pub async fn ids_after(
+        &self,
+        after: PurchaseId,
+        limit: u64,
+    ) -> Result<Vec<PurchaseId>, DbError> {
+        ids_after(&self.pool, after, saturating(limit)).await
     }
 
     /// The payment with this id.

@@ -136,6 +136,16 @@ backend_queries! {
     async fn run_steps(conn: &mut Conn, commands: &[StepCommand], now: i64) -> BatchResults {
         ledger::batch(conn, commands, now, commands.len() == 1, reserve, release).await
     }
+
+    async fn ids_after(conn: &mut Conn, after: ProductId, limit: i64) -> Result<Vec<ProductId>, DbError> {
+        Ok(products::table
+            .filter(products::id.gt(after))
+            .order(products::id)
+            .limit(limit)
+            .select(products::id)
+            .load(conn)
+            .await?)
+    }
 }
 
 /// Repository of the product database.
@@ -170,6 +180,12 @@ impl Products {
             return Ok(None);
         }
         inventory(&self.pool, id).await
+    }
+
+    /// Up to `limit` product ids above `after`, ascending: a page of the scan that builds the
+    /// product Bloom filter (keyset paging, so a long scan never rereads or skips rows).
+    pub async fn ids_after(&self, after: ProductId, limit: u64) -> Result<Vec<ProductId>, DbError> {
+        ids_after(&self.pool, after, saturating(limit)).await
     }
 
     /// One page of the catalog, ordered by id (creation order).

@@ -203,6 +203,62 @@ pub struct CacheCounters {
     pub loads: IntCounter,
 }
 
+/// The Bloom filter metrics, by filter (product, order, payment).
+struct BloomVecs {
+    rejections: IntCounterVec,
+    rebuilds: IntCounterVec,
+    db_checks: IntCounterVec,
+    false_positive_rate: prometheus::GaugeVec,
+}
+
+impl BloomVecs {
+    fn register(r: &Registry) -> Result<Self, MetricsError> {
+        Ok(BloomVecs {
+            rejections: counter_vec(
+                r,
+                "bloom_rejections_total",
+                "Lookups a Bloom filter answered 'surely absent' without a database read.",
+                &["filter"],
+            )?,
+            rebuilds: counter_vec(
+                r,
+                "bloom_rebuilds_total",
+                "Bloom filters this node rebuilt from the database (missing or stale marker).",
+                &["filter"],
+            )?,
+            db_checks: counter_vec(
+                r,
+                "bloom_db_checks_total",
+                "Ids a filter did not hold but that are newer than its build: asked the database.",
+                &["filter"],
+            )?,
+            false_positive_rate: register(
+                r,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        name("bloom_false_positive_rate"),
+                        "The false-positive rate a Bloom filter is sized for (configured).",
+                    ),
+                    &["filter"],
+                )?,
+            )?,
+        })
+    }
+}
+
+/// The metrics of one Bloom filter, resolved once.
+#[derive(Clone)]
+pub struct BloomCounters {
+    /// Answered absent without a database read.
+    pub rejections: IntCounter,
+    /// Rebuilt from the database by this node.
+    pub rebuilds: IntCounter,
+    /// Absent from the filter but newer than its build: the database was asked.
+    pub db_checks: IntCounter,
+    /// The configured false-positive rate.
+    pub false_positive_rate: prometheus::Gauge,
+}
+
 /// Per-step handles, resolved once.
 struct StepHandles {
     /// [step][kind][outcome]
@@ -244,6 +300,7 @@ struct Inner {
     sse_events: IntCounter,
     pool_connections: IntGaugeVec,
     pool_max: IntGaugeVec,
+    bloom: BloomVecs,
 }
 
 /// The node's metrics: one registry and the handles recorders hold. Cheap to clone.
@@ -567,6 +624,7 @@ impl Metrics {
                 "Most connections a database pool opens.",
                 &["database"],
             )?,
+            bloom: BloomVecs::register(&r)?,
             http: PrometheusMetricsBuilder::new(NAMESPACE)
                 .registry(r.clone())
                 .mask_unmatched_patterns(UNMATCHED_ROUTE)
@@ -575,12 +633,6 @@ impl Metrics {
             samplers: Mutex::new(Vec::new()),
             registry: r,
         };
-        counter_vec(
-            &inner.registry,
-            "bloom_rejections_total",
-            "Lookups a Bloom filter answered 'surely absent' without a database read.",
-            &["filter"],
-        )?;
         for kind in Handover::ALL {
             inner.handovers.with_label_values(&[kind.as_str()]);
         }
@@ -755,6 +807,17 @@ impl Metrics {
     /// The counter of Redis calls by the cache that failed or timed out.
     pub fn cache_redis_errors(&self) -> IntCounter {
         self.inner.cache_redis_errors.clone()
+    }
+
+    /// The metrics of the Bloom filter named `filter`.
+    pub fn bloom(&self, filter: &str) -> BloomCounters {
+        let b = &self.inner.bloom;
+        BloomCounters {
+            rejections: b.rejections.with_label_values(&[filter]),
+            rebuilds: b.rebuilds.with_label_values(&[filter]),
+            db_checks: b.db_checks.with_label_values(&[filter]),
+            false_positive_rate: b.false_positive_rate.with_label_values(&[filter]),
+        }
     }
 
     /// A result stream opened; the guard counts it closed when dropped.
