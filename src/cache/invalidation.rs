@@ -55,15 +55,20 @@ impl Feed {
     }
 
     /// A mark to compare with [`Feed::unchanged_since`] after a read.
-    pub fn mark(&self) -> u64 {
-        self.applied.load(Ordering::SeqCst)
+    pub fn mark(&self) -> Mark {
+        Mark {
+            seq: self.applied.load(Ordering::SeqCst),
+            at: std::time::Instant::now(),
+        }
     }
 
-    /// Whether `key` was not invalidated (and the feed was not lost) since `mark`.
-    pub async fn unchanged_since(&self, key: &str, mark: u64) -> bool {
+    /// Whether `key` was not invalidated (and the feed was not lost) since `mark`. A read
+    /// older than the stamps are kept is never trusted.
+    pub async fn unchanged_since(&self, key: &str, mark: &Mark) -> bool {
         self.is_subscribed()
-            && self.lost_at.load(Ordering::SeqCst) <= mark
-            && self.stamps.get(key).await.is_none_or(|at| at <= mark)
+            && mark.at.elapsed() < REMEMBER_FOR / 2
+            && self.lost_at.load(Ordering::SeqCst) <= mark.seq
+            && self.stamps.get(key).await.is_none_or(|at| at <= mark.seq)
     }
 
     /// Records an invalidation of `key` (this node's own writes count too), before the key
@@ -79,6 +84,12 @@ impl Feed {
         self.lost_at.store(at, Ordering::SeqCst);
         local.clear();
     }
+}
+
+/// Where the feed stood when a read began.
+pub struct Mark {
+    seq: u64,
+    at: std::time::Instant,
 }
 
 /// Aborts the listener when the last handle on the cache is dropped.

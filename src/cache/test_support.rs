@@ -61,3 +61,66 @@ fn answers(target: &RedisTarget) -> bool {
 pub fn unique(kind: &str) -> String {
     format!("{kind}:t{:x}", rand::random::<u64>())
 }
+
+/// A test's own `redis-server` on a spare port, to stop and start (killed on drop).
+pub struct OwnRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    /// Starts one, or `None` when `redis-server` is not installed (a failure in CI).
+    pub fn start() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .ok()?;
+        let mut redis = OwnRedis { port, child: None };
+        if !redis.resume() {
+            let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0");
+            assert!(!in_ci, "redis-server did not start");
+            eprintln!("skipped: redis-server did not start");
+            return None;
+        }
+        Some(redis)
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it (as a crash would).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port; whether it answers.
+    pub fn resume(&mut self) -> bool {
+        let port = self.port.to_string();
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port, "--save", ""])
+            .args(["--appendonly", "no", "--loglevel", "warning"])
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        let Ok(child) = child else { return false };
+        self.child = Some(child);
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < until {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

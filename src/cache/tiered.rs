@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
 
-use super::invalidation::{self, CHANNEL, Feed, ListenerGuard};
+use super::invalidation::{self, CHANNEL, Feed, ListenerGuard, Mark};
 use super::local::LocalCache;
 use super::redis::{Redis, RedisError, RedisTarget};
 use super::stampede::{self, Attempt};
@@ -123,7 +123,7 @@ impl Tiered {
                     && fresh
                     && let Some(json) = &json
                 {
-                    inner.fill_local(key, json, mark).await;
+                    inner.fill_local(key, json, &mark).await;
                 }
                 *mine_slot = Some(got);
                 Ok(json)
@@ -150,6 +150,9 @@ impl Tiered {
     /// in Redis, and published so every node drops them too. What does not reach Redis is
     /// retried when it is back (the value's TTL bounds it meanwhile).
     pub async fn invalidate_many(&self, keys: &[String]) {
+        if keys.is_empty() {
+            return;
+        }
         let inner = &*self.inner;
         inner.drop_local(keys).await;
         inner.retire(keys).await;
@@ -268,7 +271,7 @@ impl Inner {
 
     /// Fills the local level unless `key` was invalidated since `mark` (checked again
     /// after the insert, which may race with one).
-    async fn fill_local(&self, key: &str, json: &str, mark: u64) {
+    async fn fill_local(&self, key: &str, json: &str, mark: &Mark) {
         if !self.feed.unchanged_since(key, mark).await {
             return;
         }

@@ -258,3 +258,52 @@ async fn absent_rows_are_cached_in_no_level() {
     let some = || async { Ok::<_, ()>(Some(1u64)) };
     assert_eq!(cache.get_or_load(&key, some).await, Ok(Some(1)));
 }
+
+#[tokio::test]
+async fn losing_redis_turns_the_local_level_off_until_the_feed_is_back() {
+    let Some(mut own) = super::test_support::OwnRedis::start() else {
+        return;
+    };
+    let target = RedisTarget::Single(own.url());
+    let (cache, metrics) = node(&target);
+    subscribed(&cache).await;
+    let key = unique("product");
+    let value = Arc::new(std::sync::Mutex::new(1u64));
+    let db = || async { Ok::<_, ()>(Some(*value.lock().unwrap())) };
+    assert_eq!(cache.get_or_load(&key, db).await, Ok(Some(1)));
+    assert_eq!(cache.get_or_load(&key, db).await, Ok(Some(1)));
+    assert_eq!(requests(&metrics, "product", "local", "hit"), 1);
+
+    // Redis dies; a write it never hears of happens meanwhile.
+    own.stop();
+    let until = Instant::now() + Duration::from_secs(5);
+    while cache.local_level_on() {
+        assert!(Instant::now() < until, "the lost feed went unnoticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    *value.lock().unwrap() = 2;
+    for _ in 0..10 {
+        assert_eq!(
+            cache.get_or_load(&key, db).await,
+            Ok(Some(2)),
+            "no stale local hit"
+        );
+    }
+    assert_eq!(requests(&metrics, "product", "local", "hit"), 1);
+    assert!(sample(&metrics, "sagashop_cache_redis_errors_total") >= 1);
+
+    // Redis is back (empty): the feed resubscribes, and both levels serve again.
+    assert!(own.resume());
+    subscribed(&cache).await;
+    tokio::time::sleep(Duration::from_millis(600)).await; // past the down mark
+    let redis_hits = requests(&metrics, "product", "redis", "hit");
+    let (other, _) = node(&target);
+    assert_eq!(other.get_or_load(&key, db).await, Ok(Some(2)));
+    assert_eq!(cache.get_or_load(&key, db).await, Ok(Some(2)));
+    assert_eq!(
+        requests(&metrics, "product", "redis", "hit"),
+        redis_hits + 1
+    );
+    assert_eq!(cache.get_or_load(&key, db).await, Ok(Some(2)));
+    assert_eq!(requests(&metrics, "product", "local", "hit"), 2);
+}

@@ -94,7 +94,12 @@ impl Probe {
     pub async fn check(&self) -> Readiness {
         let report = self.check_quietly().await;
         for failed in report.checks.iter().filter(|c| !c.ok) {
-            tracing::warn!(check = %failed.name, error = ?failed.error, "not ready");
+            let what = if failed.degraded {
+                "degraded"
+            } else {
+                "not ready"
+            };
+            tracing::warn!(check = %failed.name, error = ?failed.error, "{what}");
         }
         report
     }
