@@ -26,6 +26,7 @@ use crate::actors::order::{OrderCore, OrderService};
 use crate::actors::participant::Participant;
 use crate::actors::payment::{PaymentCore, PaymentService};
 use crate::actors::product::{ProductCore, ProductService};
+use crate::actors::read_side::{Observed, ReadSide};
 use crate::actors::results::{GapFill, NoLog, ResultHub, StepLog, StreamLimits};
 use crate::actors::router::ServiceRouter;
 use crate::actors::saga::{SagaDeps, SagaPolicy};
@@ -34,6 +35,7 @@ use crate::actors::store::SagaStore;
 use crate::actors::supervisor::{SagaSupervisor, SupervisorSettings, load_unfinished};
 use crate::auth::{secret, throttle::LoginThrottle, tokens::TokenIssuer};
 use crate::cache::Cache;
+use crate::cache::bloom::{BloomParams, IdFilters, Scanned};
 use crate::clock::Clock;
 use crate::cluster::bus::Bus;
 use crate::cluster::identity::claim_node_id;
@@ -330,6 +332,8 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
         config.jwt_refresh_token_expire_second,
         clock.clone(),
     );
+    // Filled after the services are built, when Redis is configured (see below).
+    let filters = IdFilters::default();
     let mut wiring = Wiring {
         bus: bus.clone(),
         clock: clock.clone(),
@@ -368,13 +372,20 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
     let (product, product_steps, product_lookup) = if roles.has(Role::Product) {
         let products = Products::new(pool(ServiceDb::Product).expect("opened"), clock.clone());
         let steps = Participant::new(
-            products.clone(),
+            Observed::new(products.clone(), ReadSide::Products(cache.clone())),
             Step::UpdateProductInventory,
             faults.clone(),
             clock.clone(),
             &metrics,
         );
-        let core = ProductCore::new(products, cache.clone(), ids.clone(), clock.clone());
+        let core = ProductCore::new(
+            products,
+            cache.clone(),
+            filters.product.clone(),
+            ids.clone(),
+            clock.clone(),
+        )
+        .caching_stock(cache.redis().is_some() || !config.cluster.is_cluster());
         let (addr, steps) = participant_thread(&mut arbiters, ProductService::new(core), steps);
         wiring.serve(Role::Product, |s| {
             s.on::<CreateProduct>(addr.clone().recipient())
@@ -394,13 +405,16 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
     let (order, order_steps) = if roles.has(Role::Order) {
         let orders = Orders::new(pool(ServiceDb::Order).expect("opened"), clock.clone());
         let steps = Participant::new(
-            orders.clone(),
+            Observed::new(
+                orders.clone(),
+                ReadSide::Orders(cache.clone(), filters.order.clone()),
+            ),
             Step::CreateOrder,
             faults.clone(),
             clock.clone(),
             &metrics,
         );
-        let core = OrderCore::new(orders, product_lookup);
+        let core = OrderCore::new(orders, cache.clone(), filters.order.clone(), product_lookup);
         let (addr, steps) = participant_thread(&mut arbiters, OrderService::new(core), steps);
         wiring.serve(Role::Order, |s| {
             s.on::<GetOrder>(addr.clone().recipient())
@@ -415,13 +429,16 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
     let (payment, payment_steps) = if roles.has(Role::Payment) {
         let payments = Payments::new(pool(ServiceDb::Payment).expect("opened"), clock.clone());
         let steps = Participant::new(
-            payments.clone(),
+            Observed::new(
+                payments.clone(),
+                ReadSide::Payments(cache.clone(), filters.payment.clone()),
+            ),
             Step::CreatePayment,
             faults.clone(),
             clock.clone(),
             &metrics,
         );
-        let core = PaymentCore::new(payments);
+        let core = PaymentCore::new(payments, cache.clone(), filters.payment.clone());
         let (addr, steps) = participant_thread(&mut arbiters, PaymentService::new(core), steps);
         wiring.serve(Role::Payment, |s| {
             s.on::<GetPayment>(addr.clone().recipient())
@@ -432,6 +449,16 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
         let bridge = wiring.remote(Role::Payment);
         (Endpoint::Remote(bridge.clone()), bridge.recipient())
     };
+    // Bloom filters over the ids the API looks up, for the roles served here (Redis only).
+    if let Some(redis) = cache.redis() {
+        let params = BloomParams::sized(config.bloom_capacity, config.bloom_error_rate)?;
+        let scanned = Scanned {
+            products: pool(ServiceDb::Product).map(|p| Products::new(p, clock.clone())),
+            orders: pool(ServiceDb::Order).map(|p| Orders::new(p, clock.clone())),
+            payments: pool(ServiceDb::Payment).map(|p| Payments::new(p, clock.clone())),
+        };
+        filters.start(redis, params, scanned, &clock, &metrics);
+    }
     if config.hold_payments {
         #[cfg(feature = "faults")]
         hold_payments_until_sigusr1(faults.clone());

@@ -46,11 +46,40 @@ impl AccountCore {
         }
     }
 
-    /// A token pair for `customer`, its refresh token at the account's token version.
-    fn issue(&self, customer: &Customer) -> ServiceResult<TokenPair> {
+    /// A token pair for customer `id`, its refresh token at the account's token version.
+    fn issue(&self, id: CustomerId, token_version: i64) -> ServiceResult<TokenPair> {
         self.tokens
-            .issue(customer.id.0, customer.token_version)
+            .issue(id.0, token_version)
             .map_err(|e| ServiceError::Internal(e.to_string()))
+    }
+}
+
+/// What login needs of an account, cached by email (Redis level only, so an email change
+/// retires the old address on every node at once).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Credentials {
+    id: CustomerId,
+    active: bool,
+    password_hash: String,
+    token_version: i64,
+}
+
+/// What a token refresh checks of an account, cached by id (Redis level only, so a raised
+/// token version refuses older tokens on every node at once).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Standing {
+    active: bool,
+    token_version: i64,
+}
+
+impl From<Customer> for Credentials {
+    fn from(c: Customer) -> Self {
+        Credentials {
+            id: c.id,
+            active: c.active,
+            password_hash: c.password_hash,
+            token_version: c.token_version,
+        }
     }
 }
 
@@ -75,25 +104,33 @@ impl Serve<SignUp> for AccountCore {
             token_version: 0,
         };
         self.repo.insert(&customer).await?;
-        self.issue(&customer)
+        // Absent accounts are not cached, but a stale entry for the address must not outlive it.
+        self.cache
+            .invalidate(&keys::credentials(&customer.email_key))
+            .await;
+        self.issue(id, 0)
     }
 }
 
 impl Serve<LogIn> for AccountCore {
     async fn serve(self: Arc<Self>, msg: LogIn) -> ServiceResult<TokenPair> {
+        let key = email::unique_key(&msg.email);
+        let repo = &self.repo;
         let customer = self
-            .repo
-            .by_email_key(&email::unique_key(&msg.email))
+            .cache
+            .get_or_load(&keys::credentials(&key), || async {
+                Ok::<_, ServiceError>(repo.by_email_key(&key).await?.map(Credentials::from))
+            })
             .await?
             .ok_or(ServiceError::CustomerNotFound)?;
         if !customer.active {
             return Err(ServiceError::CustomerInactive);
         }
-        let hash = customer.password_hash.clone();
+        let hash = customer.password_hash;
         if !blocking(move || password::verify(&msg.password, &hash)).await? {
             return Err(ServiceError::AuthenticationFailed);
         }
-        self.issue(&customer)
+        self.issue(customer.id, customer.token_version)
     }
 }
 
@@ -106,11 +143,18 @@ impl Serve<RefreshTokens> for AccountCore {
                 TokenError::Expired => ServiceError::TokenExpired,
                 TokenError::Invalid => ServiceError::InvalidToken,
             })?;
-        // Read from the database, not the cache: a token version raised a moment ago by an
-        // email change must refuse the older tokens at once.
+        // A token version raised a moment ago by an email change must refuse the older tokens
+        // at once: this key lives in Redis only and the change invalidates it.
+        let id = CustomerId(grant.customer_id);
+        let repo = &self.repo;
         let customer = self
-            .repo
-            .by_id(CustomerId(grant.customer_id))
+            .cache
+            .get_or_load(&keys::customer(id), || async {
+                Ok::<_, ServiceError>(repo.by_id(id).await?.map(|c| Standing {
+                    active: c.active,
+                    token_version: c.token_version,
+                }))
+            })
             .await?
             .ok_or(ServiceError::CustomerNotFound)?;
         if !customer.active {
@@ -119,7 +163,7 @@ impl Serve<RefreshTokens> for AccountCore {
         if grant.token_version != customer.token_version {
             return Err(ServiceError::InvalidToken);
         }
-        self.issue(&customer)
+        self.issue(id, customer.token_version)
     }
 }
 
@@ -164,8 +208,16 @@ impl Serve<UpdatePerson> for AccountCore {
             email: &info.email,
             email_key: &key,
         };
+        // The old address's credentials must go too (it no longer logs in).
+        let old = self.repo.by_id(msg.customer_id).await?.map(|c| c.email_key);
         self.repo.update_person(msg.customer_id, &change).await?;
-        self.cache.invalidate(&keys::person(msg.customer_id)).await;
+        let mut stale = vec![
+            keys::person(msg.customer_id),
+            keys::customer(msg.customer_id),
+            keys::credentials(&key),
+        ];
+        stale.extend(old.filter(|o| *o != key).map(|o| keys::credentials(&o)));
+        self.cache.invalidate_many(&stale).await;
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ pub mod participant;
 pub mod payment;
 pub mod product;
 pub mod queue;
+pub mod read_side;
 pub mod results;
 pub mod router;
 pub mod saga;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::messages::*;
 use super::service::{Serve, Service};
 use super::{ServiceError, ServiceResult};
+use crate::cache::bloom::FilterSlot;
 use crate::cache::{Cache, keys};
 use crate::clock::Clock;
 use crate::db::products::{Product, Products};
@@ -15,11 +16,27 @@ use crate::domain::ids::{IdGenerator, ProductId};
 pub struct ProductCore {
     repo: Products,
     cache: Cache,
+    filter: FilterSlot,
+    /// Whether cached pages keep their stock: only when every node that changes stock
+    /// invalidates the pages every node reads (Redis with pub/sub, or a single node).
+    /// Otherwise the stock is read from the database on every read, as before.
+    stock_cached: bool,
     ids: IdGenerator,
     clock: Clock,
 }
 
-fn info(p: Product) -> ProductInfo {
+fn detail(p: Product) -> ProductDetail {
+    ProductDetail {
+        id: p.id,
+        name: p.name,
+        description: p.description,
+        brand_name: p.brand_name,
+        price: p.price,
+        inventory: p.inventory,
+    }
+}
+
+fn info(p: ProductDetail) -> ProductInfo {
     ProductInfo {
         id: p.id,
         name: p.name,
@@ -30,24 +47,58 @@ fn info(p: Product) -> ProductInfo {
 }
 
 impl ProductCore {
-    /// Core over the product repository.
-    pub fn new(repo: Products, cache: Cache, ids: IdGenerator, clock: Clock) -> Self {
+    /// Core over the product repository; `filter` answers for product ids that never
+    /// existed (empty without Redis).
+    pub fn new(
+        repo: Products,
+        cache: Cache,
+        filter: FilterSlot,
+        ids: IdGenerator,
+        clock: Clock,
+    ) -> Self {
         Self {
             repo,
             cache,
+            filter,
+            stock_cached: true,
             ids,
             clock,
         }
     }
 
-    /// Cache-aside read of the parts of a product that never change.
-    async fn info(&self, id: ProductId) -> ServiceResult<Option<ProductInfo>> {
+    /// The same core, reading the stock from the database on every read when `cached` is
+    /// false (several nodes with no shared cache: one's invalidation misses the others).
+    pub fn caching_stock(mut self, cached: bool) -> Self {
+        self.stock_cached = cached;
+        self
+    }
+
+    /// Cache-aside read of a product page, stock included: the participant invalidates it
+    /// after every reservation and release it commits, so the stock shown is fresh in
+    /// practice and a TTL old at worst. Purchases never decide on it (the reservation is a
+    /// conditional UPDATE in the product database).
+    async fn cached(&self, id: ProductId) -> ServiceResult<Option<ProductDetail>> {
         let repo = &self.repo;
         self.cache
             .get_or_load(&keys::product(id), || async {
-                Ok::<_, ServiceError>(repo.by_id(id).await?.map(info))
+                Ok::<_, ServiceError>(repo.by_id(id).await?.map(detail))
             })
             .await
+    }
+
+    /// The page as shown: the cached one, its stock from the database unless stock is
+    /// cached.
+    async fn detail(&self, id: ProductId) -> ServiceResult<Option<ProductDetail>> {
+        match self.cached(id).await? {
+            Some(mut d) if !self.stock_cached => match self.repo.inventory(id).await? {
+                Some(stock) => {
+                    d.inventory = stock;
+                    Ok(Some(d))
+                }
+                None => Ok(None),
+            },
+            other => Ok(other),
+        }
     }
 }
 
@@ -64,30 +115,21 @@ impl Serve<CreateProduct> for ProductCore {
             created_at: self.clock.now_ms(),
         };
         self.repo.insert(&product).await?;
+        self.filter.add_now(&[id.0]).await;
         Ok(id)
     }
 }
 
 impl Serve<GetProduct> for ProductCore {
-    /// Cached info plus the current stock: stock changed by sagas is never served stale.
+    /// The Bloom filter first (an id that never existed costs no database read), then the
+    /// cached page.
     async fn serve(self: Arc<Self>, msg: GetProduct) -> ServiceResult<ProductDetail> {
-        let info = self
-            .info(msg.id)
+        if !self.filter.may_contain(msg.id).await {
+            return Err(ServiceError::ProductNotFound);
+        }
+        self.detail(msg.id)
             .await?
-            .ok_or(ServiceError::ProductNotFound)?;
-        let inventory = self
-            .repo
-            .inventory(msg.id)
-            .await?
-            .ok_or(ServiceError::ProductNotFound)?;
-        Ok(ProductDetail {
-            id: info.id,
-            name: info.name,
-            description: info.description,
-            brand_name: info.brand_name,
-            price: info.price,
-            inventory,
-        })
+            .ok_or(ServiceError::ProductNotFound)
     }
 }
 
@@ -95,8 +137,8 @@ impl Serve<GetProducts> for ProductCore {
     async fn serve(self: Arc<Self>, msg: GetProducts) -> ServiceResult<Vec<ProductInfo>> {
         let mut found = Vec::with_capacity(msg.ids.len());
         for id in msg.ids {
-            if let Some(info) = self.info(id).await? {
-                found.push(info);
+            if let Some(detail) = self.cached(id).await? {
+                found.push(info(detail));
             }
         }
         Ok(found)

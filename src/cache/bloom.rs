@@ -19,7 +19,7 @@
 //! evicts them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -28,7 +28,7 @@ use tokio::sync::{Notify, mpsc};
 use super::redis::{Redis, RedisError};
 use crate::clock::Clock;
 use crate::db::DbError;
-use crate::domain::ids::issued_at_ms;
+use crate::domain::ids::{ProductId, PurchaseId, issued_at_ms};
 use crate::telemetry::metrics::{BloomCounters, Metrics};
 
 /// How far behind the scan's start the recorded build time is: ids minted on a node whose
@@ -319,10 +319,26 @@ impl BloomFilter {
         }
     }
 
-    /// Records a newly stored id, in the background with retries (until then the id is
-    /// newer than any build, so checks send it to the database).
+    /// Records a newly stored id, in the background with retries.
     pub fn add(&self, id: u64) {
         let _ = self.inner.adds.send(id);
+    }
+
+    /// Records newly stored ids before returning (call before anyone learns they exist: a
+    /// build that began between an id's minting and its insert would otherwise reject it
+    /// until the add lands); on failure they are retried in the background.
+    pub async fn add_now(&self, ids: &[u64]) {
+        let i = &self.inner;
+        let mut add = ADD.prepare_invoke();
+        add.key(&i.keys.filter).key(&i.keys.fresh);
+        for id in ids {
+            for p in i.params.positions(*id) {
+                add.arg(p);
+            }
+        }
+        if i.redis.script::<i64>(&add).await.is_err() {
+            ids.iter().for_each(|id| self.add(*id));
+        }
     }
 
     /// Builds the filter from the database unless a valid one is in place (or another node
@@ -438,6 +454,116 @@ impl BloomFilter {
     }
 }
 
+/// Where a service finds its filter: empty until the filters are started (never, without
+/// Redis), and while empty every id goes to the database. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct FilterSlot(Arc<OnceLock<BloomFilter>>);
+
+impl FilterSlot {
+    /// Puts the filter in place (a second filter is ignored).
+    pub fn set(&self, filter: BloomFilter) {
+        let _ = self.0.set(filter);
+    }
+
+    /// [`BloomFilter::may_contain`], true while there is no filter.
+    pub async fn may_contain(&self, id: impl Into<u64>) -> bool {
+        match self.0.get() {
+            Some(f) => f.may_contain(id.into()).await,
+            None => true,
+        }
+    }
+
+    /// [`BloomFilter::add_now`], nothing while there is no filter (a filter built later
+    /// scans them).
+    pub async fn add_now(&self, ids: &[u64]) {
+        if let Some(f) = self.0.get()
+            && !ids.is_empty()
+        {
+            f.add_now(ids).await;
+        }
+    }
+}
+
+/// The filters of the three kinds of ids the API looks up by id.
+#[derive(Clone, Default)]
+pub struct IdFilters {
+    /// Product ids (`GET /api/product/{id}`).
+    pub product: FilterSlot,
+    /// Order ids (`GET /api/order/{id}`).
+    pub order: FilterSlot,
+    /// Payment ids (`GET /api/payment/{id}`).
+    pub payment: FilterSlot,
+}
+
+/// The repositories whose ids the filters hold: those of the roles this node serves.
+pub struct Scanned {
+    /// The product database, when this node serves products.
+    pub products: Option<crate::db::products::Products>,
+    /// The order database, when this node serves orders.
+    pub orders: Option<crate::db::orders::Orders>,
+    /// The payment database, when this node serves payments.
+    pub payments: Option<crate::db::payments::Payments>,
+}
+
+impl IdFilters {
+    /// Starts the filter of each repository in `scanned` on `redis` and puts it in its slot.
+    pub fn start(
+        &self,
+        redis: &Redis,
+        params: BloomParams,
+        scanned: Scanned,
+        clock: &Clock,
+        metrics: &Metrics,
+    ) {
+        let start = |name: &str, scan: IdScan| {
+            BloomFilter::start(
+                name,
+                redis.clone(),
+                params,
+                scan,
+                clock.clone(),
+                Some(metrics),
+            )
+        };
+        if let Some(repo) = scanned.products {
+            self.product.set(start(
+                "product",
+                Arc::new(move |after, limit| {
+                    let repo = repo.clone();
+                    Box::pin(async move {
+                        let ids = repo.ids_after(ProductId(after), limit).await?;
+                        Ok(ids.into_iter().map(u64::from).collect())
+                    })
+                }),
+            ));
+        }
+        if let Some(repo) = scanned.orders {
+            self.order.set(start(
+                "order",
+                Arc::new(move |after, limit| {
+                    let repo = repo.clone();
+                    Box::pin(async move {
+                        let ids = repo.ids_after(PurchaseId(after), limit).await?;
+                        Ok(ids.into_iter().map(u64::from).collect())
+                    })
+                }),
+            ));
+        }
+        if let Some(repo) = scanned.payments {
+            self.payment.set(start(
+                "payment",
+                Arc::new(move |after, limit| {
+                    let repo = repo.clone();
+                    Box::pin(async move {
+                        let ids = repo.ids_after(PurchaseId(after), limit).await?;
+                        Ok(ids.into_iter().map(u64::from).collect())
+                    })
+                }),
+            ));
+        }
+    }
+}
+
 /// Keeps the filter built: at once, then every [`CHECK_EVERY`] or when a check found no
 /// marker. Ends when the filter is dropped.
 async fn maintain(filter: std::sync::Weak<Inner>) {
@@ -503,7 +629,7 @@ async fn run_adds(
 mod tests {
     use super::*;
     use crate::db::products::{Product, Products};
-    use crate::domain::ids::{ProductId, first_id_at};
+    use crate::domain::ids::first_id_at;
     use crate::telemetry::metrics::NodeLabels;
     use futures_util::{FutureExt, StreamExt};
     use std::time::Instant;
@@ -736,6 +862,13 @@ mod tests {
             }
             assert!(start.elapsed() < Duration::from_secs(10), "the add landed");
         }
+
+        // Added before returning: held at once.
+        let other = fresh + 1;
+        filter.add_now(&[other]).await;
+        let before = counters.db_checks.get();
+        assert!(filter.may_contain(other).await);
+        assert_eq!(counters.db_checks.get(), before, "held, not looked up");
 
         // Stamped a minute from now: absent without asking Redis or the database.
         let future = first_id_at(now() + 60_000);

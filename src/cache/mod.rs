@@ -3,8 +3,8 @@
 //! front of Redis (one server or a Redis Cluster) kept honest by versioned fills and a
 //! pub/sub invalidation feed.
 
-mod invalidation;
 pub mod bloom;
+mod invalidation;
 mod local;
 pub mod redis;
 mod stampede;
@@ -177,6 +177,13 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<Option<T>, E>>,
 {
+    // Kinds that may not live in a node's local level (credentials, the refresh check) are
+    // not cached by the in-process backend either: nodes without a shared level would each
+    // keep their own copy, and a change on one would not reach the others.
+    if !keys::may_be_local(key) {
+        counters.inspect(|c| c.loads.inc());
+        return load().await;
+    }
     let span = tracing::trace_span!(target: TARGET, "cache.get", key, hit = false);
     if let Some(hit) = cache.get(key).instrument(span.clone()).await
         && let Ok(value) = serde_json::from_str(&hit)
@@ -201,8 +208,7 @@ pub mod keys {
     use crate::domain::ids::{CustomerId, ProductId, PurchaseId};
 
     /// Each kind of key: its prefix, the cache name metrics give it, and whether it may live
-    /// in the local (per-node) level. Keys whose change must take effect at once on every
-    /// node (credentials, the refresh check) live in Redis only.
+    /// in the local level (not what must take effect at once everywhere, like credentials).
     pub const NAMES: [(&str, &str, bool); 7] = [
         ("cuspersonalinfo", "person", true),
         ("cusshippinginfo", "shipping", true),
@@ -236,19 +242,19 @@ pub mod keys {
     pub fn product(id: ProductId) -> String {
         format!("product:{id}")
     }
-    /// What login checks for an email (by its unique key, as the account database does).
-    pub fn credentials(email_key: &str) -> String {
-        format!("cuscred:{email_key}")
+    /// A login's credentials, by email.
+    pub fn credentials(email: &str) -> String {
+        format!("cuscred:{email}")
     }
-    /// What a token refresh checks of a customer (active, token version).
+    /// A customer's existence check (token refresh).
     pub fn customer(id: CustomerId) -> String {
         format!("cuscheck:{id}")
     }
-    /// A purchase's order.
+    /// An order, by its purchase.
     pub fn order(id: PurchaseId) -> String {
         format!("order:{id}")
     }
-    /// A purchase's payment.
+    /// A payment, by its purchase.
     pub fn payment(id: PurchaseId) -> String {
         format!("payment:{id}")
     }
