@@ -40,6 +40,11 @@ const FUTURE_SKEW_MS: i64 = 5_000;
 const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// How long the build lock holds without being extended (each page extends it).
 const BUILD_LOCK_MS: u64 = 60_000;
+/// Ids the filter answered "held" for, remembered in process so a warm read makes no
+/// Redis call (a held id stays held: bits are only ever set, and a rebuild scans it again).
+const HELD_REMEMBERED: u64 = 100_000;
+/// How long a held id is remembered.
+const HELD_FOR: Duration = Duration::from_secs(60);
 /// Ids per scan page.
 const SCAN_PAGE: u64 = 5_000;
 /// Ids per SETBIT script call.
@@ -234,6 +239,8 @@ struct Inner {
     lost_add: Arc<AtomicBool>,
     /// Wakes the maintenance task early (a check found no marker).
     wake: Notify,
+    /// Ids recently found held (see [`HELD_REMEMBERED`]).
+    held: moka::future::Cache<u64, ()>,
 }
 
 /// A Bloom filter over the ids of one table; cheap to clone. Answers "surely absent" or
@@ -273,6 +280,10 @@ impl BloomFilter {
             adds,
             lost_add: lost_add.clone(),
             wake: Notify::new(),
+            held: moka::future::Cache::builder()
+                .max_capacity(HELD_REMEMBERED)
+                .time_to_live(HELD_FOR)
+                .build(),
         });
         tokio::spawn(run_adds(added, redis, keys, params, lost_add));
         tokio::spawn(maintain(Arc::downgrade(&inner)));
@@ -284,6 +295,9 @@ impl BloomFilter {
     /// filter cannot be used now).
     pub async fn may_contain(&self, id: u64) -> bool {
         let i = &self.inner;
+        if i.held.contains_key(&id) {
+            return true;
+        }
         let minted = issued_at_ms(id);
         if minted > i.clock.now_ms() + FUTURE_SKEW_MS {
             self.count(|c| &c.rejections);
@@ -295,7 +309,10 @@ impl BloomFilter {
             check.arg(p);
         }
         match i.redis.script::<(i64, String)>(&check).await {
-            Ok((1, _)) => true,
+            Ok((1, _)) => {
+                i.held.insert(id, ()).await;
+                true
+            }
             Ok((0, marker)) => match i.params.built_ms(&marker) {
                 // The id's 10 ms tick ended before the scan began: the scan saw its row.
                 Some(built) if minted + 10 <= built => {
@@ -723,6 +740,31 @@ mod tests {
         assert!(BloomParams::sized(0, 0.01).is_err());
     }
 
+    #[test]
+    fn the_filters_are_sized_by_the_bloom_flags() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: crate::config::Config,
+        }
+        let defaults = crate::config::Config::embedded("/srv");
+        assert_eq!(
+            (defaults.bloom_capacity, defaults.bloom_error_rate),
+            (1_000_000, 0.001)
+        );
+        let args = [
+            "sagashop",
+            "--bloom-capacity",
+            "5000",
+            "--bloom-error-rate",
+            "0.01",
+        ];
+        let set = Wrapper::parse_from(args).config;
+        let p = BloomParams::sized(set.bloom_capacity, set.bloom_error_rate).unwrap();
+        assert_eq!((p.hashes, p.error_rate), (7, 0.01));
+    }
+
     #[tokio::test]
     async fn added_ids_are_never_rejected_and_false_positives_stay_near_the_configured_rate() {
         let name = unique("fp");
@@ -869,6 +911,8 @@ mod tests {
         let before = counters.db_checks.get();
         assert!(filter.may_contain(other).await);
         assert_eq!(counters.db_checks.get(), before, "held, not looked up");
+        // A warm read of a held id asks Redis no more.
+        assert!(filter.inner.held.contains_key(&other));
 
         // Stamped a minute from now: absent without asking Redis or the database.
         let future = first_id_at(now() + 60_000);
