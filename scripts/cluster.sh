@@ -67,6 +67,21 @@
 #                                      mysql://user[:password]@host[:port]
 #   SAGASHOP_EXIT_WITH_PID (unset)     passed to every node as --exit-with-pid: the nodes exit
 #                                      when that process is gone (a test run's nodes die with it)
+#   REDIS                  cluster     the nodes' shared cache: `cluster` (a Redis Cluster,
+#                                      --redis-cluster), `single` (one Redis, --redis-url) or
+#                                      `none` (each node's in-process cache only, no Bloom
+#                                      filters)
+#   REDIS_CLUSTER_SEEDS    (started)   with REDIS=cluster: the cluster's host:port seeds,
+#                                      comma-separated; unset, scripts/redis-cluster.sh start
+#                                      runs (127.0.0.1:7000-7005) and its seeds are used
+#   REDIS_URL              redis://127.0.0.1:6379   with REDIS=single (scripts/services.sh
+#                                      keeps the local one up); may carry a password
+#                                      (redis://:pw@host:port) or use rediss://
+#   One Redis (or Redis Cluster) per sagashop cluster: its Bloom filters describe that
+#   cluster's databases. CLUSTER_FRESH=1 deletes the filters (`bloom:*`, nothing else) with
+#   the databases, so they are rebuilt from the fresh ones.
+#   The Redis settings reach the nodes as SAGASHOP_REDIS_URL / SAGASHOP_REDIS_CLUSTER (the
+#   --redis-url / --redis-cluster flags) through the environment, so `ps` shows no password.
 #   RUST_LOG, every other SAGASHOP_* setting and the OTEL_* / JAEGER_URL trace export settings
 #   reach the nodes unchanged.
 set -euo pipefail
@@ -99,6 +114,8 @@ CLUSTER_FRESH=${CLUSTER_FRESH:-0}
 READY_SECONDS=${CLUSTER_READY_SECONDS:-120}
 STOP_SECONDS=${CLUSTER_STOP_SECONDS:-10}
 NATS_URL=${NATS_URL:-nats://127.0.0.1:4222}
+REDIS=${REDIS:-cluster}
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 MYSQL_URL=${MYSQL_URL:-mysql://root@127.0.0.1:3306}
 MYSQL_URL=${MYSQL_URL%/}
 if [ -n "${SAGASHOP_BIN:-}" ]; then SAGASHOP_BIN=$(realpath -m "$SAGASHOP_BIN"); fi
@@ -111,6 +128,7 @@ if [ -n "${SAGASHOP_LEASE_SECONDS:-}" ]; then
   [[ $SAGASHOP_LEASE_SECONDS =~ ^[1-9][0-9]{0,4}$ ]] || die "SAGASHOP_LEASE_SECONDS must be a whole number of seconds: '$SAGASHOP_LEASE_SECONDS'"
   export SAGASHOP_LEASE_SECONDS
 fi
+case "$REDIS" in single|cluster|none) ;; *) die "REDIS must be single, cluster or none, not '$REDIS'" ;; esac
 if ! [[ $CLUSTER_PORT_BASE =~ ^(0|[1-9][0-9]{0,4})$ ]] || [ "$CLUSTER_PORT_BASE" -gt 65532 ]; then
   die "CLUSTER_PORT_BASE must be a number up to 65532: '$CLUSTER_PORT_BASE'"
 fi
@@ -238,6 +256,33 @@ drop_databases() {
   for n in "${NODES[@]}"; do rm -rf "$(node_dir "$n")"; done
 }
 
+# The Bloom filters (`bloom:*`) in the nodes' Redis, which describe the databases just dropped.
+# Only those keys: cached records carry their TTL and ids are never reused.
+drop_filters() {
+  local addr key addrs=()
+  case "$REDIS" in
+    none) return 0 ;;
+    single) addrs=("-u" "$REDIS_URL") ;;
+    cluster) ;;
+  esac
+  if [ "$REDIS" = single ]; then
+    redis-cli "${addrs[@]}" --scan --pattern 'bloom:*' 2>/dev/null | while read -r key; do
+      redis-cli "${addrs[@]}" DEL "$key" >/dev/null
+    done
+  else
+    for addr in ${REDIS_CLUSTER_SEEDS//,/ }; do
+      addr=${addr##*://}
+      local auth=() hostport=${addr##*@}
+      if [ "$hostport" != "$addr" ]; then auth=(-a "${addr%@*}" --no-auth-warning); auth[1]=${auth[1]#:}; fi
+      redis-cli -c -h "${hostport%:*}" -p "${hostport##*:}" "${auth[@]}" --scan --pattern 'bloom:*' 2>/dev/null |
+        while read -r key; do
+          redis-cli -c -h "${hostport%:*}" -p "${hostport##*:}" "${auth[@]}" DEL "$key" >/dev/null
+        done
+    done
+  fi
+  log "CLUSTER_FRESH=1: deleted the Bloom filters (bloom:*) in the nodes' Redis"
+}
+
 # Starts node N in the background, in a session of its own (no terminal signal reaches it),
 # with its pid in node-N.pid and its output appended to node-N.log. The database URLs and the
 # secret go through the environment, so `ps` shows no password.
@@ -352,6 +397,27 @@ stop_nodes() {
 # Runs scripts/services.sh with its output marked, so a test harness's log reads clearly.
 services() { "$ROOT/scripts/services.sh" | sed 's/^/[cluster] /'; }
 
+# The nodes' Redis settings (REDIS), exported for every node `launch` starts: exactly one of
+# SAGASHOP_REDIS_URL / SAGASHOP_REDIS_CLUSTER, or neither (setting both is a node's startup
+# error, so one inherited from the caller's environment is dropped). `start` brings up the
+# local Redis Cluster when REDIS=cluster names no seeds.
+resolve_redis() {
+  unset SAGASHOP_REDIS_URL SAGASHOP_REDIS_CLUSTER
+  case "$REDIS" in
+    none) log "Redis: none (each node's in-process cache only)" ;;
+    single)
+      export SAGASHOP_REDIS_URL=$REDIS_URL
+      log "Redis: one server at ${REDIS_URL%%://*}://…@${REDIS_URL##*@}" ;;
+    cluster)
+      if [ -z "${REDIS_CLUSTER_SEEDS:-}" ]; then
+        [ "$1" = start ] && "$ROOT/scripts/redis-cluster.sh" start | sed 's/^/[cluster] /'
+        REDIS_CLUSTER_SEEDS=$("$ROOT/scripts/redis-cluster.sh" seeds)
+      fi
+      export SAGASHOP_REDIS_CLUSTER=$REDIS_CLUSTER_SEEDS
+      log "Redis: a Redis Cluster (seeds $(sed -E 's#//[^@,]*@#//…@#g' <<<"$REDIS_CLUSTER_SEEDS"))" ;;
+  esac
+}
+
 cmd_start() {
   local n pid
   for n in "${NODES[@]}"; do
@@ -364,12 +430,13 @@ cmd_start() {
   done
   log "starting cluster '$CLUSTER_NAME' in $CLUSTER_DIR, nodes on $(url 1)..$(port 3)"
   services
+  resolve_redis start
   ensure_curl
   resolve_bin
   mkdir -p "$CLUSTER_DIR"
   resolve_secret generate
   resolve_admin_token generate
-  if [ "$CLUSTER_FRESH" = 1 ]; then drop_databases; fi
+  if [ "$CLUSTER_FRESH" = 1 ]; then drop_databases; drop_filters; fi
   # Node 1 is the first to migrate the shared databases; the others start once it serves
   # (every node is an orchestrator: they share the partitions as they come up).
   launch 1
@@ -385,6 +452,7 @@ cmd_start_node() {
   local pid
   check_node_number "$NODE"
   if pid=$(node_pid "$NODE"); then die "node $NODE already runs (pid $pid)"; fi
+  resolve_redis start-node
   ensure_curl
   resolve_bin
   resolve_secret read

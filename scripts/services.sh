@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Makes sure the servers the tests and the local cluster talk to are up:
 #   - MariaDB on 127.0.0.1:3306 (root, empty password over TCP);
-#   - NATS on 127.0.0.1:4222, with JetStream.
+#   - NATS on 127.0.0.1:4222, with JetStream;
+#   - Redis on 127.0.0.1:6379 (the nodes' shared cache; `maxmemory-policy volatile-lru` when
+#     started here). The six-node Redis Cluster is scripts/redis-cluster.sh.
 # Installs each with apt-get when absent, starts it when down, and fails loudly when it cannot
 # be reached. A NATS started here keeps its pid file, log and JetStream store under
-# $SERVICES_STATE_DIR/nats (default /var/lib/sagashop-services/nats). Later issues add Redis.
+# $SERVICES_STATE_DIR/nats (default /var/lib/sagashop-services/nats); a Redis its pid file and
+# log under $SERVICES_STATE_DIR/redis. A server already up is never restarted or reconfigured.
 set -euo pipefail
 
 STATE_DIR=${SERVICES_STATE_DIR:-/var/lib/sagashop-services}
@@ -82,5 +85,29 @@ ensure_nats() {
   fi
 }
 
+redis_ok() { [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ]; }
+
+ensure_redis() {
+  local dir=$STATE_DIR/redis
+  if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+    log "installing redis-server and redis-tools"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server redis-tools >/dev/null
+  fi
+  if redis_ok; then log "Redis is up"; return 0; fi
+  log "starting Redis (pid and log in $dir)"
+  mkdir -p "$dir"
+  # A cache: no persistence; entries carry a TTL and are evicted first, the Bloom filters
+  # (no TTL) stay. Daemonized, so it outlives this script.
+  redis-server --bind 127.0.0.1 --port 6379 --dir "$dir" --save "" --appendonly no \
+    --maxmemory "${SERVICES_REDIS_MAXMEMORY:-512mb}" --maxmemory-policy volatile-lru \
+    --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
+  if ! wait_for Redis redis_ok; then
+    log "the end of $dir/redis.log:"
+    tail -n 5 "$dir/redis.log" >&2 || true
+    return 1
+  fi
+}
+
 ensure_mariadb
 ensure_nats
+ensure_redis

@@ -186,16 +186,6 @@ pub struct Config {
     #[arg(long, env = "SAGASHOP_CACHE_TTL_SECONDS", default_value_t = 600)]
     pub cache_ttl_seconds: u64,
 
-    /// Ids each Bloom filter (products, orders, payments) is sized for; with Redis only. Past
-    /// it the false-positive rate rises (more ids reach the database), never a false "absent".
-    #[arg(long, env = "SAGASHOP_BLOOM_CAPACITY", default_value_t = 1_000_000)]
-    pub bloom_capacity: u64,
-
-    /// False-positive rate the Bloom filters are sized for (0 < rate < 1): the share of ids
-    /// that never existed which still reach the database. Changing it rebuilds the filters.
-    #[arg(long, env = "SAGASHOP_BLOOM_ERROR_RATE", default_value_t = 0.001)]
-    pub bloom_error_rate: f64,
-
     /// One Redis as the shared cache level: `redis://[:password@]host:port[/db]`
     /// (`rediss://` for TLS). Unset (and no `--redis-cluster`): the in-process cache only.
     #[arg(
@@ -218,6 +208,15 @@ pub struct Config {
     /// Seconds an entry stays in the local level in front of Redis (with Redis only).
     #[arg(long, env = "SAGASHOP_LOCAL_CACHE_TTL_SECONDS", default_value_t = 60)]
     pub local_cache_ttl_seconds: u64,
+    /// Ids each Bloom filter (products, orders, payments) is sized for; with Redis only. Past
+    /// it the false-positive rate rises (more ids reach the database), never a false "absent".
+    #[arg(long, env = "SAGASHOP_BLOOM_CAPACITY", default_value_t = 1_000_000)]
+    pub bloom_capacity: u64,
+
+    /// False-positive rate the Bloom filters are sized for (0 < rate < 1): the share of ids
+    /// that never existed which still reach the database. Changing it rebuilds the filters.
+    #[arg(long, env = "SAGASHOP_BLOOM_ERROR_RATE", default_value_t = 0.001)]
+    pub bloom_error_rate: f64,
 
     /// Most sagas in flight on this node; beyond it `POST /api/purchase` answers 503.
     #[arg(long, env = "SAGASHOP_MAX_SAGAS_IN_FLIGHT", default_value_t = 100_000)]

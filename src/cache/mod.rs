@@ -183,6 +183,13 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<Option<T>, E>>,
 {
+    // Kinds that may not live in a node's local level (credentials, the refresh check) are
+    // not cached by the in-process backend either: nodes without a shared level would each
+    // keep their own copy, and a change on one would not reach the others.
+    if !keys::may_be_local(key) {
+        counters.inspect(|c| c.loads.inc());
+        return load().await;
+    }
     let span = tracing::trace_span!(target: TARGET, "cache.get", key, hit = false);
     if let Some(hit) = cache.get(key).instrument(span.clone()).await
         && let Ok(value) = serde_json::from_str(&hit)

@@ -18,6 +18,7 @@ mod inflight;
 mod invariants;
 mod load;
 mod nodes;
+pub mod reads;
 mod survive;
 
 use std::collections::HashMap;
@@ -112,6 +113,18 @@ pub struct LoadgenArgs {
     /// step log: each event exactly once, in order).
     #[arg(long, requires = "survive_restarts")]
     pub frames: Option<std::path::PathBuf>,
+    /// Read run: create `--read-products` products, then GET `/api/product/{id}` of random
+    /// ones at `--concurrency` for `--duration` seconds; report reads/s, latency, and (with
+    /// `--metrics-url`) each cache level's hit ratio and the database reads the cache made.
+    #[arg(long)]
+    pub reads: bool,
+    /// With `--reads`: how many products to read.
+    #[arg(long, default_value_t = 1000)]
+    pub read_products: usize,
+    /// With `--reads`: every node's `/metrics` URL (comma-separated), scraped before and after
+    /// the run for the cache levels' hit ratios.
+    #[arg(long, value_delimiter = ',', requires = "reads")]
+    pub metrics_url: Vec<String>,
 }
 
 /// A purchase whose saga reached its end.
@@ -352,6 +365,18 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
                 report.violations.len(),
                 report.violations
             );
+        }
+        return Ok(());
+    }
+    if args.reads {
+        let report = reads::run(&args).await?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!("{}", reads::render_text(&report));
+        }
+        if report.wrong > 0 {
+            bail!("{} reads answered wrong", report.wrong);
         }
         return Ok(());
     }

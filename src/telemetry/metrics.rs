@@ -288,7 +288,6 @@ struct Inner {
     bridge_poisoned: IntCounterVec,
     partitions_owned: IntGauge,
     handovers: IntCounterVec,
-    writes_committed: IntCounter,
     writes_fenced: IntCounter,
     commands_fenced: IntCounterVec,
     gap_fills: IntCounter,
@@ -544,13 +543,6 @@ impl Metrics {
                  or lost (another node took it over), by kind.",
                 &["kind"],
             )?,
-            writes_committed: register(
-                &r,
-                IntCounter::new(
-                    name("saga_writes_committed_total"),
-                    "Saga transitions this node wrote to the saga store (a stale owner's stays put).",
-                )?,
-            )?,
             writes_fenced: register(
                 &r,
                 IntCounter::new(
@@ -775,11 +767,6 @@ impl Metrics {
         self.inner.handovers.with_label_values(&[kind.as_str()])
     }
 
-    /// The counter of saga transitions this node committed.
-    pub fn writes_committed(&self) -> IntCounter {
-        self.inner.writes_committed.clone()
-    }
-
     /// The counter of saga writes dropped because their partition was lost.
     pub fn writes_fenced(&self) -> IntCounter {
         self.inner.writes_fenced.clone()
@@ -812,6 +799,16 @@ impl Metrics {
         }
     }
 
+    /// The counter of invalidation messages applied to the local cache.
+    pub fn cache_invalidations_received(&self) -> IntCounter {
+        self.inner.cache_invalidations_received.clone()
+    }
+
+    /// The counter of Redis calls by the cache that failed or timed out.
+    pub fn cache_redis_errors(&self) -> IntCounter {
+        self.inner.cache_redis_errors.clone()
+    }
+
     /// The metrics of the Bloom filter named `filter`.
     pub fn bloom(&self, filter: &str) -> BloomCounters {
         let b = &self.inner.bloom;
@@ -821,16 +818,6 @@ impl Metrics {
             db_checks: b.db_checks.with_label_values(&[filter]),
             false_positive_rate: b.false_positive_rate.with_label_values(&[filter]),
         }
-    }
-
-    /// The counter of invalidation messages applied to the local cache.
-    pub fn cache_invalidations_received(&self) -> IntCounter {
-        self.inner.cache_invalidations_received.clone()
-    }
-
-    /// The counter of Redis calls by the cache that failed or timed out.
-    pub fn cache_redis_errors(&self) -> IntCounter {
-        self.inner.cache_redis_errors.clone()
     }
 
     /// A result stream opened; the guard counts it closed when dropped.

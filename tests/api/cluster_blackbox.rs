@@ -213,3 +213,27 @@ async fn a_paused_node_answers_again_once_resumed() {
     assert_eq!(status.matches(" alive  ready ").count(), 3, "{status}");
     assert_eq!(api.node(2).inventory(p).await, 5);
 }
+
+/// Run with `REDIS=single` or `REDIS=cluster`, the shared cluster's nodes cache in a Redis of
+/// the test's own: a product read through any node is stored there under its hash-tagged key
+/// (`{product:<id>}`), and every node answers it. Without `REDIS` there is nothing to check.
+#[actix_rt::test]
+async fn product_reads_are_cached_in_the_clusters_redis() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let Some(redis) = cluster.redis() else {
+        return;
+    };
+    let api = cluster.api();
+    let id = api.create_product("redis-cached", 7, 70).await;
+    for n in 1..=3 {
+        assert_eq!(api.node(n).inventory(id).await, 70);
+    }
+    let key = format!("{{product:{id}}}");
+    let stored = eventually(DEADLINE, || async {
+        (!redis.keys_matching(&key).is_empty()).then_some(())
+    })
+    .await;
+    assert!(stored.is_some(), "{key} is not in the cluster's Redis");
+}

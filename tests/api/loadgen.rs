@@ -351,3 +351,47 @@ async fn serve_help_lists_the_server_options_and_loadgen_help_only_its_own() {
     assert!(loadgen.contains("--concurrency"), "{loadgen}");
     assert!(!loadgen.contains("--listen"), "{loadgen}");
 }
+
+/// `loadgen --reads` against a node (its in-process cache only): every read answers the
+/// product asked for, the rate and latency are reported, and the cache figures come from the
+/// node's `/metrics` over the run: the local level answered most reads, and the database was
+/// read at most once per product.
+#[actix_rt::test]
+async fn loadgen_reads_reports_rate_latency_and_cache_hit_ratios() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let flags = ["--metrics-listen", listen.as_str()];
+    let node = crate::support::nodes::Node::embedded(dir.path(), &flags, &[]).await;
+    let metrics = format!("http://{listen}/metrics");
+    let out = sagashop(&[
+        "loadgen",
+        "--reads",
+        "--url",
+        &node.url,
+        "--read-products",
+        "20",
+        "--concurrency",
+        "4",
+        "--duration",
+        "2",
+        "--metrics-url",
+        &metrics,
+        "--json",
+    ])
+    .await;
+    let report = json(&out);
+    let n = |field: &str| n(&report, field);
+    assert_eq!(n("products"), 20);
+    assert!(n("ok") > 40, "{report}");
+    assert_eq!((n("wrong"), n("failed_requests")), (0, 0), "{report}");
+    assert!(report["requests_per_second"].as_f64().unwrap() > 0.0);
+    let ms = |q: &str| report["latency_ms"][q].as_f64().unwrap();
+    assert!(ms("p50") > 0.0 && ms("p50") <= ms("p99"), "{report}");
+    let local = &report["levels"][0];
+    assert_eq!(local["level"], "local", "{report}");
+    assert!(local["hit_ratio"].as_f64().unwrap() > 0.5, "{report}");
+    assert!(
+        report["database_loads"].as_f64().unwrap() <= 20.0,
+        "{report}"
+    );
+}

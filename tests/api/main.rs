@@ -6,6 +6,8 @@ mod support;
 mod accounts;
 mod authorization;
 mod batching;
+mod cache_cluster;
+mod cache_redis;
 mod cluster_accept;
 mod cluster_blackbox;
 mod cluster_failover;

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod mariadb;
 pub mod nodes;
 pub mod otlp;
+pub mod redis;
 pub mod scrape;
 
 use std::cell::{Cell, RefCell};

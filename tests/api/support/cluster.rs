@@ -17,7 +17,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::{Api, mariadb};
+use super::redis::Redis;
+use super::{Api, mariadb, redis};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh");
 
@@ -27,9 +28,13 @@ const JWT_SECRET: &str = "cluster-test-secret";
 /// The script's nodes, numbered from 1.
 const NODES: u16 = 3;
 
-/// A running cluster. Dropping it stops its nodes and drops its databases.
+/// A running cluster. Dropping it stops its nodes and drops its databases, then stops its
+/// Redis.
 pub struct Cluster {
     settings: Settings,
+    /// The Redis of the test's own its nodes cache in, as `REDIS` in the test process's
+    /// environment asks (`single`, `cluster`; unset or `none`: none, as before Redis).
+    redis: Option<Redis>,
 }
 
 /// What `scripts/cluster.sh` is told about a cluster.
@@ -104,9 +109,11 @@ impl Cluster {
     /// Sweeps what gone test runs left, then starts the cluster `name` on free ports. A start
     /// that fails has stopped its nodes; its files (the node logs) and databases are left to
     /// the next run's [`sweep`].
-    fn launch(name: &str, env: Vec<(String, String)>) -> Result<Cluster, String> {
+    fn launch(name: &str, mut env: Vec<(String, String)>) -> Result<Cluster, String> {
         sweep();
         let name = format!("{name}_{}", std::process::id());
+        let redis = redis::from_env(&name);
+        env.extend(redis_env(redis.as_ref()));
         let settings = Settings {
             dir: clusters_dir().join(&name),
             name,
@@ -114,7 +121,12 @@ impl Cluster {
             env,
         };
         settings.script(&["start"])?;
-        Ok(Cluster { settings })
+        Ok(Cluster { settings, redis })
+    }
+
+    /// The Redis the nodes cache in, when they have one (see [`Cluster`]).
+    pub fn redis(&self) -> Option<&Redis> {
+        self.redis.as_ref()
     }
 
     /// The nodes' base URLs, node 1 first.
@@ -266,6 +278,24 @@ impl Drop for Cluster {
         if let Err(e) = dropped {
             panic!("dropping the databases of {name}: {e}");
         }
+    }
+}
+
+/// What `scripts/cluster.sh` is told about the nodes' Redis (`REDIS` and its address).
+fn redis_env(redis: Option<&Redis>) -> Vec<(String, String)> {
+    let pair = |k: &str, v: String| (k.to_owned(), v);
+    match redis {
+        None => vec![pair("REDIS", "none".into())],
+        Some(Redis::Single(server)) => {
+            vec![
+                pair("REDIS", "single".into()),
+                pair("REDIS_URL", server.url()),
+            ]
+        }
+        Some(Redis::Cluster(cluster)) => vec![
+            pair("REDIS", "cluster".into()),
+            pair("REDIS_CLUSTER_SEEDS", cluster.seeds()),
+        ],
     }
 }
 
