@@ -154,12 +154,6 @@ impl Cache {
     {
         let counters = self.counters(key);
         match &self.backend {
-            // Redis-only kinds (credentials, the refresh check) are not kept in process
-            // either: on several nodes without Redis, one's invalidation misses the others.
-            Backend::Local(_) if !keys::may_be_local(key) => {
-                counters.inspect(|c| c.loads.inc());
-                load().await
-            }
             Backend::Local(c) => local_get_or_load(c, key, counters, load).await,
             Backend::Tiered(t) => {
                 let span = tracing::trace_span!(target: TARGET, "cache.get", key);

@@ -288,6 +288,7 @@ struct Inner {
     bridge_poisoned: IntCounterVec,
     partitions_owned: IntGauge,
     handovers: IntCounterVec,
+    writes_committed: IntCounter,
     writes_fenced: IntCounter,
     commands_fenced: IntCounterVec,
     gap_fills: IntCounter,
@@ -543,6 +544,13 @@ impl Metrics {
                  or lost (another node took it over), by kind.",
                 &["kind"],
             )?,
+            writes_committed: register(
+                &r,
+                IntCounter::new(
+                    name("saga_writes_committed_total"),
+                    "Saga transitions this node wrote to the saga store (a stale owner's stays put).",
+                )?,
+            )?,
             writes_fenced: register(
                 &r,
                 IntCounter::new(
@@ -765,6 +773,11 @@ impl Metrics {
     /// The counter of one kind of partition handover.
     pub fn handover(&self, kind: Handover) -> IntCounter {
         self.inner.handovers.with_label_values(&[kind.as_str()])
+    }
+
+    /// The counter of saga transitions this node committed.
+    pub fn writes_committed(&self) -> IntCounter {
+        self.inner.writes_committed.clone()
     }
 
     /// The counter of saga writes dropped because their partition was lost.
