@@ -74,8 +74,18 @@ fn each_kind_of_mistake_in_the_deployment_is_reported() {
         ),
         (
             "a variable the binary does not read",
-            |d| env(d, "node2", "SAGASHOP_REDIS_CLUSTER", Some("redis-1:6379")),
-            "SAGASHOP_REDIS_CLUSTER is no setting",
+            |d| env(d, "node2", "SAGASHOP_REDIS_CLUSTERS", Some("redis-1:6379")),
+            "SAGASHOP_REDIS_CLUSTERS is no setting",
+        ),
+        (
+            "a node without the Redis Cluster",
+            |d| env(d, "node3", "SAGASHOP_REDIS_CLUSTER", None),
+            "node3 does not use the Redis Cluster",
+        ),
+        (
+            "a Redis seed that is no Redis node",
+            |d| env(d, "node1", "SAGASHOP_REDIS_CLUSTER", Some("redis-1:6379,redis-9:6379")),
+            "node1: Redis seed redis-9:6379 is no cluster node",
         ),
         (
             "a role's database URL missing",

@@ -606,4 +606,19 @@ fn redis_is_a_six_node_cluster(d: &Deployment, p: &mut Vec<String>) {
     if !joins_them {
         p.push("no one-shot job waits for every Redis node to create the cluster".into());
     }
+    // Every node reads through the cluster, its seeds naming cluster nodes on their port.
+    for (name, service) in d.compose.services.iter().filter(|(_, s)| s.build.is_some()) {
+        let Some(seeds) = service.environment.get("SAGASHOP_REDIS_CLUSTER") else {
+            p.push(format!("{name} does not use the Redis Cluster"));
+            continue;
+        };
+        for seed in seeds.split(',') {
+            let known = seed
+                .split_once(':')
+                .is_some_and(|(host, port)| redis.contains(&host) && port == "6379");
+            if !known {
+                p.push(format!("{name}: Redis seed {seed} is no cluster node"));
+            }
+        }
+    }
 }
