@@ -84,7 +84,14 @@ fn each_kind_of_mistake_in_the_deployment_is_reported() {
         ),
         (
             "a Redis seed that is no Redis node",
-            |d| env(d, "node1", "SAGASHOP_REDIS_CLUSTER", Some("redis-1:6379,redis-9:6379")),
+            |d| {
+                env(
+                    d,
+                    "node1",
+                    "SAGASHOP_REDIS_CLUSTER",
+                    Some("redis-1:6379,redis-9:6379"),
+                )
+            },
             "node1: Redis seed redis-9:6379 is no cluster node",
         ),
         (
