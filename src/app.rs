@@ -369,6 +369,7 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
         Endpoint::Remote(wiring.remote(Role::Account))
     };
 
+    let mut product_reads = None;
     let (product, product_steps, product_lookup) = if roles.has(Role::Product) {
         let products = Products::new(pool(ServiceDb::Product).expect("opened"), clock.clone());
         let steps = Participant::new(
@@ -386,7 +387,9 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
             clock.clone(),
         )
         .caching_stock(cache.redis().is_some() || !config.cluster.is_cluster());
-        let (addr, steps) = participant_thread(&mut arbiters, ProductService::new(core), steps);
+        let core = Arc::new(core);
+        product_reads = Some(core.clone());
+        let (addr, steps) = participant_thread(&mut arbiters, ProductService::shared(core), steps);
         wiring.serve(Role::Product, |s| {
             s.on::<CreateProduct>(addr.clone().recipient())
                 .on::<GetProduct>(addr.clone().recipient())
@@ -592,6 +595,7 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
     let api = roles.has(Role::Api).then(|| AppState {
         account,
         product,
+        product_reads,
         order,
         payment,
         supervisor,

@@ -21,9 +21,12 @@ pub struct Service<C> {
 impl<C> Service<C> {
     /// Actor around a core.
     pub fn new(core: C) -> Self {
-        Self {
-            core: Arc::new(core),
-        }
+        Self::shared(Arc::new(core))
+    }
+
+    /// Actor around a core that others also call directly (the HTTP workers' reads).
+    pub fn shared(core: Arc<C>) -> Self {
+        Self { core }
     }
 }
 

@@ -15,6 +15,7 @@ pub mod routes;
 mod sse;
 mod validate;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
@@ -23,7 +24,7 @@ use crate::actors::account::AccountService;
 use crate::actors::endpoint::Endpoint;
 use crate::actors::order::OrderService;
 use crate::actors::payment::PaymentService;
-use crate::actors::product::ProductService;
+use crate::actors::product::{ProductCore, ProductService};
 use crate::actors::results::ResultHub;
 use crate::actors::store::SagaStore;
 use crate::actors::supervisor::SagaSupervisor;
@@ -76,6 +77,9 @@ pub struct NodeHttp {
 pub struct AppState {
     pub account: Endpoint<AccountService>,
     pub product: Endpoint<ProductService>,
+    /// On a node with the product role: its core, which reads product pages on the HTTP
+    /// worker itself, so a page in the local cache costs no hop to the service's thread.
+    pub product_reads: Option<Arc<ProductCore>>,
     pub order: Endpoint<OrderService>,
     pub payment: Endpoint<PaymentService>,
     pub supervisor: Endpoint<SagaSupervisor>,

@@ -11,6 +11,7 @@ use super::validate::{self, limits};
 use crate::actors::messages::{
     CatalogLine, CreateProduct, GetProduct, ListProducts, ProductDetail,
 };
+use crate::actors::service::Serve;
 use crate::domain::ids::ProductId;
 
 /// `POST /api/product` body (`id` is accepted and ignored).
@@ -137,7 +138,10 @@ pub async fn get(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
-    let detail = state.product.send(GetProduct { id }).await??;
+    let detail = match &state.product_reads {
+        Some(core) => core.clone().serve(GetProduct { id }).await?,
+        None => state.product.send(GetProduct { id }).await??,
+    };
     Ok(HttpResponse::Ok().json(ProductView::from(detail)))
 }
 

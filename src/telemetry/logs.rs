@@ -1,6 +1,8 @@
 //! Log output: human-readable lines by default, one JSON object per line with
 //! `--log-format json` (for log shippers). `RUST_LOG` filters either (default `info`).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
@@ -20,7 +22,10 @@ fn filter() -> EnvFilter {
 /// (the export layer, with its own filter) when given.
 pub fn install(format: LogFormat, traces: Option<BoxedLayer>) -> Result<(), TelemetryError> {
     let output = match format {
+        // Colours only for a terminal: a log file gets plain text, and no request pays for
+        // colouring the fields of its span.
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none())
             .with_filter(filter())
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
