@@ -193,14 +193,42 @@ where
         return Ok(Some(value));
     }
     counters.inspect(|c| c.local_miss.inc());
-    counters.inspect(|c| c.loads.inc());
-    let loaded = load().await?;
-    if let Some(value) = &loaded
-        && let Ok(json) = serde_json::to_string(value)
-    {
-        cache.set(key, json).await;
+    // Concurrent misses of one key share one load.
+    let flight = cache.flight(key);
+    let mut load = Some(load);
+    let mut mine: Option<Option<T>> = None;
+    let (load_slot, mine_slot) = (&mut load, &mut mine);
+    let shared = flight
+        .get_or_try_init(move || async move {
+            let load = load_slot.take().expect("a flight runs its loader once");
+            counters.inspect(|c| c.loads.inc());
+            let loaded = load().await?;
+            let json = loaded.as_ref().and_then(|v| serde_json::to_string(v).ok());
+            if let Some(json) = &json {
+                cache.set(key, json.clone()).await;
+            }
+            *mine_slot = Some(loaded);
+            Ok(json)
+        })
+        .await
+        .cloned();
+    cache.landed(key, &flight);
+    let shared = shared?;
+    if let Some(got) = mine {
+        return Ok(got);
     }
-    Ok(loaded)
+    match shared.map(|json| serde_json::from_str(&json)) {
+        None => Ok(None),
+        Some(Ok(value)) => Ok(Some(value)),
+        // Another caller's type for the same key: load it for ourselves.
+        Some(Err(_)) => match load {
+            Some(load) => {
+                counters.inspect(|c| c.loads.inc());
+                load().await
+            }
+            None => Ok(None),
+        },
+    }
 }
 
 /// Cache keys, named as the original's Redis keys where it had one.
@@ -301,6 +329,21 @@ mod tests {
             "sagashop_cache_requests_total{cache=\"product\",level=\"local\",result=\"miss\"} 1";
         assert!(text.contains(hits), "{text}");
         assert!(text.contains(misses), "{text}");
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_of_one_key_make_one_load() {
+        let cache = Cache::local(Duration::from_secs(60));
+        let loads = AtomicUsize::new(0);
+        let load = || async {
+            loads.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok::<_, ()>(Some(7u64))
+        };
+        let reads = (0..50).map(|_| cache.get_or_load("product:1", load));
+        let got = futures_util::future::join_all(reads).await;
+        assert!(got.iter().all(|g| *g == Ok(Some(7))), "{got:?}");
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
