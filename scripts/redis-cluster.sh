@@ -20,6 +20,9 @@
 #   REDIS_CLUSTER_PORTS      7000,7001,7002,7003,7004,7005   the six client ports
 #   REDIS_CLUSTER_BUS_PORTS  each client port + 10000        the six cluster bus ports
 #   REDIS_CLUSTER_MAXMEMORY  256mb                           per node
+#   REDIS_CLUSTER_EXIT_WITH_PID  unset   a process (a test binary): `start` leaves a watcher
+#                                        that runs `stop` once it is gone, so nodes its owner
+#                                        never stops (a shared cluster, a killed run) exit too
 set -euo pipefail
 
 log() { printf '[redis-cluster] %s\n' "$*"; }
@@ -91,9 +94,36 @@ all_ok() {
   for p in "${PORTS[@]}"; do [ "$(state_of "$p")" = ok ] || return 1; done
 }
 
+watch_file() { echo "$DIR/owner-watch.pid"; }
+
+# Prints the pid of the watcher `start` left (REDIS_CLUSTER_EXIT_WITH_PID) while it runs;
+# believed only when that process is such a watcher.
+watcher_pid() {
+  local file pid
+  file=$(watch_file)
+  [ -f "$file" ] || return 1
+  pid=$(<"$file")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q "redis-cluster-watch" || return 1
+  echo "$pid"
+}
+
+# Leaves a watcher (its own session, stdio on a log so that a caller reading this script's
+# output is not held) that waits for process OWNER to be gone, then stops the nodes.
+watch_owner() {
+  local owner=$1
+  [[ $owner =~ ^[0-9]+$ ]] || die "REDIS_CLUSTER_EXIT_WITH_PID is not a pid: '$owner'"
+  if watcher_pid >/dev/null; then return 0; fi
+  setsid bash -c 'echo $$ >"$3"; tail --pid="$1" -s 0.2 -f /dev/null; exec "$2" stop' \
+    redis-cluster-watch "$owner" "$(realpath "$0")" "$(watch_file)" \
+    </dev/null >>"$DIR/owner-watch.log" 2>&1 &
+}
+
 cmd_start() {
   ensure_redis
   mkdir -p "$DIR"
+  # Before the first node, so that a start that fails half-way is stopped with its owner too.
+  if [ -n "${REDIS_CLUSTER_EXIT_WITH_PID:-}" ]; then watch_owner "$REDIS_CLUSTER_EXIT_WITH_PID"; fi
   local i
   for i in "${!PORTS[@]}"; do
     if node_pid "${PORTS[$i]}" >/dev/null; then continue; fi
@@ -139,6 +169,9 @@ cmd_stop() {
     running=(${left[@]+"${left[@]}"})
     [ ${#running[@]} -eq 0 ] || sleep 0.1
   done
+  # A watcher left by `start` has nothing more to stop (unless this is it, stopping).
+  if pid=$(watcher_pid) && [ "$pid" != $$ ]; then kill -TERM -- "-$pid" 2>/dev/null || true; fi
+  rm -f "$(watch_file)"
 }
 
 cmd_status() {

@@ -246,6 +246,12 @@ fn run_script(dir: &Path, ports: &[u16], bus: &[u16], command: &str) -> (bool, S
         .env("REDIS_CLUSTER_PORTS", list(ports))
         .env("REDIS_CLUSTER_BUS_PORTS", list(bus))
         .env("REDIS_CLUSTER_MAXMEMORY", "64mb")
+        // Its nodes stop when this process is gone, also when the cluster is never dropped
+        // (the shared black-box cluster's) or the run is killed.
+        .env(
+            "REDIS_CLUSTER_EXIT_WITH_PID",
+            std::process::id().to_string(),
+        )
         .output();
     match out {
         Ok(out) => (
