@@ -1,21 +1,18 @@
 //! The embedded cache: a bounded, concurrent in-process map with a time-to-live (moka).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use moka::future::Cache as Moka;
-use tokio::sync::OnceCell;
 
-/// One load of a key in flight; its result, as JSON, for the readers that waited on it.
-pub(super) type Flight = Arc<OnceCell<Option<String>>>;
+use super::flights::Flights;
 
 /// In-process cache of JSON values.
 #[derive(Clone)]
 pub struct LocalCache {
     inner: Moka<String, String>,
     /// Loads in flight by key, so concurrent misses of one key make one database read.
-    flights: Arc<Mutex<HashMap<String, Flight>>>,
+    flights: Arc<Flights>,
 }
 
 impl LocalCache {
@@ -30,18 +27,9 @@ impl LocalCache {
         }
     }
 
-    /// The load of `key` in flight, joined or begun.
-    pub(super) fn flight(&self, key: &str) -> Flight {
-        let mut flights = self.flights.lock().expect("flights lock");
-        flights.entry(key.to_owned()).or_default().clone()
-    }
-
-    /// Forgets `flight` once it has landed, so the next miss loads afresh.
-    pub(super) fn landed(&self, key: &str, flight: &Flight) {
-        let mut flights = self.flights.lock().expect("flights lock");
-        if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
-            flights.remove(key);
-        }
+    /// Its loads in flight (the embedded read path's single flight).
+    pub(super) fn flights(&self) -> &Flights {
+        &self.flights
     }
 
     pub(super) async fn get(&self, key: &str) -> Option<String> {

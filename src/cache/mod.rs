@@ -4,6 +4,7 @@
 //! pub/sub invalidation feed.
 
 pub mod bloom;
+mod flights;
 mod invalidation;
 mod local;
 pub mod redis;
@@ -194,41 +195,21 @@ where
     }
     counters.inspect(|c| c.local_miss.inc());
     // Concurrent misses of one key share one load.
-    let flight = cache.flight(key);
-    let mut load = Some(load);
-    let mut mine: Option<Option<T>> = None;
-    let (load_slot, mine_slot) = (&mut load, &mut mine);
-    let shared = flight
-        .get_or_try_init(move || async move {
-            let load = load_slot.take().expect("a flight runs its loader once");
-            counters.inspect(|c| c.loads.inc());
-            let loaded = load().await?;
-            let json = loaded.as_ref().and_then(|v| serde_json::to_string(v).ok());
-            if let Some(json) = &json {
-                cache.set(key, json.clone()).await;
-            }
-            *mine_slot = Some(loaded);
-            Ok(json)
-        })
-        .await
-        .cloned();
-    cache.landed(key, &flight);
-    let shared = shared?;
-    if let Some(got) = mine {
-        return Ok(got);
-    }
-    match shared.map(|json| serde_json::from_str(&json)) {
-        None => Ok(None),
-        Some(Ok(value)) => Ok(Some(value)),
-        // Another caller's type for the same key: load it for ourselves.
-        Some(Err(_)) => match load {
-            Some(load) => {
-                counters.inspect(|c| c.loads.inc());
-                load().await
-            }
-            None => Ok(None),
-        },
-    }
+    let lead = |load: F| async move {
+        counters.inspect(|c| c.loads.inc());
+        let loaded = load().await?;
+        let json = loaded.as_ref().and_then(|v| serde_json::to_string(v).ok());
+        if let Some(json) = &json {
+            cache.set(key, json.clone()).await;
+        }
+        Ok((loaded, json))
+    };
+    // Another caller's type for the same key: load it for ourselves.
+    let alone = |load: F| async move {
+        counters.inspect(|c| c.loads.inc());
+        load().await
+    };
+    cache.flights().share(key, load, lead, alone).await
 }
 
 /// Cache keys, named as the original's Redis keys where it had one.

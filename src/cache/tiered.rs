@@ -2,7 +2,7 @@
 //! then Redis, then (under the stampede lock) the database, and fills Redis with a
 //! versioned fill. Concurrent misses of one key in this process share one fetch.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -10,8 +10,8 @@ use std::time::Duration;
 use prometheus::IntCounter;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::OnceCell;
 
+use super::flights::Flights;
 use super::invalidation::{self, CHANNEL, Feed, ListenerGuard, Mark};
 use super::local::LocalCache;
 use super::redis::{Redis, RedisError, RedisTarget};
@@ -21,9 +21,6 @@ use crate::telemetry::metrics::{CacheCounters, Metrics};
 
 /// How often invalidations that did not reach Redis are tried again.
 const RETRY_EVERY: Duration = Duration::from_millis(500);
-
-/// One fetch of a key in flight in this process; its result, as JSON, for those who waited.
-type Flight = Arc<OnceCell<Option<String>>>;
 
 /// The local level and Redis, and what keeps them honest; cheap to clone.
 #[derive(Clone)]
@@ -36,7 +33,8 @@ struct Inner {
     redis: Redis,
     redis_ttl: Duration,
     feed: Arc<Feed>,
-    flights: Mutex<HashMap<String, Flight>>,
+    /// Fetches in flight in this process, around the whole Redis-then-database path.
+    flights: Flights,
     /// Keys whose invalidation did not reach Redis: not read from Redis until it does.
     pending: Mutex<HashSet<String>>,
     redis_errors: IntCounter,
@@ -65,7 +63,7 @@ impl Tiered {
             redis,
             redis_ttl,
             feed,
-            flights: Mutex::new(HashMap::new()),
+            flights: Flights::default(),
             pending: Mutex::new(HashSet::new()),
             redis_errors: metrics.cache_redis_errors(),
             _listener: listener,
@@ -110,40 +108,20 @@ impl Tiered {
             counters.inspect(|c| c.local_miss.inc());
         }
         let mark = inner.feed.mark();
-        let flight = inner.flight(key);
-        let mut load = Some(load);
-        let mut mine: Option<Option<T>> = None;
-        let (load_slot, mine_slot) = (&mut load, &mut mine);
-        let shared = flight
-            .get_or_try_init(move || async move {
-                let load = load_slot.take().expect("a flight runs its loader once");
-                let (got, fresh) = inner.fetch(key, counters, load).await?;
-                let json = got.as_ref().and_then(|v| serde_json::to_string(v).ok());
-                if local
-                    && fresh
-                    && let Some(json) = &json
-                {
-                    inner.fill_local(key, json, &mark).await;
-                }
-                *mine_slot = Some(got);
-                Ok(json)
-            })
-            .await
-            .cloned();
-        inner.landed(key, &flight);
-        let shared = shared?;
-        if let Some(got) = mine {
-            return Ok(got);
-        }
-        match shared.map(|json| serde_json::from_str(&json)) {
-            None => Ok(None),
-            Some(Ok(value)) => Ok(Some(value)),
-            // Another caller's type for the same key: read it for ourselves.
-            Some(Err(_)) => match load {
-                Some(load) => inner.load(counters, load).await,
-                None => Ok(None),
-            },
-        }
+        let lead = |load: F| async move {
+            let (got, fresh) = inner.fetch(key, counters, load).await?;
+            let json = got.as_ref().and_then(|v| serde_json::to_string(v).ok());
+            if local
+                && fresh
+                && let Some(json) = &json
+            {
+                inner.fill_local(key, json, &mark).await;
+            }
+            Ok((got, json))
+        };
+        // Another caller's type for the same key: read it for ourselves.
+        let alone = |load: F| inner.load(counters, load);
+        inner.flights.share(key, load, lead, alone).await
     }
 
     /// Retires `keys` everywhere: dropped locally at once, version bumped and value deleted
@@ -162,18 +140,6 @@ impl Tiered {
 }
 
 impl Inner {
-    fn flight(&self, key: &str) -> Flight {
-        let mut flights = self.flights.lock().expect("flights lock");
-        flights.entry(key.to_owned()).or_default().clone()
-    }
-
-    fn landed(&self, key: &str, flight: &Flight) {
-        let mut flights = self.flights.lock().expect("flights lock");
-        if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
-            flights.remove(key);
-        }
-    }
-
     fn is_pending(&self, key: &str) -> bool {
         self.pending.lock().expect("pending lock").contains(key)
     }
