@@ -9,8 +9,11 @@ mod invalidation;
 mod local;
 pub mod redis;
 mod stampede;
-#[cfg(test)]
-pub(crate) mod test_support;
+// For tests only: the cache's own, and the API tests' (the crate is their dependency with the
+// `faults` feature).
+#[cfg(any(test, feature = "faults"))]
+#[doc(hidden)]
+pub mod test_support;
 mod tiered;
 #[cfg(test)]
 mod tiered_tests;

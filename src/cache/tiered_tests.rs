@@ -6,9 +6,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::redis::{Redis, RedisTarget};
-use super::test_support::{target, unique};
+use super::test_support::{RedisServer, target, unique};
 use super::{Cache, versioned};
 use crate::telemetry::metrics::{Metrics, NodeLabels};
+
+/// A redis-server of the test's own on a port the OS has spare, its files under the temp dir.
+fn own_redis(test: &str) -> Option<RedisServer> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a spare port")
+        .port();
+    let root = std::env::temp_dir().join("sagashop-redis-servers");
+    RedisServer::start(test, &root, port)
+}
 
 fn metrics() -> Metrics {
     Metrics::new(&NodeLabels {
@@ -261,7 +271,7 @@ async fn absent_rows_are_cached_in_no_level() {
 
 #[tokio::test]
 async fn losing_redis_turns_the_local_level_off_until_the_feed_is_back() {
-    let Some(mut own) = super::test_support::OwnRedis::start() else {
+    let Some(mut own) = own_redis("losing_redis") else {
         return;
     };
     let target = RedisTarget::Single(own.url());
@@ -293,7 +303,7 @@ async fn losing_redis_turns_the_local_level_off_until_the_feed_is_back() {
     assert!(sample(&metrics, "sagashop_cache_redis_errors_total") >= 1);
 
     // Redis is back (empty): the feed resubscribes, and both levels serve again.
-    assert!(own.resume());
+    own.resume().await;
     subscribed(&cache).await;
     tokio::time::sleep(Duration::from_millis(600)).await; // past the down mark
     let redis_hits = requests(&metrics, "product", "redis", "hit");

@@ -12,7 +12,7 @@ use sagashop::domain::ids::first_id_at;
 use serde_json::{Value, json};
 
 use crate::support::nodes::{Bench, Node};
-use crate::support::redis::{Redis, RedisServer};
+use crate::support::redis::{self, Redis};
 use crate::support::scrape::{Scrape, scrape};
 use crate::support::*;
 
@@ -444,7 +444,7 @@ async fn cache_an_update_on_one_node_is_read_on_the_other_at_once() {
     let Some(bench) = bench("cache_invalidate").await else {
         return;
     };
-    let Some(redis) = RedisServer::start("cache_invalidate") else {
+    let Some(redis) = redis::server("cache_invalidate") else {
         return;
     };
     let nodes = Nodes::start(&bench, &redis.flags(), 2, &[]).await;
@@ -456,7 +456,7 @@ async fn cache_lost_bloom_filters_cost_no_existing_record_a_404() {
     let Some(bench) = bench("cache_bloom_loss").await else {
         return;
     };
-    let Some(redis) = RedisServer::start("cache_bloom_loss") else {
+    let Some(redis) = redis::server("cache_bloom_loss") else {
         return;
     };
     let redis = Redis::Single(redis);
@@ -469,7 +469,7 @@ async fn cache_two_hundred_cold_reads_make_one_database_read() {
     let Some(bench) = bench("cache_stampede").await else {
         return;
     };
-    let Some(redis) = RedisServer::start("cache_stampede") else {
+    let Some(redis) = redis::server("cache_stampede") else {
         return;
     };
     // A slow Redis call is a miss that goes to the database (counted): with the default
@@ -487,7 +487,7 @@ async fn cache_reads_stay_right_while_redis_is_down_and_use_it_again_after() {
     let Some(bench) = bench("cache_redis_down").await else {
         return;
     };
-    let Some(mut redis) = RedisServer::start("cache_redis_down") else {
+    let Some(mut redis) = redis::server("cache_redis_down") else {
         return;
     };
     let nodes = Nodes::start(&bench, &redis.flags(), 2, &[]).await;

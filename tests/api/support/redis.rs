@@ -1,31 +1,19 @@
 //! Redis of a test's own: one `redis-server` on a spare port that a test may stop and start
-//! again ([`RedisServer`]), or a six-node Redis Cluster on spare ports
-//! (`scripts/redis-cluster.sh` with the test's ports and folder, [`RedisCluster`]). Both are
-//! stopped when dropped, so the shared Redis on 6379 is never stopped, flushed or filled by a
-//! test's nodes. Outside CI a missing `redis-server` makes a test say SKIPPED; in CI it fails.
+//! again ([`RedisServer`], the crate's test support, [`server`] here), or a six-node Redis
+//! Cluster on spare ports (`scripts/redis-cluster.sh` with the test's ports and folder,
+//! [`RedisCluster`]). Both are stopped when dropped, so the shared Redis on 6379 is never
+//! stopped, flushed or filled by a test's nodes. Outside CI a missing `redis-server` makes a
+//! test say SKIPPED; in CI it fails.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use super::{DEADLINE, eventually, free_port};
+pub use sagashop::cache::test_support::{RedisServer, cli};
+use sagashop::cache::test_support::{installed, left_by_gone_run, sweep_servers};
+
+use super::free_port;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/redis-cluster.sh");
-
-/// Whether redis-server and redis-cli are installed; `false` (after saying SKIPPED) outside
-/// CI when they are not. In CI it panics.
-fn installed(test: &str) -> bool {
-    let found = ["redis-server", "redis-cli"]
-        .iter()
-        .all(|bin| Command::new(bin).arg("--version").output().is_ok());
-    if !found {
-        let reason =
-            format!("{test}: redis-server is not installed (scripts/services.sh installs it)");
-        assert!(std::env::var_os("CI").is_none(), "{reason}");
-        let _ = writeln!(std::io::stderr(), "SKIPPED: {reason}");
-    }
-    found
-}
 
 /// Which Redis a test's nodes cache in, and the flags that tell them.
 pub enum Redis {
@@ -88,116 +76,17 @@ impl Redis {
     }
 }
 
-/// Runs redis-cli against 127.0.0.1:`port`; its output.
-pub fn cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A redis-server of the test's own, on a spare port, without persistence. Its pid file and
-/// log are in a folder under the target dir named after the test process, so a later run
-/// stops one that a killed run (or a shared cluster, never dropped) left ([`sweep`]).
-pub struct RedisServer {
-    pub port: u16,
-    child: Option<Child>,
-    dir: PathBuf,
-}
-
-impl RedisServer {
-    /// Starts one for the test `test`; `None` (after saying SKIPPED) when redis-server is not
-    /// installed outside CI. In CI it panics. Blocks until it answers PING (a few ms).
-    pub fn start(test: &str) -> Option<Self> {
-        if !installed(test) {
-            return None;
-        }
-        sweep();
-        let port = free_port();
-        let dir = servers_dir().join(format!("{port}_{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut server = Self {
-            port,
-            child: None,
-            dir,
-        };
-        server.spawn();
-        let deadline = std::time::Instant::now() + DEADLINE;
-        while cli(port, &["PING"]).trim() != "PONG" {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server answers PING"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        Some(server)
-    }
-
-    /// The URL nodes connect to.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server (SIGKILL: its clients see their connections drop; it keeps nothing).
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("redis.log"))
-            .unwrap();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(["--maxmemory-policy", "volatile-lru"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .arg("--pidfile")
-            .arg(self.dir.join("redis.pid"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
-    }
-
-    /// Starts it again on the same port (empty) and waits until it answers PING.
-    pub async fn resume(&mut self) {
-        self.spawn();
-        let port = self.port;
-        let up = eventually(DEADLINE, || async move {
-            (cli(port, &["PING"]).trim() == "PONG").then_some(())
-        })
-        .await;
-        up.expect("redis-server answers PING");
-    }
-
-    /// As [`Redis::flags`], for the tests that stop it too.
-    pub fn flags(&self) -> Vec<String> {
-        vec!["--redis-url".into(), self.url()]
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// A redis-server of the test's own on a spare port, its files under the target dir; `None`
+/// as for [`RedisServer::start`]. First stops the servers and clusters gone test runs left.
+pub fn server(test: &str) -> Option<RedisServer> {
+    sweep_clusters();
+    RedisServer::start(test, &servers_dir(), free_port())
 }
 
 /// A six-node Redis Cluster of the test's own (three masters, a replica each), started by
 /// `scripts/redis-cluster.sh` on spare ports (client and bus ports) with its files in a
 /// folder under the target dir named after the test process, so a later run stops one a
-/// killed run left ([`sweep`]).
+/// killed run left ([`sweep_clusters`]).
 pub struct RedisCluster {
     pub ports: Vec<u16>,
     bus: Vec<u16>,
@@ -205,12 +94,13 @@ pub struct RedisCluster {
 }
 
 impl RedisCluster {
-    /// Starts one for the test `test`; `None` as for [`RedisServer::start`].
+    /// Starts one for the test `test`; `None` as for [`server`].
     pub fn start(test: &str) -> Option<Self> {
         if !installed(test) {
             return None;
         }
-        sweep();
+        sweep_servers(&servers_dir());
+        sweep_clusters();
         let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
         let bus: Vec<u16> = (0..6).map(|_| free_port()).collect();
         let dir = clusters_dir().join(format!("{test}_{}_{}", super::unique(), std::process::id()));
@@ -288,45 +178,8 @@ fn servers_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("redis-servers")
 }
 
-/// Whether the process of test run `pid` (the last `_` part of `name`) is gone.
-fn left_by_gone_run(name: &str) -> bool {
-    name.rsplit('_')
-        .next()
-        .and_then(|p| p.parse::<u32>().ok())
-        .is_some_and(|pid| {
-            pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
-        })
-}
-
-/// Stops what the Redis servers and clusters of test processes that are gone left running
-/// (a killed run, a shared cluster that is never dropped), by the pid files they recorded
-/// (believed only when that pid is a redis-server on that port), and removes their files.
-fn sweep() {
-    for entry in std::fs::read_dir(servers_dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !left_by_gone_run(&name) {
-            continue;
-        }
-        let port = name.split('_').next().unwrap_or_default();
-        let pid = std::fs::read_to_string(entry.path().join("redis.pid")).unwrap_or_default();
-        let pid = pid.trim();
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if !pid.is_empty()
-            && cmdline.starts_with("redis-server")
-            && cmdline.contains(&format!(":{port}"))
-        {
-            let _ = Command::new("kill").args(["-KILL", pid]).status();
-        }
-        let _ = std::fs::remove_dir_all(entry.path());
-    }
-    sweep_clusters();
-}
-
+/// Stops the Redis Clusters that test processes that are gone left running (a killed run)
+/// by the script (it finds the nodes by their pid files), and removes their files.
 fn sweep_clusters() {
     let Ok(entries) = std::fs::read_dir(clusters_dir()) else {
         return;
@@ -358,7 +211,7 @@ fn sweep_clusters() {
 /// `none` (none: each node's in-process cache, as before Redis).
 pub fn from_env(test: &str) -> Option<Redis> {
     match std::env::var("REDIS").as_deref() {
-        Ok("single") => RedisServer::start(test).map(Redis::Single),
+        Ok("single") => server(test).map(Redis::Single),
         Ok("cluster") => RedisCluster::start(test).map(Redis::Cluster),
         Ok("none") | Err(_) => None,
         Ok(other) => panic!("REDIS must be single, cluster or none, not {other:?}"),
