@@ -93,6 +93,24 @@ macro_rules! bigint_columns {
 
 bigint_columns!(PurchaseId, CustomerId, ProductId);
 
+/// One page of the keyset scan that builds a Bloom filter: up to `$limit` ids of `$table` (a
+/// schema module with an `id` column) above `$after`, ascending, each once (an order has a
+/// row per item), loaded on `$conn`. A macro, because diesel's query types differ per table;
+/// keyset paging, so a long scan never rereads or skips rows.
+macro_rules! keyset_ids {
+    ($conn:expr, $table:ident, $after:expr, $limit:expr) => {
+        $table::table
+            .filter($table::id.gt($after))
+            .select($table::id)
+            .distinct()
+            .order($table::id)
+            .limit($limit)
+            .load($conn)
+            .await
+    };
+}
+pub(crate) use keyset_ids;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@ use super::reusable::Reusable;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::ids::{saturating, storable};
+use super::ids::{keyset_ids, saturating, storable};
 use super::ledger::{self, BatchResults, Guard, StepRepository};
 use super::schema::orders;
 use super::{DbError, DbPool};
@@ -64,14 +64,7 @@ backend_queries! {
     }
 
     async fn ids_after(conn: &mut Conn, after: PurchaseId, limit: i64) -> Result<Vec<PurchaseId>, DbError> {
-        Ok(orders::table
-            .filter(orders::id.gt(after))
-            .select(orders::id)
-            .distinct()
-            .order(orders::id)
-            .limit(limit)
-            .load(conn)
-            .await?)
+        Ok(keyset_ids!(conn, orders, after, limit)?)
     }
 
     async fn lines(conn: &mut Conn, id: PurchaseId) -> Result<Vec<OrderLine>, DbError> {

@@ -4,7 +4,7 @@ use super::reusable::Reusable;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::ids::{saturating, storable};
+use super::ids::{keyset_ids, saturating, storable};
 use super::ledger::{self, BatchResults, Guard, StepRepository};
 use super::schema::payments;
 use super::{DbError, DbPool};
@@ -52,13 +52,7 @@ backend_queries! {
     }
 
     async fn ids_after(conn: &mut Conn, after: PurchaseId, limit: i64) -> Result<Vec<PurchaseId>, DbError> {
-        Ok(payments::table
-            .filter(payments::id.gt(after))
-            .order(payments::id)
-            .limit(limit)
-            .select(payments::id)
-            .load(conn)
-            .await?)
+        Ok(keyset_ids!(conn, payments, after, limit)?)
     }
 
     async fn by_id(conn: &mut Conn, id: PurchaseId) -> Result<Option<Payment>, DbError> {

@@ -4,7 +4,7 @@ use super::reusable::Reusable;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::ids::{saturating, storable};
+use super::ids::{keyset_ids, saturating, storable};
 use super::ledger::{self, BatchResults, Guard, StepRepository};
 use super::schema::{products, reservations};
 use super::{DbError, DbPool};
@@ -138,13 +138,7 @@ backend_queries! {
     }
 
     async fn ids_after(conn: &mut Conn, after: ProductId, limit: i64) -> Result<Vec<ProductId>, DbError> {
-        Ok(products::table
-            .filter(products::id.gt(after))
-            .order(products::id)
-            .limit(limit)
-            .select(products::id)
-            .load(conn)
-            .await?)
+        Ok(keyset_ids!(conn, products, after, limit)?)
     }
 }
 
