@@ -88,6 +88,9 @@ set -euo pipefail
 
 log() { printf '[cluster] %s\n' "$*"; }
 die() { printf '[cluster] error: %s\n' "$*" >&2; exit 1; }
+# recorded_pid, stop_procs: the pid-file handling this script shares with redis-cluster.sh.
+# shellcheck source=lib/procs.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/procs.sh"
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 PROFILE=release
@@ -154,11 +157,8 @@ check_node_number() {
 # Prints node N's pid while it runs. The pid is believed only when that process's command line
 # names the node's data dir, so a recycled pid is never taken for the node (and never killed).
 node_pid() {
-  local pid file
-  file=$(pid_file "$1")
-  [ -f "$file" ] || return 1
-  pid=$(<"$file")
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  local pid
+  pid=$(recorded_pid "$(pid_file "$1")") || return 1
   tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline" | grep -qxF -- "$(node_dir "$1")" || return 1
   echo "$pid"
 }
@@ -361,38 +361,7 @@ stop_started_on_failure() {
 
 # SIGTERM to the running nodes among the given ones, SIGKILL to those left after
 # STOP_SECONDS; returns once all are gone. Touches no process but the nodes' own.
-stop_nodes() {
-  local n pid running=() killed=0 deadline=$((SECONDS + STOP_SECONDS))
-  for n in "$@"; do
-    if pid=$(node_pid "$n"); then
-      kill -TERM "$pid" 2>/dev/null || true
-      kill -CONT "$pid" 2>/dev/null || true # a paused node acts on the SIGTERM once resumed
-      running+=("$n")
-    fi
-  done
-  while [ ${#running[@]} -gt 0 ]; do
-    if [ "$killed" = 0 ] && [ "$SECONDS" -ge "$deadline" ]; then
-      for n in "${running[@]}"; do
-        if pid=$(node_pid "$n"); then
-          log "node $n (pid $pid) still runs ${STOP_SECONDS}s after SIGTERM: SIGKILL"
-          kill -KILL "$pid" 2>/dev/null || true
-        fi
-      done
-      killed=1
-    fi
-    local left=()
-    for n in "${running[@]}"; do
-      if node_pid "$n" >/dev/null; then
-        left+=("$n")
-      else
-        log "node $n stopped"
-        rm -f "$(pid_file "$n")"
-      fi
-    done
-    running=(${left[@]+"${left[@]}"})
-    [ ${#running[@]} -eq 0 ] || sleep 0.1
-  done
-}
+stop_nodes() { stop_procs "$STOP_SECONDS" "$@"; }
 
 # Runs scripts/services.sh with its output marked, so a test harness's log reads clearly.
 services() { "$ROOT/scripts/services.sh" | sed 's/^/[cluster] /'; }

@@ -27,6 +27,9 @@ set -euo pipefail
 
 log() { printf '[redis-cluster] %s\n' "$*"; }
 die() { printf '[redis-cluster] error: %s\n' "$*" >&2; exit 1; }
+# recorded_pid, stop_procs: the pid-file handling this script shares with cluster.sh.
+# shellcheck source=lib/procs.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/procs.sh"
 
 DIR=$(realpath -m "${REDIS_CLUSTER_DIR:-/var/lib/sagashop-services/redis-cluster}")
 IFS=, read -r -a PORTS <<<"${REDIS_CLUSTER_PORTS:-7000,7001,7002,7003,7004,7005}"
@@ -56,11 +59,8 @@ cli() { local port=$1; shift; redis-cli -h 127.0.0.1 -p "$port" "$@"; }
 # Prints the pid of the node on PORT while it runs. The pid is believed only when that
 # process is a redis-server serving that port, so a recycled pid is never taken for it.
 node_pid() {
-  local file pid
-  file=$(pid_file "$1")
-  [ -f "$file" ] || return 1
-  pid=$(<"$file")
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  local pid
+  pid=$(recorded_pid "$(pid_file "$1")") || return 1
   tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q "redis-server.*:$1\b" || return 1
   echo "$pid"
 }
@@ -99,11 +99,8 @@ watch_file() { echo "$DIR/owner-watch.pid"; }
 # Prints the pid of the watcher `start` left (REDIS_CLUSTER_EXIT_WITH_PID) while it runs;
 # believed only when that process is such a watcher.
 watcher_pid() {
-  local file pid
-  file=$(watch_file)
-  [ -f "$file" ] || return 1
-  pid=$(<"$file")
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  local pid
+  pid=$(recorded_pid "$(watch_file)") || return 1
   tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q "redis-cluster-watch" || return 1
   echo "$pid"
 }
@@ -150,25 +147,8 @@ cmd_start() {
 }
 
 cmd_stop() {
-  local p pid running=()
-  for p in "${PORTS[@]}"; do
-    if pid=$(node_pid "$p"); then kill -TERM "$pid" 2>/dev/null || true; running+=("$p"); fi
-  done
-  local deadline=$((SECONDS + 10))
-  while [ ${#running[@]} -gt 0 ]; do
-    local left=()
-    for p in "${running[@]}"; do
-      if pid=$(node_pid "$p"); then
-        if [ "$SECONDS" -ge "$deadline" ]; then kill -KILL "$pid" 2>/dev/null || true; fi
-        left+=("$p")
-      else
-        log "node $p stopped"
-        rm -f "$(pid_file "$p")"
-      fi
-    done
-    running=(${left[@]+"${left[@]}"})
-    [ ${#running[@]} -eq 0 ] || sleep 0.1
-  done
+  local pid
+  stop_procs 10 "${PORTS[@]}"
   # A watcher left by `start` has nothing more to stop (unless this is it, stopping).
   if pid=$(watcher_pid) && [ "$pid" != $$ ]; then kill -TERM -- "-$pid" 2>/dev/null || true; fi
   rm -f "$(watch_file)"
