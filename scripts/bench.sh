@@ -10,6 +10,9 @@
 #   CLUSTER=0 scripts/bench.sh                  skip the cluster series
 #   BENCH_METRICS=127.0.0.1:18080 scripts/bench.sh   servers keep a metrics listener
 #                                               (default off: runs do not collide on 8080)
+#   scripts/bench.sh --with-restate [seconds]   also run the Restate peer on the same saga, at
+#                                               the same levels, in the same sitting (a "restate"
+#                                               series; ../shared/peers/restate, or RESTATE_BENCH=)
 #
 # Each mode is a "series" in the JSON: "embedded" (one process, SQLite), and "cluster": the
 # three nodes of scripts/cluster.sh on the local MariaDB and NATS, fresh databases per level,
@@ -17,6 +20,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+WITH_RESTATE=0
+if [ "${1:-}" = --with-restate ]; then WITH_RESTATE=1; shift; fi
 SECONDS_PER_RUN=${1:-15}
 LEVELS=${CONCURRENCY:-"1 16 64 256 1024"}
 INFLIGHT=${INFLIGHT:-100000}
@@ -85,6 +90,19 @@ if [ "$INFLIGHT" -gt 0 ]; then
   rm -rf "$data"
 fi
 
+# Restate on the same saga, same levels, same sitting: its report becomes the "restate" series.
+restate="null"
+if [ "$WITH_RESTATE" = 1 ]; then
+  peer=${RESTATE_BENCH:-../shared/peers/restate/bench.sh}
+  [ -x "$peer" ] || { echo "no Restate peer benchmark at $peer (set RESTATE_BENCH)" >&2; exit 1; }
+  restate_out=$(mktemp -d)
+  echo "== restate, concurrency $LEVELS" >&2
+  OUT=$restate_out CONC=$(echo "$LEVELS" | tr ' ' ',') PHASE_S=$SECONDS_PER_RUN VARIANTS=default \
+    "$peer" >&2
+  restate=$(python3 scripts/restate_series.py "$restate_out")
+  rm -rf "$restate_out"
+fi
+
 machine="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 python3 - "$OUT" "$machine" "$SECONDS_PER_RUN" <<PY
 import json, sys
@@ -96,6 +114,9 @@ cluster = [json.loads(l) for l in """$(printf '%s\n' "${cluster_runs[@]}")""".st
 series = {"embedded": {"runs": runs, "ceiling": ceilings, "inflight": inflight}}
 if cluster:
     series["cluster"] = {"runs": cluster}
+restate = json.loads("""$restate""")
+if restate:
+    series["restate"] = restate
 json.dump({"date": "$DATE", "machine": machine, "seconds_per_run": secs, "series": series},
           open(out, "w"), indent=2)
 PY

@@ -11,6 +11,9 @@ use crate::clock::Clock;
 use crate::db::products::{Product, Products};
 use crate::domain::ids::{IdGenerator, ProductId};
 
+/// Products whose cart-pricing info one node keeps in memory (about 100 bytes each).
+const INFOS_KEPT: u64 = 100_000;
+
 /// The product service's logic, independent of actix.
 #[derive(Clone)]
 pub struct ProductCore {
@@ -21,6 +24,10 @@ pub struct ProductCore {
     /// invalidates the pages every node reads (Redis with pub/sub, or a single node).
     /// Otherwise the stock is read from the database on every read, as before.
     stock_cached: bool,
+    /// What a cart is priced from, by product. A product never changes once created (only its
+    /// stock does, and stock is not in here), so entries need no invalidation: a purchase
+    /// prices its cart from memory, without waiting for a page that every reservation evicts.
+    infos: moka::sync::Cache<ProductId, ProductInfo>,
     ids: IdGenerator,
     clock: Clock,
 }
@@ -61,6 +68,7 @@ impl ProductCore {
             cache,
             filter,
             stock_cached: true,
+            infos: moka::sync::Cache::new(INFOS_KEPT),
             ids,
             clock,
         }
@@ -137,8 +145,12 @@ impl Serve<GetProducts> for ProductCore {
     async fn serve(self: Arc<Self>, msg: GetProducts) -> ServiceResult<Vec<ProductInfo>> {
         let mut found = Vec::with_capacity(msg.ids.len());
         for id in msg.ids {
-            if let Some(detail) = self.cached(id).await? {
-                found.push(info(detail));
+            if let Some(known) = self.infos.get(&id) {
+                found.push(known);
+            } else if let Some(detail) = self.cached(id).await? {
+                let detail = info(detail);
+                self.infos.insert(id, detail.clone());
+                found.push(detail);
             }
         }
         Ok(found)

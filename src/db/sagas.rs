@@ -96,10 +96,17 @@ impl EventLog for super::pool::SqliteConn {
 
 /// Inserts saga rows, in as few statements as the backend allows.
 trait SagaRows {
+    /// Saga rows moving on in one batch from which one UPDATE writes them all (`None`:
+    /// never).
+    const TOGETHER_FROM: Option<usize>;
+
     async fn insert_rows(&mut self, rows: &[SagaRow]) -> Result<(), DbError>;
 }
 
 impl SagaRows for diesel_async::AsyncMysqlConnection {
+    /// Below it, one statement each costs fewer round trips than the UPDATE and its savepoint.
+    const TOGETHER_FROM: Option<usize> = Some(8);
+
     /// Multi-row INSERTs: the purchases an api node accepted together cost one round trip.
     async fn insert_rows(&mut self, rows: &[SagaRow]) -> Result<(), DbError> {
         for chunk in rows.chunks(APPEND_CHUNK) {
@@ -113,6 +120,11 @@ impl SagaRows for diesel_async::AsyncMysqlConnection {
 }
 
 impl SagaRows for super::pool::SqliteConn {
+    /// Never: in-process, a prepared single-row UPDATE per saga costs no round trip, while
+    /// the UPDATE of a whole batch has a new shape (its row count) to parse and plan each
+    /// time; that parsing was a fifth of the writer's CPU.
+    const TOGETHER_FROM: Option<usize> = None;
+
     /// One reused statement per row, in one transaction.
     async fn insert_rows(&mut self, rows: &[SagaRow]) -> Result<(), DbError> {
         self.transaction::<_, DbError, _>(async |c| {
@@ -186,10 +198,6 @@ pub struct Held {
     /// `None` after a commit whose outcome is unknown: the next commit reads it.
     pub next_seq: Option<i64>,
 }
-
-/// Saga rows moving on in one batch from which one UPDATE writes them all (below it, one
-/// statement each costs fewer round trips than the UPDATE and its savepoint).
-const TOGETHER_FROM: usize = 8;
 
 /// One partition's share of a commit.
 #[derive(Debug, Clone, Copy)]
@@ -528,7 +536,7 @@ backend_queries! {
                 .filter(|&i| (writes[i].stored || writes[i].from_version > 0) && fenced.contains_key(&writes[i].partition))
                 .collect();
             let mut moved = vec![false; writes.len()];
-            if movers.len() >= TOGETHER_FROM {
+            if <Conn as SagaRows>::TOGETHER_FROM.is_some_and(|from| movers.len() >= from) {
                 let ws: Vec<&SagaWrite> = movers.iter().map(|&i| &writes[i]).collect();
                 let together = c
                     .transaction::<_, DbError, _>(async |s| {

@@ -13,6 +13,7 @@ use super::extract::{JsonBody, parse_id};
 use super::openapi::MsgBody;
 use crate::actors::ServiceError;
 use crate::actors::messages::{AcceptPurchase, GetProducts};
+use crate::actors::service::Serve;
 use crate::actors::starts::StartNotices;
 use crate::db::sagas::{LoggedStep, StoredSaga};
 use crate::domain::ids::{CustomerId, ProductId, PurchaseId};
@@ -146,7 +147,12 @@ pub async fn create(
         })
         .collect();
     let ids = lines.iter().map(|i| i.product_id).collect();
-    let products = state.product.send(GetProducts { ids }).await??;
+    // Priced on this worker from the shared product core when this node runs it (no hop to
+    // the product thread), else by the product service wherever it runs.
+    let products = match &state.product_reads {
+        Some(core) => core.clone().serve(GetProducts { ids }).await?,
+        None => state.product.send(GetProducts { ids }).await??,
+    };
     let price_of = |id| products.iter().find(|p| p.id == id).map(|p| p.price);
     // The original panicked on a missing payment object (500); it is bad input. It is
     // checked after the products, as the original looks them up first.
