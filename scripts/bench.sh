@@ -79,6 +79,7 @@ inflight="null"
 if [ "$INFLIGHT" -gt 0 ]; then
   data=$(mktemp -d)
   "$BIN" serve --data-dir "$data" --listen "127.0.0.1:$PORT" --hold-payments --step-timeout-ms 3600000 \
+    --max-sagas-in-flight "$((INFLIGHT > 100000 ? INFLIGHT : 100000))" \
     >"$data/server.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 100); do curl -sf "127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done

@@ -524,6 +524,7 @@ pub async fn start_with(config: &Config, clock: Clock) -> anyhow::Result<Applica
             resume_per_second: config.resume_per_second,
             retain: Duration::from_secs(config.retain_days * 86_400),
             prune_every: Duration::from_secs(config.prune_every_seconds.max(1)),
+            sweep_pending: leased,
         };
         let addr = on_own_thread(&mut arbiters, SagaSupervisor::new(deps, settings, resumed));
         if leased {

@@ -227,14 +227,10 @@ impl SagaStore {
         after: u64,
         limit: u64,
     ) -> Result<Vec<crate::domain::purchase::PurchaseResult>, DbError> {
+        let partition = self.partition_of(customer_id);
         self.repo
-            .customer_events_after(customer_id, after, limit)
+            .customer_events_after(partition, customer_id, after, limit)
             .await
-    }
-
-    /// The newest event id committed for a customer: a new stream starts after it.
-    pub async fn last_event_of(&self, customer_id: CustomerId) -> Result<u64, DbError> {
-        self.repo.last_event_of(customer_id).await
     }
 
     /// The newest event id committed in the customer's partition (0: none): a new stream's

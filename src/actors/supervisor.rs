@@ -50,6 +50,10 @@ pub struct SupervisorSettings {
     pub retain: Duration,
     /// How often logs past retention are looked for.
     pub prune_every: Duration,
+    /// Whether sagas may be stored unstarted for this node to find (a cluster, where api
+    /// nodes store what they accept). Embedded, every saga is stored with its first
+    /// transition, and the look would only read every saga in flight, twice a second.
+    pub sweep_pending: bool,
 }
 
 /// Sagas whose logs are pruned in one transaction.
@@ -364,7 +368,9 @@ impl Actor for SagaSupervisor {
         ctx.run_interval(RESUME_TICK, |act, ctx| act.resume_some(ctx));
         ctx.run_interval(SWEEP_EVERY, |act, ctx| act.sweep(ctx));
         ctx.run_interval(RELEASED_EVERY, |act, ctx| act.pick_up_released(ctx));
-        ctx.run_interval(PENDING_EVERY, |act, ctx| act.sweep_pending(ctx));
+        if self.settings.sweep_pending {
+            ctx.run_interval(PENDING_EVERY, |act, ctx| act.sweep_pending(ctx));
+        }
         ctx.run_interval(self.settings.prune_every, |act, ctx| act.prune(ctx));
     }
 }

@@ -684,8 +684,10 @@ backend_queries! {
             .await?)
     }
 
-    async fn customer_events_after(conn: &mut Conn, customer_id: CustomerId, after: i64, limit: i64) -> Result<Vec<EventRow>, DbError> {
+    async fn customer_events_after(conn: &mut Conn, partition: i32, customer_id: CustomerId, after: i64, limit: i64) -> Result<Vec<EventRow>, DbError> {
+        // Through the log's key: the partition's entries after `after`, the customer's kept.
         Ok(saga_events::table
+            .filter(saga_events::partition_id.eq(partition))
             .filter(saga_events::customer_id.eq(customer_id))
             .filter(saga_events::event_id.gt(after))
             .order(saga_events::event_id)
@@ -735,14 +737,6 @@ backend_queries! {
                 sagas::updated_at.eq(now),
             )))
             .execute(conn)
-            .await?)
-    }
-
-    async fn last_event_of(conn: &mut Conn, customer_id: CustomerId) -> Result<Option<i64>, DbError> {
-        Ok(saga_events::table
-            .filter(saga_events::customer_id.eq(customer_id))
-            .select(diesel::dsl::max(saga_events::event_id))
-            .first(conn)
             .await?)
     }
 
@@ -1097,16 +1091,20 @@ impl Sagas {
         released_ids(&self.pool).await
     }
 
-    /// A customer's step-log entries after an event id, in id order (SSE resume). Entries
-    /// that do not decode are skipped: the saga they belong to is quarantined anyway.
+    /// A customer's step-log entries after an event id, in id order (SSE resume), from the
+    /// customer's partition: a read over the partition's entries after `after` (no index by
+    /// customer), so its cost follows how far back the client resumes. Entries that do not
+    /// decode are skipped: the saga they belong to is quarantined anyway.
     pub async fn customer_events_after(
         &self,
+        partition: PartitionId,
         customer_id: CustomerId,
         after: u64,
         limit: u64,
     ) -> Result<Vec<PurchaseResult>, DbError> {
         let rows = customer_events_after(
             &self.pool,
+            partition.0 as i32,
             customer_id,
             saturating(after),
             saturating(limit),
@@ -1175,12 +1173,6 @@ impl Sagas {
         let now = self.clock.now_ms();
         set_quarantine(&self.pool, purchase_id, None, false, now).await?;
         Ok(())
-    }
-
-    /// The newest event id of a customer (0 when none).
-    pub async fn last_event_of(&self, customer_id: CustomerId) -> Result<u64, DbError> {
-        let last = last_event_of(&self.pool, customer_id).await?;
-        Ok(last.unwrap_or(0).max(0) as u64)
     }
 
     /// Prunes the step logs of sagas of `partitions` (those this node holds: in a cluster

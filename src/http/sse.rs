@@ -116,12 +116,13 @@ pub async fn results(
             StreamRefused::ServerLimit => ApiError::Service(ServiceError::Busy),
         })?;
     // A new stream delivers what is committed after it opens: a result committed before,
-    // whose publication is still on its way to the hub, is not news to this client.
+    // whose publication is still on its way to the hub, is not news to this client. Every
+    // entry of the customer's partition up to its top now is such a result.
     let cursor = match resume_after {
         Some(after) => after,
         None => state
             .store
-            .last_event_of(customer_id)
+            .partition_top(customer_id)
             .await
             .map_err(ServiceError::from)?,
     };

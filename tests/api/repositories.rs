@@ -710,7 +710,7 @@ async fn saga_store(sagas: &Sagas) {
         .collect();
     assert_eq!(unfinished, vec![1000, 1002]);
     let after: Vec<u64> = sagas
-        .customer_events_after(c1, 2, 10)
+        .customer_events_after(sagashop::domain::partition::of_customer(c1, 4), c1, 2, 10)
         .await
         .unwrap()
         .iter()
@@ -1061,7 +1061,12 @@ async fn a_store_of_the_single_sequence_schema_is_migrated_on_start() {
         .collect();
     assert_eq!(unfinished, vec![2]);
     let resumed: Vec<u64> = sagas
-        .customer_events_after(CustomerId(7), 4, 100)
+        .customer_events_after(
+            sagashop::domain::partition::of_customer(CustomerId(7), 32),
+            CustomerId(7),
+            4,
+            100,
+        )
         .await
         .unwrap()
         .iter()
