@@ -18,6 +18,9 @@ const PRODUCT: EmbeddedMigrations = embed_migrations!("migrations/product");
 const ORDER: EmbeddedMigrations = embed_migrations!("migrations/order");
 const PAYMENT: EmbeddedMigrations = embed_migrations!("migrations/payment");
 const SAGA: EmbeddedMigrations = embed_migrations!("migrations/saga");
+/// The saga store's SQLite-only layout (after the portable set): what SQLite writes cheaper
+/// with DDL that MySQL does not share.
+const SAGA_SQLITE: EmbeddedMigrations = embed_migrations!("migrations/saga-sqlite");
 
 fn migrations(db: ServiceDb) -> EmbeddedMigrations {
     match db {
@@ -112,7 +115,13 @@ pub async fn migrate(location: &DbLocation, db: ServiceDb) -> Result<(), DbError
                     diesel::RunQueryDsl::execute(diesel::sql_query(pragma), &mut conn)
                         .map_err(|e| text(&e))?;
                 }
-                conn.run_pending_migrations(migrations(db)).map(|_| ())
+                let portable = conn.run_pending_migrations(migrations(db)).map(|_| ());
+                match (portable, db) {
+                    (Ok(()), ServiceDb::Saga) => {
+                        conn.run_pending_migrations(SAGA_SQLITE).map(|_| ())
+                    }
+                    (other, _) => other,
+                }
             }
         };
         applied.map_err(|e| e.to_string())
