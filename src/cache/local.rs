@@ -1,6 +1,7 @@
 //! The embedded cache: a bounded, concurrent in-process map with a time-to-live (moka).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use moka::future::Cache as Moka;
@@ -13,6 +14,10 @@ pub struct LocalCache {
     inner: Moka<String, String>,
     /// Loads in flight by key, so concurrent misses of one key make one database read.
     flights: Arc<Flights>,
+    /// Bumped by every invalidation, before its entry is dropped: a load that began before
+    /// one may hold what the change made stale, and drops what it stored (see
+    /// [`LocalCache::set_unless_invalidated`]).
+    invalidations: Arc<AtomicU64>,
 }
 
 impl LocalCache {
@@ -24,6 +29,23 @@ impl LocalCache {
                 .time_to_live(ttl)
                 .build(),
             flights: Arc::default(),
+            invalidations: Arc::default(),
+        }
+    }
+
+    /// Where the invalidations stand; a load reads it before it reads the database.
+    pub(super) fn invalidations(&self) -> u64 {
+        self.invalidations.load(Ordering::SeqCst)
+    }
+
+    /// Stores what a load read, then drops it again if an invalidation came since `seen`:
+    /// the load may have read the database before the change that invalidation announced,
+    /// and a stale page would outlive it by the whole TTL. (The invalidation bumps the count
+    /// before it drops the entry, so either it drops this entry or this check sees it.)
+    pub(super) async fn set_unless_invalidated(&self, key: &str, value: String, seen: u64) {
+        self.inner.insert(key.to_owned(), value).await;
+        if self.invalidations() != seen {
+            self.inner.invalidate(key).await;
         }
     }
 
@@ -41,11 +63,13 @@ impl LocalCache {
     }
 
     pub(super) async fn delete(&self, key: &str) {
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
         self.inner.invalidate(key).await;
     }
 
     /// Drops every entry (the invalidation feed was lost: any entry may be stale).
     pub(super) fn clear(&self) {
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
         self.inner.invalidate_all();
     }
 }

@@ -200,10 +200,11 @@ where
     // Concurrent misses of one key share one load.
     let lead = |load: F| async move {
         counters.inspect(|c| c.loads.inc());
+        let seen = cache.invalidations();
         let loaded = load().await?;
         let json = loaded.as_ref().and_then(|v| serde_json::to_string(v).ok());
         if let Some(json) = &json {
-            cache.set(key, json.clone()).await;
+            cache.set_unless_invalidated(key, json.clone(), seen).await;
         }
         Ok((loaded, json))
     };
@@ -328,6 +329,31 @@ mod tests {
         let got = futures_util::future::join_all(reads).await;
         assert!(got.iter().all(|g| *g == Ok(Some(7))), "{got:?}");
         assert_eq!(loads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_load_that_raced_an_invalidation_is_not_kept() {
+        let cache = Cache::local(Duration::from_secs(60));
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        // The load reads the old value, the change commits and invalidates, then the load
+        // lands: what it read must not stay cached.
+        let slow = cache.get_or_load("product:1", || async {
+            wait.await.ok();
+            Ok::<_, ()>(Some(1u64))
+        });
+        let change = async {
+            tokio::task::yield_now().await;
+            cache.invalidate("product:1").await;
+            go.send(()).ok();
+        };
+        let (got, ()) = tokio::join!(slow, change);
+        assert_eq!(got, Ok(Some(1)));
+        let fresh = || async { Ok::<_, ()>(Some(2u64)) };
+        assert_eq!(
+            cache.get_or_load("product:1", fresh).await,
+            Ok(Some(2)),
+            "the value read before the invalidation was kept"
+        );
     }
 
     #[tokio::test]
